@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lmittmann/tint"
+
+	"khproxy/config"
+	"khproxy/proxy"
+	"khproxy/signer"
+)
+
+// errUsage marks a command line that could not be understood; main exits 2.
+var errUsage = errors.New("usage")
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+// shutdownGrace is how long in-flight requests may take to finish after
+// SIGTERM. Kubernetes' default termination grace period is 30s.
+const shutdownGrace = 25 * time.Second
+
+// run is khproxy's whole program: it reads the command line and environment,
+// wires the pieces together and serves until ctx is done.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	cmd := ""
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "":
+		return serve(ctx, environ, stderr, nil)
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return nil
+	default:
+		usage(stderr)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `khproxy signs requests for the KernelHost Reseller API: send it plain HTTP,
+it adds KH-Key, KH-Timestamp, KH-Nonce, KH-Signature (and an Idempotency-Key
+where the API needs one) and forwards the request upstream.
+
+Usage:
+  khproxy            run the proxy, configured by the environment below
+  khproxy -h         show this help
+
+Environment:
+`)
+	for _, v := range config.Vars() {
+		def := ""
+		if v.Default != "" {
+			def = " (default " + v.Default + ")"
+		}
+		fmt.Fprintf(w, "  %s%s\n      %s\n", v.Name, def, v.Help)
+	}
+}
+
+// serve runs the proxy until ctx is done. ready, when not nil, receives the
+// listening address once requests are accepted.
+func serve(ctx context.Context, environ []string, stderr io.Writer, ready func(addr string)) error {
+	cfg, warnings, err := config.Load(environ)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	for _, w := range warnings {
+		log.Warn(w.Message, "var", w.Var)
+	}
+
+	var secret signer.SecretSource = signer.StaticSecret(cfg.Secret)
+	if cfg.SecretFile != "" {
+		fs, err := signer.NewFileSecret(cfg.SecretFile)
+		if err != nil {
+			return fmt.Errorf("KH_SECRET_FILE: %w", err)
+		}
+		secret = fs
+	}
+	upstream, err := url.Parse(cfg.Upstream)
+	if err != nil {
+		return fmt.Errorf("KH_UPSTREAM: %w", err)
+	}
+	routes := make([]proxy.Route, 0, len(cfg.IdempotentRoutes))
+	for _, r := range cfg.IdempotentRoutes {
+		method, path, err := config.SplitRoute(r)
+		if err != nil {
+			return fmt.Errorf("KH_IDEMPOTENT_ROUTES: %w", err)
+		}
+		routes = append(routes, proxy.Route{Method: method, Path: path})
+	}
+	p, err := proxy.New(proxy.Options{
+		Upstream:         upstream,
+		Signer:           &signer.Signer{Key: cfg.Key, Secret: secret},
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		UpstreamTimeout:  cfg.UpstreamTimeout,
+		IdempotentRoutes: routes,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("KH_LISTEN: %w", err)
+	}
+	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "key", cfg.Key)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	return serveHTTP(ctx, ln, p, log)
+}
+
+// serveHTTP serves h on ln until ctx is done, then lets in-flight requests
+// finish for up to shutdownGrace.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newLogger builds the one logger: coloured text (tint) on a terminal, JSON
+// otherwise, unless format forces one.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(strings.Replace(level, "warning", "warn", 1)))); err != nil {
+		lv = slog.LevelInfo
+	}
+	tty := isTerminal(w)
+	if format == "json" || (format == "auto" && !tty) {
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv}))
+	}
+	return slog.New(tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !tty}))
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(interface{ Stat() (os.FileInfo, error) })
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
