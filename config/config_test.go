@@ -1,0 +1,162 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"khproxy/config"
+)
+
+const goodKey = "kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+func environ(kv ...string) []string {
+	base := map[string]string{"KH_KEY": goodKey, "KH_SECRET": "s3cr3t-value"}
+	for i := 0; i+1 < len(kv); i += 2 {
+		base[kv[i]] = kv[i+1]
+	}
+	var out []string
+	for k, v := range base {
+		if v != "<unset>" {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c, warns, err := config.Load(environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 0 {
+		t.Errorf("warnings = %v, want none", warns)
+	}
+	want := config.Config{
+		Key:              goodKey,
+		Secret:           "s3cr3t-value",
+		Upstream:         "https://www.kernelhost.com/cp/kh_reseller_api",
+		Listen:           "127.0.0.1:8080",
+		MaxBodyBytes:     10 << 20,
+		UpstreamTimeout:  30 * time.Second,
+		IdempotentRoutes: []string{"POST /v1/orders", "POST /v1/services/*/actions"},
+		RetryMax:         3,
+		RetryBudget:      30 * time.Second,
+		IdemWindow:       10 * time.Minute,
+		LogLevel:         "info",
+		LogFormat:        "auto",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
+	}
+}
+
+func TestLoadErrorsNameTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	spaced := filepath.Join(dir, "spaced")
+	if err := os.WriteFile(spaced, []byte("two words\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		env     []string
+		wantVar string
+	}{
+		{"missing key", environ("KH_KEY", "<unset>"), "KH_KEY"},
+		{"empty key", environ("KH_KEY", ""), "KH_KEY"},
+		{"key with space", environ("KH_KEY", "kh_live_A B"), "KH_KEY"},
+		{"no secret", environ("KH_SECRET", "<unset>"), "KH_SECRET"},
+		{"both secrets", environ("KH_SECRET_FILE", "/x"), "KH_SECRET_FILE"},
+		{"secret with newline", environ("KH_SECRET", "abc\n"), "KH_SECRET"},
+		{"secret with control", environ("KH_SECRET", "a\x00b"), "KH_SECRET"},
+		{"secret file missing", environ("KH_SECRET", "<unset>", "KH_SECRET_FILE", filepath.Join(dir, "nope")), "KH_SECRET_FILE"},
+		{"secret file with space", environ("KH_SECRET", "<unset>", "KH_SECRET_FILE", spaced), "KH_SECRET_FILE"},
+		{"upstream not absolute", environ("KH_UPSTREAM", "/cp/api"), "KH_UPSTREAM"},
+		{"upstream ftp", environ("KH_UPSTREAM", "ftp://x/"), "KH_UPSTREAM"},
+		{"upstream with query", environ("KH_UPSTREAM", "https://x/?a=b"), "KH_UPSTREAM"},
+		{"listen without port", environ("KH_LISTEN", "127.0.0.1"), "KH_LISTEN"},
+		{"body not a number", environ("KH_MAX_BODY_BYTES", "10MB"), "KH_MAX_BODY_BYTES"},
+		{"body zero", environ("KH_MAX_BODY_BYTES", "0"), "KH_MAX_BODY_BYTES"},
+		{"timeout not a duration", environ("KH_UPSTREAM_TIMEOUT", "30"), "KH_UPSTREAM_TIMEOUT"},
+		{"timeout negative", environ("KH_UPSTREAM_TIMEOUT", "-1s"), "KH_UPSTREAM_TIMEOUT"},
+		{"route without method", environ("KH_IDEMPOTENT_ROUTES", "/v1/orders"), "KH_IDEMPOTENT_ROUTES"},
+		{"route lowercase method", environ("KH_IDEMPOTENT_ROUTES", "post /v1/orders"), "KH_IDEMPOTENT_ROUTES"},
+		{"retry max negative", environ("KH_RETRY_MAX", "-1"), "KH_RETRY_MAX"},
+		{"retry budget zero", environ("KH_RETRY_BUDGET", "0s"), "KH_RETRY_BUDGET"},
+		{"window bad", environ("KH_IDEMPOTENCY_WINDOW", "soon"), "KH_IDEMPOTENCY_WINDOW"},
+		{"log level", environ("KH_LOG_LEVEL", "verbose"), "KH_LOG_LEVEL"},
+		{"log format", environ("KH_LOG_FORMAT", "xml"), "KH_LOG_FORMAT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := config.Load(tt.env)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tt.wantVar) {
+				t.Errorf("error %q does not name %s", err, tt.wantVar)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "two words") {
+				t.Errorf("error %q quotes the secret", err)
+			}
+		})
+	}
+}
+
+func TestLoadWarnings(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		wantVar string
+	}{
+		{"odd key", environ("KH_KEY", "my-key"), "KH_KEY"},
+		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp"), "KH_UPSTREAM"},
+		{"listen everywhere", environ("KH_LISTEN", ":8080"), "KH_LISTEN"},
+		{"listen on a LAN address", environ("KH_LISTEN", "10.1.2.3:8080"), "KH_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, warns, err := config.Load(tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(warns) != 1 || warns[0].Var != tt.wantVar {
+				t.Errorf("warnings = %+v, want one for %s", warns, tt.wantVar)
+			}
+		})
+	}
+	for _, ok := range []string{"http://127.0.0.1:9/cp", "http://localhost:9", "http://[::1]:9"} {
+		if _, warns, err := config.Load(environ("KH_UPSTREAM", ok)); err != nil || len(warns) != 0 {
+			t.Errorf("KH_UPSTREAM=%s: warnings %v, err %v; want neither", ok, warns, err)
+		}
+	}
+}
+
+func TestLoadSecretFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := config.Load(environ("KH_SECRET", "<unset>", "KH_SECRET_FILE", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SecretFile != path || c.Secret != "" {
+		t.Errorf("SecretFile, Secret = %q, %q; want %q and empty (read by the signer)", c.SecretFile, c.Secret, path)
+	}
+}
+
+func TestVarsDocumentEveryField(t *testing.T) {
+	vars := config.Vars()
+	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField(); got != want {
+		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
+	}
+	for _, v := range vars {
+		if !strings.HasPrefix(v.Name, "KH_") || v.Help == "" {
+			t.Errorf("var %+v lacks a KH_ name or help", v)
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"khproxy/proxy"
+	"khproxy/signer"
+)
+
+const (
+	testKey    = "kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+	testSecret = "test-secret-0123456789abcdefghij"
+	basePath   = "/cp/kh_reseller_api"
+)
+
+// arrival is what the test upstream saw of one request.
+type arrival struct {
+	Method        string
+	RequestURI    string
+	Host          string
+	Header        http.Header
+	Body          []byte
+	ContentLength int64
+	Chunked       bool
+	SigErr        error // nil when the signature verified
+}
+
+// upstream is an httptest server that checks each request's signature with
+// its own code (not package signer) and records what arrived.
+type upstream struct {
+	*httptest.Server
+	mu       sync.Mutex
+	arrivals []arrival
+	handle   http.HandlerFunc // answers after recording; nil: 200 {"ok":true}
+}
+
+func newUpstream(t testing.TB, handle http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{handle: handle}
+	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	a := arrival{
+		Method:        r.Method,
+		RequestURI:    r.RequestURI,
+		Host:          r.Host,
+		Header:        r.Header.Clone(),
+		Body:          body,
+		ContentLength: r.ContentLength,
+		Chunked:       len(r.TransferEncoding) > 0,
+	}
+	a.SigErr = verify(r.Method, r.RequestURI, r.Header, body)
+	u.mu.Lock()
+	u.arrivals = append(u.arrivals, a)
+	u.mu.Unlock()
+	if a.SigErr != nil {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"type":"auth_failed","detail":%q}`, a.SigErr.Error())
+		return
+	}
+	if u.handle != nil {
+		u.handle(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Request-Id", "01HX7Z3K8QTESTREQUESTID000")
+	io.WriteString(w, `{"ok":true}`)
+}
+
+// verify checks the four KH-* headers the way the API documents them.
+func verify(method, requestURI string, h http.Header, body []byte) error {
+	for _, name := range []string{"KH-Key", "KH-Timestamp", "KH-Nonce", "KH-Signature"} {
+		if n := len(h.Values(name)); n != 1 {
+			return fmt.Errorf("%s appears %d times", name, n)
+		}
+	}
+	if got := h.Get("KH-Key"); got != testKey {
+		return fmt.Errorf("KH-Key = %q", got)
+	}
+	path, ok := strings.CutPrefix(requestURI, basePath)
+	if !ok {
+		return fmt.Errorf("request-target %q lacks the base path", requestURI)
+	}
+	bh := sha256.Sum256(body)
+	msg := method + "\n" + path + "\n" + h.Get("KH-Timestamp") + "\n" + h.Get("KH-Nonce") + "\n" + hex.EncodeToString(bh[:])
+	m := hmac.New(sha256.New, []byte(testSecret))
+	m.Write([]byte(msg))
+	if want := hex.EncodeToString(m.Sum(nil)); !hmac.Equal([]byte(want), []byte(h.Get("KH-Signature"))) {
+		return fmt.Errorf("signature mismatch over %q", msg)
+	}
+	return nil
+}
+
+func (u *upstream) all() []arrival {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]arrival(nil), u.arrivals...)
+}
+
+func (u *upstream) last(t testing.TB) arrival {
+	t.Helper()
+	all := u.all()
+	if len(all) == 0 {
+		t.Fatal("nothing arrived upstream")
+	}
+	return all[len(all)-1]
+}
+
+// harness is a proxy in front of a test upstream, both on real sockets.
+type harness struct {
+	up    *upstream
+	proxy *httptest.Server
+	logs  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newHarness(t testing.TB, handle http.HandlerFunc, mutate ...func(*proxy.Options)) *harness {
+	t.Helper()
+	up := newUpstream(t, handle)
+	return newHarnessFor(t, up, up.URL+basePath, mutate...)
+}
+
+func newHarnessFor(t testing.TB, up *upstream, upstreamURL string, mutate ...func(*proxy.Options)) *harness {
+	t.Helper()
+	u, err := url.Parse(upstreamURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	opts := proxy.Options{
+		Upstream:     u,
+		Signer:       &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
+		MaxBodyBytes: 2 << 20,
+		IdempotentRoutes: []proxy.Route{
+			{Method: "POST", Path: "/v1/orders"},
+			{Method: "POST", Path: "/v1/services/*/actions"},
+		},
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	p, err := proxy.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	h := &harness{up: up, proxy: srv, logs: logs}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", logs.String())
+		}
+		for _, s := range []string{testSecret} {
+			if strings.Contains(logs.String(), s) {
+				t.Errorf("the log contains the secret")
+			}
+		}
+	})
+	return h
+}
+
+// raw sends request text as-is over a new connection to the proxy and returns
+// the parsed response with its body read.
+func (h *harness) raw(t testing.TB, request string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", h.proxy.Listener.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	method, _, _ := strings.Cut(request, " ")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	for err == nil && resp.StatusCode == http.StatusContinue {
+		resp, err = http.ReadResponse(br, &http.Request{Method: method})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// do sends a request through the proxy with Go's client.
+func (h *harness) do(t testing.TB, method, path string, body io.Reader, header http.Header) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, h.proxy.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := h.proxy.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
