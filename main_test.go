@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"khproxy/config"
+)
+
+const (
+	testKey    = "kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+	testSecret = "main-test-secret-value"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range config.Vars() {
+		if !strings.Contains(out.String(), v.Name) || !strings.Contains(out.String(), v.Help) {
+			t.Errorf("help lacks %s or its meaning", v.Name)
+		}
+		if v.Default != "" && !strings.Contains(out.String(), "(default "+v.Default+")") {
+			t.Errorf("help lacks the default of %s", v.Name)
+		}
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     []string
+		want    string
+		wantErr error
+	}{
+		{"unknown command", []string{"frobnicate"}, nil, "frobnicate", errUsage},
+		{"no key", nil, []string{"KH_SECRET=x"}, "KH_KEY", nil},
+		{"bad listen", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=nope"}, "KH_LISTEN", nil},
+		{"port taken", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=256.0.0.1:1"}, "KH_LISTEN", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(context.Background(), tt.args, tt.env, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run = %v, want an error naming %s", err, tt.want)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("run = %v, want errors.Is %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// waitListening reads the JSON log until the "listening" line and returns
+// its address.
+func waitListening(t testing.TB, logs *syncBuffer, errc <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "khproxy listening" {
+				return m["addr"].(string)
+			}
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("run ended early: %v\n%s", err, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("khproxy did not start:\n%s", logs.String())
+	return ""
+}
+
+func TestServeSignsAndShutsDownGracefully(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("KH-Signature") == "" || r.Header.Get("KH-Key") != testKey {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path == "/api/v1/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "signed "+r.RequestURI)
+	}))
+	defer up.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+	addr := waitListening(t, logs, errc)
+
+	resp, err := http.Get("http://" + addr + "/v1/products?page=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got, want := string(body), "signed /api/v1/products?page=2"; got != want {
+		t.Errorf("body = %q, want %q", got, want)
+	}
+
+	// An in-flight request survives the shutdown signal.
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/v1/slow")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	<-started
+	cancel()
+	time.Sleep(50 * time.Millisecond) // let Shutdown close the listener
+	close(release)
+	if got, want := <-slow, "signed /api/v1/slow"; got != want {
+		t.Errorf("in-flight request got %q, want %q", got, want)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("run = %v, want nil after a graceful stop", err)
+	}
+	if strings.Contains(logs.String(), testSecret) {
+		t.Error("the log contains the secret")
+	}
+}
+
+// TestDockerfileBuild builds the binary with the Dockerfile's own build
+// command, checks that it is static, and stops it with SIGTERM as Kubernetes
+// would.
+func TestDockerfileBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	df, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 go build .*) -o (\S+) \.$`).FindSubmatch(df)
+	if m == nil {
+		t.Fatal("Dockerfile has no RUN CGO_ENABLED=0 go build ... -o OUT . line")
+	}
+	bin := filepath.Join(t.TempDir(), "khproxy")
+	cmd := exec.Command("sh", "-c", string(m[1])+" -o "+bin+" .")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("binary has an ELF interpreter: not static, will not run on distroless/static")
+		}
+	}
+	f.Close()
+
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	proc := exec.Command(bin)
+	proc.Env = []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL, "KH_LISTEN=127.0.0.1:0"}
+	stderr, _ := proc.StderrPipe()
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var addr string
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "khproxy listening" {
+			addr = fmt.Sprint(line["addr"])
+			break
+		}
+	}
+	if addr == "" {
+		proc.Process.Kill()
+		t.Fatal("binary did not log its address")
+	}
+	go io.Copy(io.Discard, stderr)
+	resp, err := http.Get("http://" + addr + "/v1/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("status = %d", resp.StatusCode)
+	}
+	proc.Process.Signal(syscall.SIGTERM)
+	if err := proc.Wait(); err != nil {
+		t.Errorf("after SIGTERM: %v, want exit 0", err)
+	}
+}
