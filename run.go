@@ -106,12 +106,15 @@ func serve(ctx context.Context, environ []string, stderr io.Writer, ready func(a
 		routes = append(routes, proxy.Route{Method: method, Path: path})
 	}
 	p, err := proxy.New(proxy.Options{
-		Upstream:         upstream,
-		Signer:           &signer.Signer{Key: cfg.Key, Secret: secret},
-		MaxBodyBytes:     cfg.MaxBodyBytes,
-		UpstreamTimeout:  cfg.UpstreamTimeout,
-		IdempotentRoutes: routes,
-		Logger:           log,
+		Upstream:          upstream,
+		Signer:            &signer.Signer{Key: cfg.Key, Secret: secret},
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		UpstreamTimeout:   cfg.UpstreamTimeout,
+		IdempotentRoutes:  routes,
+		RetryMax:          cfg.RetryMax,
+		RetryBudget:       cfg.RetryBudget,
+		IdempotencyWindow: cfg.IdemWindow,
+		Logger:            log,
 	})
 	if err != nil {
 		return err

@@ -45,6 +45,16 @@ type Options struct {
 	IdempotentRoutes []Route
 	// Transport performs upstream attempts; nil means NewTransport().
 	Transport http.RoundTripper
+	// RetryMax is how many times a failed attempt may be retried; 0 means
+	// never. Which failures are retried is described in the README.
+	RetryMax int
+	// RetryBudget bounds the time from the first attempt to the start of the
+	// last, backoff waits included; 0 means 30s.
+	RetryBudget time.Duration
+	// IdempotencyWindow is how long the automatic key of a request whose
+	// answer did not reach its caller is kept for the caller's retry; 0
+	// means 10 minutes.
+	IdempotencyWindow time.Duration
 	// Logger receives the access log and errors; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -59,6 +69,7 @@ type Proxy struct {
 	basePath string // upstream's escaped path without trailing slash
 	maxBody  int64
 	routes   routeSet
+	flights  *flights
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -92,6 +103,11 @@ func New(opts Options) (*Proxy, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	window := opts.IdempotencyWindow
+	if window <= 0 {
+		window = 10 * time.Minute
+	}
+	p.flights = newFlights(window)
 	next := opts.Transport
 	if next == nil {
 		next = NewTransport()
@@ -100,13 +116,20 @@ func New(opts Options) (*Proxy, error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
+	budget := opts.RetryBudget
+	if budget <= 0 {
+		budget = 30 * time.Second
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: p.rewrite,
 		Transport: &signingTransport{
-			next:    next,
-			signer:  opts.Signer,
-			now:     p.now,
-			timeout: timeout,
+			next:        next,
+			signer:      opts.Signer,
+			now:         p.now,
+			timeout:     timeout,
+			retryMax:    max(opts.RetryMax, 0),
+			retryBudget: budget,
+			log:         p.log,
 		},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
@@ -129,9 +152,11 @@ type exchange struct {
 
 	// Set by the RoundTripper and ModifyResponse; read after ServeHTTP of
 	// ReverseProxy returns, so no locking is needed.
-	attempts  int
-	requestID string // upstream X-Request-Id
-	err       *Error
+	attempts       int
+	upstreamStatus int
+	requestID      string // upstream X-Request-Id
+	shared         bool   // answered with an identical in-flight request's answer
+	err            *Error
 }
 
 type exchangeKey struct{}
@@ -144,14 +169,78 @@ func exchangeFrom(ctx context.Context) *exchange {
 // ServeHTTP signs and forwards r, or answers a problem when it cannot.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &recorder{ResponseWriter: w}
 	ex, err := p.prepare(rec, r)
+	var f *flight
+	defer func() {
+		// ReverseProxy panics with http.ErrAbortHandler when the response
+		// could not be copied whole; the bookkeeping must happen anyway.
+		v := recover()
+		if f != nil {
+			p.land(f, ex, rec, v != nil)
+		}
+		p.accessLog(r, ex, rec.status, p.now().Sub(start))
+		if v != nil {
+			panic(v)
+		}
+	}()
 	if err != nil {
 		p.fail(rec, r, ex, err)
-	} else {
-		p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+		return
 	}
-	p.accessLog(r, ex, rec.status, p.now().Sub(start))
+	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
+	if ex.autoKey {
+		var leader bool
+		f, leader = p.takeOff(ctx, rec, r, ex)
+		if !leader {
+			return
+		}
+		// The caller may give up; the request goes on so that its answer
+		// can be given to the caller's retry. RetryBudget bounds it.
+		ctx = context.WithoutCancel(ctx)
+		rec.capture = &bytes.Buffer{}
+	}
+	p.rp.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// takeOff makes r the leader of its flight, or waits for the leader of an
+// identical request and answers with its result. It returns the flight and
+// whether r must be sent upstream by the caller.
+func (p *Proxy) takeOff(ctx context.Context, w *recorder, r *http.Request, ex *exchange) (*flight, bool) {
+	fp := fingerprint(r.Method, ex.target, ex.bodyHash)
+	key := ex.idemKey
+	for {
+		f, leader := p.flights.join(fp, key)
+		ex.idemKey = f.key
+		r.Header.Set("Idempotency-Key", f.key)
+		if leader {
+			return f, true
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			p.fail(w, r, ex, ctx.Err())
+			return nil, false
+		}
+		if f.result != nil {
+			ex.shared = true
+			w.replay(f.result)
+			return nil, false
+		}
+		// The leader's answer was not kept; ask the API with its key, which
+		// makes it replay its stored answer.
+		key = f.key
+	}
+}
+
+// land ends a leader's flight once its answer was written (or not).
+func (p *Proxy) land(f *flight, ex *exchange, rec *recorder, aborted bool) {
+	delivered := !aborted && rec.err == nil && ex.upstreamStatus > 0 && ex.upstreamStatus < 500
+	var result *captured
+	if !aborted && !rec.overflow && rec.status != 0 {
+		result = &captured{status: rec.status, header: rec.header, body: rec.capture.Bytes()}
+	}
+	p.flights.finish(f, delivered, result)
 }
 
 // prepare refuses what it must, reads the body and picks the
@@ -282,6 +371,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	ex.requestID = resp.Header.Get("X-Request-Id")
+	ex.upstreamStatus = resp.StatusCode
 	if ex.idemKey != "" {
 		resp.Header.Set("Idempotency-Key", ex.idemKey)
 	}
@@ -307,7 +397,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err e
 	}
 	if e.Kind == KindClientGone {
 		// Nobody is listening; record the status for the log only.
-		if rec, ok := w.(*statusRecorder); ok {
+		if rec, ok := w.(*recorder); ok {
 			rec.status = e.Kind.Status()
 		}
 		return
@@ -334,6 +424,9 @@ func (p *Proxy) accessLog(r *http.Request, ex *exchange, status int, d time.Dura
 	if ex.attempts > 1 {
 		attrs = append(attrs, slog.Int("attempts", ex.attempts))
 	}
+	if ex.shared {
+		attrs = append(attrs, slog.Bool("shared_answer", true))
+	}
 	if ex.err != nil {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 		if ex.err.Kind.Status() >= 500 {
@@ -343,28 +436,65 @@ func (p *Proxy) accessLog(r *http.Request, ex *exchange, status int, d time.Dura
 	p.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
-// statusRecorder remembers the status written through it. Unwrap lets
-// http.ResponseController reach the real writer's Flush and Hijack.
-type statusRecorder struct {
+// recorder remembers the status written through it for the access log and,
+// for a flight's leader, keeps a copy of the response for its followers.
+// Unwrap lets http.ResponseController reach the real writer's Flush and
+// Hijack.
+type recorder struct {
 	http.ResponseWriter
 	status int
+	err    error // first error writing to the client
+
+	capture  *bytes.Buffer // non-nil: copy the body, up to captureLimit
+	header   http.Header   // with capture: the headers as written
+	overflow bool          // the body did not fit captureLimit
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 && code >= 200 {
-		s.status = code
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+		if r.capture != nil {
+			r.header = r.ResponseWriter.Header().Clone()
+		}
 	}
-	s.ResponseWriter.WriteHeader(code)
+	r.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
+// Write passes b to the client. With capture on, a client that went away does
+// not stop the copy: the answer is still read whole for the followers.
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.WriteHeader(http.StatusOK)
 	}
-	return s.ResponseWriter.Write(b)
+	if r.capture != nil && !r.overflow {
+		if r.capture.Len()+len(b) > captureLimit {
+			r.overflow = true
+		} else {
+			r.capture.Write(b)
+		}
+	}
+	if r.err == nil {
+		if _, err := r.ResponseWriter.Write(b); err != nil {
+			r.err = err
+		}
+	}
+	if r.err != nil && (r.capture == nil || r.overflow) {
+		return 0, r.err
+	}
+	return len(b), nil
 }
 
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+// replay writes a captured response.
+func (r *recorder) replay(c *captured) {
+	h := r.Header()
+	for k, v := range c.header {
+		h[k] = v
+	}
+	r.WriteHeader(c.status)
+	_, _ = r.Write(c.body)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // bodyReader returns a fresh reader over the buffered body, or http.NoBody.
 func (ex *exchange) bodyReader() io.ReadCloser {

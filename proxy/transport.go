@@ -1,13 +1,21 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"khproxy/signer"
@@ -40,34 +48,137 @@ func NewTransport() *http.Transport {
 // upstream timeout.
 var errAttemptTimeout = errors.New("no response headers within KH_UPSTREAM_TIMEOUT")
 
-// signingTransport signs each attempt with a fresh timestamp and nonce and
-// hands it to next.
+// Backoff bounds between attempts; Retry-After can ask for longer.
+const (
+	backoffBase = 100 * time.Millisecond
+	backoffMax  = 5 * time.Second
+)
+
+// signingTransport signs each attempt with a fresh timestamp and nonce,
+// retries what is safe to retry, and corrects for upstream clock skew.
 type signingTransport struct {
-	next    http.RoundTripper
-	signer  *signer.Signer
-	now     func() time.Time
-	timeout time.Duration
+	next        http.RoundTripper
+	signer      *signer.Signer
+	now         func() time.Time
+	timeout     time.Duration
+	retryMax    int
+	retryBudget time.Duration
+	log         *slog.Logger
+
+	// skew is the upstream clock minus ours, in seconds, learned from a
+	// 401 timestamp_out_of_window; every signature adds it.
+	skew atomic.Int64
 }
 
 // RoundTrip sends req, which ReverseProxy built from a client request whose
-// exchange is in the context.
+// exchange is in the context, retrying as the retry rules allow.
 func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(req.Context())
 	if ex == nil {
 		return nil, errors.New("proxy: request without exchange")
 	}
-	return t.attempt(req, ex)
+	start := t.now()
+	skewRetried := false
+	for retry := 0; ; retry++ {
+		resp, connected, err := t.attempt(req, ex)
+		why, wait := t.classify(req, ex, resp, err, connected)
+		if why == "" {
+			return resp, err
+		}
+		if why == "timestamp_out_of_window" {
+			if skewRetried || !t.learnSkew(resp) {
+				return resp, err
+			}
+			skewRetried, wait = true, 0
+		} else if retry >= t.retryMax {
+			return resp, err
+		} else {
+			wait = max(wait, backoff(retry))
+		}
+		if t.now().Add(wait).Sub(start) > t.retryBudget {
+			t.log.Debug("retry budget exhausted", "path", ex.target, "attempts", ex.attempts, "reason", why)
+			return resp, err
+		}
+		if resp != nil {
+			discard(resp.Body)
+		}
+		t.log.Info("retrying upstream request", "method", req.Method, "path", ex.target, "attempt", ex.attempts, "reason", why, "wait", wait, "idempotency_key", ex.idemKey)
+		select {
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// classify says why a finished attempt should be retried ("" when it should
+// not) and the least wait the upstream asked for.
+//
+// A request the API rejected at authentication (401) had no effect, so it is
+// safe to resend re-signed. Anything else may have reached the API: only
+// requests that HTTP defines as idempotent, or that carry an Idempotency-Key
+// the API deduplicates on, are resent; others only when the connection was
+// never established.
+func (t *signingTransport) classify(req *http.Request, ex *exchange, resp *http.Response, err error, connected bool) (why string, wait time.Duration) {
+	if err != nil {
+		if req.Context().Err() != nil {
+			return "", 0 // the client went away
+		}
+		if !connected {
+			return "connect: " + err.Error(), 0
+		}
+		if !safeToRepeat(req.Method, ex) {
+			return "", 0
+		}
+		if errors.Is(err, errAttemptTimeout) {
+			return "timeout", 0
+		}
+		return "transport: " + err.Error(), 0
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		switch reason := authReason(resp); reason {
+		case "replay_detected", "timestamp_out_of_window":
+			return reason, 0
+		}
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		if safeToRepeat(req.Method, ex) {
+			return resp.Status, retryAfter(resp.Header, t.now())
+		}
+	case http.StatusTooManyRequests:
+		if d := retryAfter(resp.Header, t.now()); d > 0 && safeToRepeat(req.Method, ex) {
+			return resp.Status, d
+		}
+	}
+	return "", 0
+}
+
+// safeToRepeat reports whether sending the request twice has the effect of
+// sending it once.
+func safeToRepeat(method string, ex *exchange) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return ex.idemKey != ""
 }
 
 // attempt sends one signed copy of req. Its deadline covers the time until
 // response headers; the body may then stream for as long as it takes.
-func (t *signingTransport) attempt(req *http.Request, ex *exchange) (*http.Response, error) {
+// connected reports whether a connection to the upstream was obtained, after
+// which the request's bytes may have reached it.
+func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.Response, connected bool, err error) {
 	ex.attempts++
-	h, err := t.signer.Sign(req.Method, ex.target, ex.bodyHash, t.now())
+	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
+	h, err := t.signer.Sign(req.Method, ex.target, ex.bodyHash, now)
 	if err != nil {
-		return nil, &Error{Kind: KindSigning, Detail: "khproxy could not sign the request; see its log", Err: err}
+		return nil, false, &Error{Kind: KindSigning, Detail: "khproxy could not sign the request; see its log", Err: err}
 	}
-	ctx, cancel := context.WithCancelCause(req.Context())
+	var gotConn atomic.Bool
+	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) },
+	})
+	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(t.timeout, func() { cancel(errAttemptTimeout) })
 
 	out := req.Clone(ctx)
@@ -78,18 +189,84 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (*http.Respo
 	out.ContentLength = int64(len(ex.body))
 	out.TransferEncoding = nil
 
-	resp, err := t.next.RoundTrip(out)
-	if !timer.Stop() && err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, errAttemptTimeout) {
-			err = errors.Join(errAttemptTimeout, err)
-		}
+	resp, err = t.next.RoundTrip(out)
+	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), errAttemptTimeout) {
+		err = errors.Join(errAttemptTimeout, err)
 	}
 	if err != nil {
 		cancel(nil)
-		return nil, err
+		return nil, gotConn.Load(), err
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
-	return resp, nil
+	return resp, true, nil
+}
+
+// learnSkew sets the clock correction from the upstream's Date header and
+// reports whether it found one.
+func (t *signingTransport) learnSkew(resp *http.Response) bool {
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)")
+		return false
+	}
+	skew := date.Sub(t.now()).Round(time.Second)
+	t.skew.Store(int64(skew / time.Second))
+	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
+	return true
+}
+
+// authReason reads the reason of a 401 problem body and puts the bytes back
+// so that the response can still be passed through untouched.
+func authReason(resp *http.Response) string {
+	const limit = 64 << 10
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	rest := resp.Body
+	resp.Body = &multiReadCloser{Reader: io.MultiReader(bytes.NewReader(b), rest), Closer: rest}
+	if err != nil {
+		return ""
+	}
+	var p struct {
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal(b, &p) != nil {
+		return ""
+	}
+	return p.Reason
+}
+
+type multiReadCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// retryAfter parses Retry-After (seconds or an HTTP date); 0 when absent or
+// unusable.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
+}
+
+// backoff is the wait before retry n (0-based): exponential with jitter, so
+// that many proxies do not retry in step.
+func backoff(n int) time.Duration {
+	d := min(backoffBase<<min(n, 16), backoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// discard drains a little of a body so the connection can be reused, then
+// closes it.
+func discard(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 64<<10)
+	_ = body.Close()
 }
 
 // cancelOnClose releases an attempt's context when its body is closed.

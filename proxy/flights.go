@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+)
+
+// Callers that know nothing of idempotency retry on their own: after a
+// timeout or a broken connection they send the same request again. For
+// requests that get an automatic Idempotency-Key, flights makes such a retry
+// harmless:
+//
+//   - while a request is in flight, an identical one (same method, target and
+//     body) waits for it and gets the same answer;
+//   - when a request's answer did not reach its caller (the caller left, the
+//     connection broke, or khproxy answered 502/504 or the API 5xx), its key
+//     is kept for the window, and an identical request reuses it, so the API
+//     replays its stored answer instead of placing a second order;
+//   - once an answer (below 500) was delivered, the key is forgotten: two
+//     identical orders sent on purpose, each answered, make two orders.
+type flights struct {
+	mu         sync.Mutex
+	inflight   map[string]*flight
+	unanswered *expirable.LRU[string, string] // fingerprint -> key
+}
+
+// maxUnanswered bounds the remembered keys; the oldest go first.
+const maxUnanswered = 10000
+
+// captureLimit bounds the copy of a leader's response kept for followers.
+// Larger answers are not shared; followers then ask the API with the same key.
+const captureLimit = 1 << 20
+
+// flight is one in-flight automatic-key request that identical requests may
+// wait for.
+type flight struct {
+	fp   string
+	key  string
+	done chan struct{}
+	// result is set before done is closed; nil when the answer could not be
+	// kept whole.
+	result *captured
+}
+
+// captured is a complete response that followers can be given.
+type captured struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func newFlights(window time.Duration) *flights {
+	return &flights{
+		inflight:   map[string]*flight{},
+		unanswered: expirable.NewLRU[string, string](maxUnanswered, nil, window),
+	}
+}
+
+// fingerprint identifies "the same request" for a caller's retry.
+func fingerprint(method, target, bodyHash string) string {
+	sum := sha256.Sum256([]byte(method + "\n" + target + "\n" + bodyHash))
+	return hex.EncodeToString(sum[:])
+}
+
+// join returns the flight for fp. leader is true when the caller must send
+// the request itself, with f.key: the key of an unanswered earlier attempt if
+// there is one, else key.
+func (fs *flights) join(fp, key string) (f *flight, leader bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if f, ok := fs.inflight[fp]; ok {
+		return f, false
+	}
+	if k, ok := fs.unanswered.Get(fp); ok {
+		key = k
+	}
+	f = &flight{fp: fp, key: key, done: make(chan struct{})}
+	fs.inflight[fp] = f
+	return f, true
+}
+
+// finish ends a leader's flight: followers get result, and the key is kept
+// for a caller's retry unless the answer was delivered.
+func (fs *flights) finish(f *flight, delivered bool, result *captured) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	delete(fs.inflight, f.fp)
+	if delivered {
+		fs.unanswered.Remove(f.fp)
+	} else {
+		fs.unanswered.Add(f.fp, f.key)
+	}
+	f.result = result
+	close(f.done)
+}
