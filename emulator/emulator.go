@@ -1,0 +1,493 @@
+package emulator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultBasePath is the path prefix of the real API; signed paths start
+// after it, at /v1/ (spec §1.2).
+const DefaultBasePath = "/cp/kh_reseller_api"
+
+// DefaultInitialBalance is the credit each account starts with, in minor
+// units (50000 = 500.00).
+const DefaultInitialBalance = 50000
+
+// DefaultWebhookHeader carries the webhook signature.
+const DefaultWebhookHeader = "KH-Webhook-Signature"
+
+// DefaultAccount is the account of keys whose Key.Account is empty.
+const DefaultAccount = "acct_default"
+
+// Scopes (spec §4.2, §5). GET /v1/health needs none and GET /v1/me any.
+const (
+	ScopeReadProducts    = "read:products"
+	ScopeWriteOrders     = "write:orders"
+	ScopeReadOrders      = "read:orders"
+	ScopeReadServices    = "read:services"
+	ScopeWriteServices   = "write:services"
+	ScopeReadCredentials = "read:credentials"
+	ScopeReadBilling     = "read:billing"
+	ScopeReadWebhooks    = "read:webhooks"
+	ScopeWriteWebhooks   = "write:webhooks"
+)
+
+var allScopes = []string{
+	ScopeReadProducts, ScopeWriteOrders, ScopeReadOrders, ScopeReadServices, ScopeWriteServices,
+	ScopeReadCredentials, ScopeReadBilling, ScopeReadWebhooks, ScopeWriteWebhooks,
+}
+
+// AllScopes returns a new slice with every scope of spec §5.
+func AllScopes() []string { return slices.Clone(allScopes) }
+
+// Key is one API key the emulator accepts. ID must match
+// ^kh_live_[A-Z0-9]{32}$ and Secret must not be empty; its bytes are the
+// HMAC key. Scopes must be names from AllScopes (nil: none, so only
+// /v1/me and /v1/health work). A Locked key is rejected with
+// unknown_or_locked_key. Keys with the same Account share orders, services,
+// invoices and balance; an empty Account means DefaultAccount.
+type Key struct {
+	ID      string
+	Secret  string
+	Scopes  []string
+	Locked  bool
+	Account string
+}
+
+// Options configure New. Only Keys is required; every other zero value
+// selects the documented default.
+type Options struct {
+	// Keys accepted by the emulator; at least one.
+	Keys []Key
+	// BasePath is the prefix before /v1 (default DefaultBasePath; "/"
+	// means none). It must start with "/" and must not end with "/".
+	BasePath string
+	// Now is the base clock (default time.Now); Faults.ClockOffset is
+	// added for the server clock. Rate limits and idempotency retention use
+	// Now without the offset.
+	Now func() time.Time
+	// RateLimit configures the token buckets (zero: spec defaults).
+	RateLimit RateLimit
+	// InitialBalance is each account's starting credit in minor units:
+	// 0 means DefaultInitialBalance, negative means start at zero.
+	InitialBalance int64
+	// Currency is the ISO 4217 code for all amounts (default "EUR").
+	Currency string
+	// WebhookSecret signs webhook deliveries (generated when empty;
+	// read it back with Emulator.WebhookSecret).
+	WebhookSecret string
+	// WebhookHeader names the signature header (default DefaultWebhookHeader).
+	WebhookHeader string
+	// AllowInsecureWebhooks accepts http:// URLs and loopback, private and
+	// link-local hosts for webhooks (local testing only).
+	AllowInsecureWebhooks bool
+	// WebhookClient delivers webhooks. Nil: a client with a 5 s timeout
+	// whose dialer refuses non-public addresses unless
+	// AllowInsecureWebhooks. A custom client gets no such guard.
+	WebhookClient *http.Client
+	// Faults is the initial fault configuration (see Emulator.SetFaults).
+	Faults Faults
+	// Logger receives one line per request (never secrets); nil discards.
+	Logger *slog.Logger
+}
+
+// Emulator is an in-memory KernelHost Reseller API. Create it with New;
+// it is an http.Handler safe for concurrent use. Call Close to stop
+// webhook delivery.
+type Emulator struct {
+	basePath       string
+	now            func() time.Time
+	log            *slog.Logger
+	currency       string
+	initialBalance int64
+	rateCfg        RateLimit
+
+	maxBody     int64
+	maxOrders   int
+	lookupIP    func(ctx context.Context, host string) ([]string, error)
+	hookBackoff time.Duration
+
+	mu          sync.Mutex // guards everything below up to faultMu
+	keys        map[string]*keyState
+	accounts    map[string]*account
+	orders      map[int64]*Order
+	orderIDs    []int64
+	services    map[int64]*service
+	invoices    map[int64]*invoice
+	nextOrder   int64
+	nextService int64
+	nextInvoice int64
+	requests    map[string]int
+
+	faultMu sync.Mutex
+	faults  Faults
+
+	nonces  nonceCache
+	idem    idemStore
+	limiter *limiter
+	hooks   *webhookSender
+}
+
+// keyState is a configured key plus its per-key state (guarded by e.mu).
+type keyState struct {
+	Key
+	scopes     map[string]bool
+	webhookURL string
+}
+
+// New validates opts and returns a running emulator (its webhook worker
+// is started). It returns an error for missing or malformed keys, unknown
+// scopes, a bad BasePath, Currency or WebhookHeader, negative rate limits
+// or invalid faults.
+func New(opts Options) (*Emulator, error) {
+	if len(opts.Keys) == 0 {
+		return nil, errors.New("emulator: at least one key is required")
+	}
+	base := opts.BasePath
+	switch {
+	case base == "":
+		base = DefaultBasePath
+	case base == "/":
+		base = ""
+	case !strings.HasPrefix(base, "/") || strings.HasSuffix(base, "/") || strings.ContainsAny(base, "?#"):
+		return nil, fmt.Errorf("emulator: base path %q must start with / and not end with /", base)
+	}
+	rl, err := opts.RateLimit.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.Faults.validate(); err != nil {
+		return nil, err
+	}
+	currency := opts.Currency
+	if currency == "" {
+		currency = "EUR"
+	}
+	if !regexp.MustCompile(`^[A-Z]{3}$`).MatchString(currency) {
+		return nil, fmt.Errorf("emulator: currency %q must be three uppercase letters", currency)
+	}
+	header := opts.WebhookHeader
+	if header == "" {
+		header = DefaultWebhookHeader
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`).MatchString(header) {
+		return nil, fmt.Errorf("emulator: webhook header %q is not a valid header name", header)
+	}
+	balance := opts.InitialBalance
+	if balance == 0 {
+		balance = DefaultInitialBalance
+	} else if balance < 0 {
+		balance = 0
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Emulator{
+		basePath:       base,
+		now:            now,
+		log:            logger,
+		currency:       currency,
+		initialBalance: balance,
+		rateCfg:        rl,
+		maxBody:        1 << 20,
+		maxOrders:      10000,
+		lookupIP:       defaultLookup,
+		hookBackoff:    500 * time.Millisecond,
+		keys:           map[string]*keyState{},
+		accounts:       map[string]*account{},
+		orders:         map[int64]*Order{},
+		services:       map[int64]*service{},
+		invoices:       map[int64]*invoice{},
+		nextOrder:      1001,
+		nextService:    5001,
+		nextInvoice:    9001,
+		requests:       map[string]int{},
+		faults:         opts.Faults,
+		nonces:         nonceCache{max: 200000},
+		idem:           idemStore{max: 20000},
+		limiter:        newLimiter(rl),
+	}
+	for _, k := range opts.Keys {
+		if _, dup := e.keys[k.ID]; dup {
+			return nil, fmt.Errorf("emulator: duplicate key %s", k.ID)
+		}
+		if err := e.SetKey(k); err != nil {
+			return nil, err
+		}
+	}
+	e.hooks = newWebhookSender(e, opts.WebhookSecret, header, opts.AllowInsecureWebhooks, opts.WebhookClient)
+	return e, nil
+}
+
+// SetKey adds a key or replaces the key with the same ID (for example to
+// rotate its secret, which takes effect immediately, or to lock it). The
+// key's webhook URL and rate-limit buckets survive a replacement. It is
+// safe for concurrent use and returns an error for a malformed key.
+func (e *Emulator) SetKey(k Key) error {
+	if !keyPattern.MatchString(k.ID) {
+		return fmt.Errorf("emulator: key id must match %s", keyPattern)
+	}
+	if k.Secret == "" {
+		return fmt.Errorf("emulator: key %s: empty secret", k.ID)
+	}
+	scopes := map[string]bool{}
+	for _, s := range k.Scopes {
+		if !slices.Contains(allScopes, s) {
+			return fmt.Errorf("emulator: key %s: unknown scope %q", k.ID, s)
+		}
+		scopes[s] = true
+	}
+	if k.Account == "" {
+		k.Account = DefaultAccount
+	}
+	k.Scopes = slices.Clone(k.Scopes)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ks := &keyState{Key: k, scopes: scopes}
+	if old := e.keys[k.ID]; old != nil {
+		ks.webhookURL = old.webhookURL
+	}
+	e.keys[k.ID] = ks
+	if e.accounts[k.Account] == nil {
+		e.accounts[k.Account] = &account{id: k.Account, balance: e.initialBalance}
+	}
+	return nil
+}
+
+// lookupKey returns the secret and a snapshot of an unlocked key, or nil.
+// The snapshot's webhookURL is not maintained; read e.keys for it.
+func (e *Emulator) lookupKey(id string) (string, *keyState) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ks := e.keys[id]
+	if ks == nil || ks.Locked {
+		return "", nil
+	}
+	snap := *ks
+	return ks.Secret, &snap
+}
+
+// Close stops webhook delivery (queued events are discarded) and waits
+// for the worker. The handler keeps answering. Close is idempotent and
+// always returns nil.
+func (e *Emulator) Close() error {
+	e.hooks.close()
+	return nil
+}
+
+// WebhookSecret returns the secret that signs webhook deliveries.
+func (e *Emulator) WebhookSecret() string { return e.hooks.secret }
+
+// BasePath returns the effective path prefix ("" when none).
+func (e *Emulator) BasePath() string { return e.basePath }
+
+// call is one authenticated request on its way through a handler.
+type call struct {
+	r         *http.Request
+	reqID     string
+	key       *keyState
+	id        int64 // {id} path parameter, 0 if none
+	body      []byte
+	idemKey   string
+	serverNow time.Time
+}
+
+// ServeHTTP answers one request; see the package documentation for the
+// order of checks.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := e.now()
+	reqID := newULID(start)
+	routePath, signedPath, inBase := e.splitTarget(rawTarget(r))
+	var rt *route
+	var id int64
+	var allow []string
+	if inBase {
+		rt, id, allow = matchRoute(r.Method, routePath)
+	}
+	e.count(r.Method, rt, inBase && (rt != nil || len(allow) > 0))
+
+	if ae := e.takeFail(); ae != nil {
+		e.write(w, r, reqID, errorResponse(reqID, ae), start, "")
+		return
+	}
+	delay := e.takeDelay()
+	resp, ticket, committed, keyID := e.process(r, reqID, rt, id, allow, inBase, signedPath)
+	defer ticket.finish(nil) // releases the claim if anything below goes wrong
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+	}
+	ticket.finish(resp)
+	if committed && e.takeDrop() {
+		e.log.LogAttrs(r.Context(), slog.LevelInfo, "dropping connection after commit (fault)",
+			slog.String("request_id", reqID), slog.String("key", keyID))
+		dropConnection(w)
+		return
+	}
+	if r.Context().Err() != nil {
+		return
+	}
+	e.write(w, r, reqID, resp, start, keyID)
+}
+
+// process runs everything after the fail fault: per-IP limit, health,
+// authentication, per-key limit, routing, scope, idempotency, handler.
+func (e *Emulator) process(r *http.Request, reqID string, rt *route, id int64, allow []string, inBase bool, signedPath string) (*response, *idemTicket, bool, string) {
+	if ae := e.limiter.takeIP(r.RemoteAddr, e.now()); ae != nil {
+		return errorResponse(reqID, ae), nil, false, ""
+	}
+	if !inBase {
+		return errorResponse(reqID, notFound("No such endpoint.")), nil, false, ""
+	}
+	serverNow := e.serverNow()
+	if rt != nil && rt.scope == scopePublic {
+		return rt.handler(e, &call{r: r, reqID: reqID, serverNow: serverNow}), nil, false, ""
+	}
+	ks, body, ae := e.authenticate(r, signedPath, serverNow)
+	if ae != nil {
+		return errorResponse(reqID, ae), nil, false, ""
+	}
+	rlHeader, ae := e.limiter.takeKey(ks.ID, e.now())
+	resp, ticket, committed := e.dispatch(r, reqID, ks, body, rt, id, allow, serverNow, ae)
+	for k, v := range rlHeader {
+		resp.header[k] = v
+	}
+	return resp, ticket, committed, ks.ID
+}
+
+func (e *Emulator) dispatch(r *http.Request, reqID string, ks *keyState, body []byte, rt *route, id int64, allow []string, serverNow time.Time, rateErr *apiError) (*response, *idemTicket, bool) {
+	if rateErr != nil {
+		return errorResponse(reqID, rateErr), nil, false
+	}
+	if rt == nil {
+		if len(allow) > 0 {
+			return errorResponse(reqID, &apiError{code: codeMethodNotAllowed,
+				detail: "Method " + r.Method + " is not allowed here.",
+				header: http.Header{"Allow": {strings.Join(allow, ", ")}}}), nil, false
+		}
+		return errorResponse(reqID, notFound("No such endpoint.")), nil, false
+	}
+	if rt.scope != scopeAny && !ks.scopes[rt.scope] {
+		return errorResponse(reqID, &apiError{code: codeForbidden, reason: "missing_scope",
+			detail: "This key lacks the scope " + rt.scope + "."}), nil, false
+	}
+	c := &call{r: r, reqID: reqID, key: ks, id: id, body: body, serverNow: serverNow}
+	if !rt.idempotent {
+		resp := rt.handler(e, c)
+		return resp, nil, rt.write && resp.status/100 == 2
+	}
+	vals := r.Header.Values(HeaderIdempotencyKey)
+	switch {
+	case len(vals) == 0 || vals[0] == "":
+		return errorResponse(reqID, validationError(HeaderIdempotencyKey, "required for this endpoint")), nil, false
+	case len(vals) > 1 || !idemKeyPattern.MatchString(vals[0]):
+		return errorResponse(reqID, validationError(HeaderIdempotencyKey, "must match ^[A-Za-z0-9_.-]{1,80}$")), nil, false
+	}
+	c.idemKey = vals[0]
+	ticket, replay, ae := e.idem.begin(ks.ID, c.idemKey, fingerprint(r.Method, rt.pattern+"#"+strconv.FormatInt(id, 10), body), e.now())
+	if ae != nil {
+		return errorResponse(reqID, ae), nil, false
+	}
+	if replay != nil {
+		replay.header.Set(HeaderReplayed, "true")
+		return replay, nil, false
+	}
+	resp := rt.handler(e, c)
+	return resp, ticket, resp.status/100 == 2
+}
+
+// write sends resp with X-Request-Id, Date (server clock) and
+// Content-Length, and logs the request.
+func (e *Emulator) write(w http.ResponseWriter, r *http.Request, reqID string, resp *response, start time.Time, keyID string) {
+	h := w.Header()
+	for k, v := range resp.header {
+		h[k] = v
+	}
+	h.Set("X-Request-Id", reqID)
+	h.Set("Date", e.serverNow().UTC().Format(http.TimeFormat))
+	h.Set("Content-Length", strconv.Itoa(len(resp.body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(resp.status)
+	_, _ = w.Write(resp.body)
+	e.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("request_id", reqID), slog.String("method", r.Method),
+		slog.String("path", r.URL.Path), slog.Int("status", resp.status),
+		slog.String("key", keyID), slog.Duration("duration", e.now().Sub(start)))
+}
+
+// rawTarget returns the request-target as sent on the wire.
+func rawTarget(r *http.Request) string {
+	t := r.RequestURI
+	if t == "" {
+		t = r.URL.RequestURI()
+	}
+	if i := strings.Index(t, "://"); i >= 0 && !strings.HasPrefix(t, "/") { // absolute-form
+		rest := t[i+3:]
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			t = rest[j:]
+		} else if j := strings.IndexByte(rest, '?'); j >= 0 {
+			t = "/" + rest[j:]
+		} else {
+			t = "/"
+		}
+	}
+	return t
+}
+
+// splitTarget strips the base path. signed is the signed PATH (with the
+// raw query); routePath is signed without the query.
+func (e *Emulator) splitTarget(raw string) (routePath, signed string, ok bool) {
+	if !strings.HasPrefix(raw, e.basePath+"/") {
+		return "", "", false
+	}
+	signed = raw[len(e.basePath):]
+	routePath = signed
+	if i := strings.IndexByte(routePath, '?'); i >= 0 {
+		routePath = routePath[:i]
+	}
+	return routePath, signed, true
+}
+
+func (e *Emulator) count(method string, rt *route, known bool) {
+	k := "other"
+	if rt != nil {
+		k = rt.method + " " + rt.pattern
+	} else if known {
+		k = method + " (method not allowed)"
+	}
+	e.mu.Lock()
+	e.requests[k]++
+	e.mu.Unlock()
+}
+
+// Requests returns how many requests reached the emulator per route,
+// keyed like "POST /v1/orders" or "GET /v1/services/{id}"; unknown paths
+// count under "other". Faulted and rejected requests count too. The map is
+// a copy; safe for concurrent use.
+func (e *Emulator) Requests() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.requests))
+	for k, v := range e.requests {
+		out[k] = v
+	}
+	return out
+}
