@@ -16,6 +16,7 @@ import (
 	"github.com/lmittmann/tint"
 
 	"khproxy/config"
+	"khproxy/emulator"
 	"khproxy/proxy"
 	"khproxy/signer"
 )
@@ -43,7 +44,16 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 	switch cmd {
 	case "":
-		return serve(ctx, environ, stderr, nil)
+		cfg, log, err := load(environ, stderr)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, log, nil)
+	case "demo":
+		return demo(ctx, args, environ, stdout, stderr)
+	case "emulator":
+		log := newLogger(stderr, lookup(environ, "KH_LOG_LEVEL"), orDefault(lookup(environ, "KH_LOG_FORMAT"), "auto"))
+		return emulator.Run(ctx, args, func(k string) string { return lookup(environ, k) }, stdout, log)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -60,6 +70,9 @@ where the API needs one) and forwards the request upstream.
 
 Usage:
   khproxy            run the proxy, configured by the environment below
+  khproxy demo       run the proxy in front of a built-in API emulator:
+                     no credentials needed (KH_LISTEN and KH_LOG_* apply)
+  khproxy emulator   run the API emulator alone (khproxy emulator -h)
   khproxy -h         show this help
 
 Environment:
@@ -73,18 +86,22 @@ Environment:
 	}
 }
 
-// serve runs the proxy until ctx is done. ready, when not nil, receives the
-// listening address once requests are accepted.
-func serve(ctx context.Context, environ []string, stderr io.Writer, ready func(addr string)) error {
+// load reads the configuration and builds the one logger.
+func load(environ []string, stderr io.Writer) (config.Config, *slog.Logger, error) {
 	cfg, warnings, err := config.Load(environ)
 	if err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
+		return config.Config{}, nil, fmt.Errorf("configuration:\n%w", err)
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	for _, w := range warnings {
 		log.Warn(w.Message, "var", w.Var)
 	}
+	return cfg, log, nil
+}
 
+// serve runs the proxy until ctx is done. ready, when not nil, is called
+// with the listening address once requests are accepted.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
 	var secret signer.SecretSource = signer.StaticSecret(cfg.Secret)
 	if cfg.SecretFile != "" {
 		fs, err := signer.NewFileSecret(cfg.SecretFile)
@@ -182,4 +199,22 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// lookup returns the last value of key in environ, "" when absent.
+func lookup(environ []string, key string) string {
+	v := ""
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
