@@ -177,6 +177,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// could not be copied whole; the bookkeeping must happen anyway.
 		v := recover()
 		if f != nil {
+			if v == nil {
+				rec.finish(r.Context())
+			}
 			p.land(f, ex, rec, v != nil)
 		}
 		p.accessLog(r, ex, rec.status, p.now().Sub(start))
@@ -482,6 +485,25 @@ func (r *recorder) Write(b []byte) (int, error) {
 		return 0, r.err
 	}
 	return len(b), nil
+}
+
+// errClientGone records that the client left before its answer went out.
+var errClientGone = errors.New("client went away before the answer was sent")
+
+// finish pushes the buffered answer out and records whether it could have
+// reached the client: writes to a closed connection only fail at flush, and
+// a client that left before then has cancelled ctx (its request context).
+func (r *recorder) finish(ctx context.Context) {
+	if r.err != nil {
+		return
+	}
+	if ctx.Err() != nil {
+		r.err = errClientGone
+		return
+	}
+	if err := http.NewResponseController(r.ResponseWriter).Flush(); err != nil {
+		r.err = err
+	}
 }
 
 // replay writes a captured response.
