@@ -201,10 +201,15 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	f.Close()
 
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer up.Close()
+	t.Run("SIGTERM", func(t *testing.T) { testBinarySIGTERM(t, bin) })
+	t.Run("HTTP_PROXY", func(t *testing.T) { testBinaryForwardProxy(t, bin) })
+}
+
+// startBinary starts the built khproxy with env and returns its address.
+func startBinary(t *testing.T, bin string, env ...string) (*exec.Cmd, string) {
+	t.Helper()
 	proc := exec.Command(bin)
-	proc.Env = []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL, "KH_LISTEN=127.0.0.1:0"}
+	proc.Env = append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0"}, env...)
 	stderr, _ := proc.StderrPipe()
 	if err := proc.Start(); err != nil {
 		t.Fatal(err)
@@ -223,6 +228,14 @@ func TestDockerfileBuild(t *testing.T) {
 		t.Fatal("binary did not log its address")
 	}
 	go io.Copy(io.Discard, stderr)
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	return proc, addr
+}
+
+func testBinarySIGTERM(t *testing.T, bin string) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	proc, addr := startBinary(t, bin, "KH_UPSTREAM="+up.URL)
 	resp, err := http.Get("http://" + addr + "/v1/health")
 	if err != nil {
 		t.Fatal(err)
@@ -234,5 +247,51 @@ func TestDockerfileBuild(t *testing.T) {
 	proc.Process.Signal(syscall.SIGTERM)
 	if err := proc.Wait(); err != nil {
 		t.Errorf("after SIGTERM: %v, want exit 0", err)
+	}
+}
+
+// testBinaryForwardProxy checks that HTTP_PROXY and HTTPS_PROXY are honoured:
+// a plain-http upstream is reached through the forward proxy with an
+// absolute-form target, an https one through a CONNECT tunnel.
+func testBinaryForwardProxy(t *testing.T, bin string) {
+	var mu sync.Mutex
+	var seen []string
+	fwd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.RequestURI+" sig="+fmt.Sprint(r.Header.Get("KH-Signature") != ""))
+		mu.Unlock()
+		if r.Method == http.MethodConnect {
+			w.WriteHeader(http.StatusForbidden) // no tunnel: the attempt fails
+			return
+		}
+		io.WriteString(w, "via forward proxy")
+	}))
+	defer fwd.Close()
+	_, addr := startBinary(t, bin, "HTTP_PROXY="+fwd.URL, "HTTPS_PROXY="+fwd.URL,
+		"KH_UPSTREAM=http://api.khproxy.invalid/cp/kh_reseller_api", "KH_RETRY_MAX=0")
+	resp, err := http.Get("http://" + addr + "/v1/products?page=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "via forward proxy" {
+		t.Errorf("body = %q", body)
+	}
+	_, addr2 := startBinary(t, bin, "HTTPS_PROXY="+fwd.URL, "KH_UPSTREAM=https://api.khproxy.invalid/cp/kh_reseller_api", "KH_RETRY_MAX=0")
+	if resp, err := http.Get("http://" + addr2 + "/v1/products"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("https upstream without tunnel: status %d, want 502", resp.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"GET http://api.khproxy.invalid/cp/kh_reseller_api/v1/products?page=2 sig=true",
+		"CONNECT api.khproxy.invalid:443 sig=false",
+	}
+	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
+		t.Errorf("forward proxy saw\n%s\nwant\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -67,11 +67,13 @@ type Proxy struct {
 	rp       *httputil.ReverseProxy
 	upstream *url.URL
 	basePath string // upstream's escaped path without trailing slash
-	maxBody  int64
-	routes   routeSet
-	flights  *flights
-	log      *slog.Logger
-	now      func() time.Time
+
+	basePathUnescaped string
+	maxBody           int64
+	routes            routeSet
+	flights           *flights
+	log               *slog.Logger
+	now               func() time.Time
 }
 
 // New checks opts and builds a Proxy.
@@ -87,12 +89,13 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		upstream: opts.Upstream,
-		basePath: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
-		maxBody:  opts.MaxBodyBytes,
-		routes:   routes,
-		log:      opts.Logger,
-		now:      opts.Now,
+		upstream:          opts.Upstream,
+		basePath:          strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
+		basePathUnescaped: strings.TrimSuffix(opts.Upstream.Path, "/"),
+		maxBody:           opts.MaxBodyBytes,
+		routes:            routes,
+		log:               opts.Logger,
+		now:               opts.Now,
 	}
 	if p.maxBody <= 0 {
 		p.maxBody = 10 << 20
@@ -141,10 +144,8 @@ func New(opts Options) (*Proxy, error) {
 // exchange is what one client request carries through ReverseProxy to the
 // RoundTripper and back to the access log. It lives in the request context.
 type exchange struct {
-	target   string // signed PATH: request-target relative to the base
-	rawPath  string
-	rawQuery string
-	hasQuery bool
+	url      *url.URL // upstream URL, built once from the client's target
+	target   string   // signed PATH: the upstream request-target after the base
 	body     []byte
 	bodyHash string
 	idemKey  string // Idempotency-Key sent upstream, "" when none
@@ -257,11 +258,28 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*exchange, erro
 	if err != nil {
 		return ex, &Error{Kind: KindBadRequest, Detail: err.Error()}
 	}
-	ex.rawPath, ex.rawQuery, ex.hasQuery = strings.Cut(target, "?")
-	ex.target = target
-	if p.basePath == "" && strings.HasPrefix(target, "//") {
+	ex.target = target // for the log, until the upstream target is known
+	if strings.HasPrefix(target, "//") {
 		return ex, &Error{Kind: KindBadRequest, Detail: "request path must not start with //"}
 	}
+	rawPath, rawQuery, hasQuery := strings.Cut(target, "?")
+	path, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return ex, &Error{Kind: KindBadRequest, Detail: "request path has an invalid percent-encoding"}
+	}
+	// RawPath keeps the client's escaping byte for byte; URL.RequestURI,
+	// which the transport writes, returns it whenever it is a valid encoding
+	// of Path. Only bytes that may not appear raw in a request-target (such
+	// as unencoded UTF-8) come out percent-encoded. The query is sent as is.
+	ex.url = &url.URL{
+		Scheme:     p.upstream.Scheme,
+		Host:       p.upstream.Host,
+		Path:       p.basePathUnescaped + path,
+		RawPath:    p.basePath + rawPath,
+		RawQuery:   rawQuery,
+		ForceQuery: hasQuery && rawQuery == "",
+	}
+	ex.target = strings.TrimPrefix(ex.url.RequestURI(), p.basePath)
 
 	if r.ContentLength > p.maxBody {
 		return ex, p.tooLarge()
@@ -279,7 +297,7 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*exchange, erro
 
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		ex.idemKey = key
-	} else if p.routes.match(r.Method, ex.rawPath) {
+	} else if p.routes.match(r.Method, ex.url.EscapedPath()[len(p.basePath):]) {
 		key, err := newIdempotencyKey()
 		if err != nil {
 			return ex, &Error{Kind: KindSigning, Detail: "could not generate an Idempotency-Key", Err: err}
@@ -331,15 +349,8 @@ var forwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Ho
 // rewrite points the outgoing request at the upstream, byte for byte.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeFrom(pr.In.Context())
-	// Opaque keeps the path exactly as the client sent it: URL.RequestURI,
-	// which the transport writes, returns Opaque verbatim.
-	pr.Out.URL = &url.URL{
-		Scheme:     p.upstream.Scheme,
-		Host:       p.upstream.Host,
-		Opaque:     p.basePath + ex.rawPath,
-		RawQuery:   ex.rawQuery,
-		ForceQuery: ex.hasQuery && ex.rawQuery == "",
-	}
+	u := *ex.url
+	pr.Out.URL = &u
 	pr.Out.Host = ""
 	named := connectionTokens(pr.In.Header)
 	for _, h := range forwardingHeaders {
