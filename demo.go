@@ -53,13 +53,15 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	}
 	defer emu.Close()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The emulator stops after the proxy, so that requests the proxy is
+	// finishing still have their upstream.
+	emuCtx, stopEmu := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEmu()
 	emuDone := make(chan error, 1)
-	go func() { emuDone <- serveHTTP(ctx, ln, emu, log.With("component", "emulator")) }()
+	go func() { emuDone <- serveHTTP(emuCtx, ln, emu, log.With("component", "emulator")) }()
 
 	err = serve(ctx, cfg, log, func(addr string) { banner(stdout, addr, upstream) })
-	cancel()
+	stopEmu()
 	if emuErr := <-emuDone; err == nil && !errors.Is(emuErr, http.ErrServerClosed) {
 		err = emuErr
 	}
