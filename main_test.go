@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"khproxy/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,22 +30,7 @@ const (
 	testSecret = "main-test-secret-value"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 func TestHelpListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer

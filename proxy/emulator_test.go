@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -43,7 +42,6 @@ func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	up := httptest.NewServer(emu)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)
-	logs := &syncBuffer{}
 	opts := proxy.Options{
 		Upstream:          u,
 		Signer:            &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)},
@@ -51,25 +49,11 @@ func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 		RetryMax:          3,
 		RetryBudget:       10 * time.Second,
 		IdempotencyWindow: time.Minute,
-		Logger:            slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, m := range mutate {
 		m(&opts)
 	}
-	p, err := proxy.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs.String())
-		}
-		if strings.Contains(logs.String(), secret) {
-			t.Error("the log contains the secret")
-		}
-	})
+	srv, logs := startProxy(t, opts, secret)
 	return &emuHarness{emu: emu, proxy: srv, logs: logs}
 }
 

@@ -2,12 +2,12 @@ package proxy_test
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"khproxy/internal/testutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -137,22 +137,7 @@ type harness struct {
 	logs  *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 func newHarness(t testing.TB, handle http.HandlerFunc, mutate ...func(*proxy.Options)) *harness {
 	t.Helper()
@@ -166,7 +151,6 @@ func newHarnessFor(t testing.TB, up *upstream, upstreamURL string, mutate ...fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
 	opts := proxy.Options{
 		Upstream:     u,
 		Signer:       &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
@@ -175,29 +159,36 @@ func newHarnessFor(t testing.TB, up *upstream, upstreamURL string, mutate ...fun
 			{Method: "POST", Path: "/v1/orders"},
 			{Method: "POST", Path: "/v1/services/*/actions"},
 		},
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, m := range mutate {
 		m(&opts)
 	}
+	srv, logs := startProxy(t, opts, testSecret)
+	h := &harness{up: up, proxy: srv, logs: logs}
+	return h
+}
+
+// startProxy serves a proxy built from opts (with a JSON logger added) and
+// fails the test if the log ever holds secret.
+func startProxy(t testing.TB, opts proxy.Options, secret string) (*httptest.Server, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := proxy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
-	h := &harness{up: up, proxy: srv, logs: logs}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("proxy log:\n%s", logs.String())
 		}
-		for _, s := range []string{testSecret} {
-			if strings.Contains(logs.String(), s) {
-				t.Errorf("the log contains the secret")
-			}
+		if strings.Contains(logs.String(), secret) {
+			t.Error("the log contains the secret")
 		}
 	})
-	return h
+	return srv, logs
 }
 
 // raw sends request text as-is over a new connection to the proxy and returns
