@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"khproxy/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"khproxy/config"
+	"khproxy/internal/testutil"
 )
 
 const (

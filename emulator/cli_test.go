@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"khproxy/internal/testutil"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 type syncBuffer = testutil.SyncBuffer

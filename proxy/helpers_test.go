@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"khproxy/internal/testutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/signer"
 )
