@@ -297,7 +297,7 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*exchange, erro
 
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		ex.idemKey = key
-	} else if p.routes.match(r.Method, ex.url.EscapedPath()[len(p.basePath):]) {
+	} else if path, _, _ := strings.Cut(ex.target, "?"); p.routes.match(r.Method, path) {
 		key, err := newIdempotencyKey()
 		if err != nil {
 			return ex, &Error{Kind: KindSigning, Detail: "could not generate an Idempotency-Key", Err: err}
