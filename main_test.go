@@ -281,3 +281,18 @@ func testBinaryForwardProxy(t *testing.T, bin string) {
 		t.Errorf("forward proxy saw\n%s\nwant\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestLogLevels(t *testing.T) {
+	for _, level := range []string{"warn", "WARN", "warning", "WARNING", "error"} {
+		var b bytes.Buffer
+		newLogger(&b, level, "json").Info("hidden")
+		if b.Len() != 0 {
+			t.Errorf("KH_LOG_LEVEL=%s logs at info", level)
+		}
+	}
+	var b bytes.Buffer
+	newLogger(&b, "DEBUG", "json").Debug("shown")
+	if b.Len() == 0 {
+		t.Error("KH_LOG_LEVEL=DEBUG hides debug lines")
+	}
+}

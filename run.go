@@ -181,7 +181,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.L
 // otherwise, unless format forces one.
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(strings.ToUpper(strings.Replace(level, "warning", "warn", 1)))); err != nil {
+	if err := lv.UnmarshalText([]byte(strings.Replace(strings.ToLower(level), "warning", "warn", 1))); err != nil {
 		lv = slog.LevelInfo
 	}
 	tty := isTerminal(w)

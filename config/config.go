@@ -126,7 +126,8 @@ func typeName(t reflect.Type) string {
 	return t.String()
 }
 
-// validate checks every field and resolves KH_SECRET_FILE into Secret.
+// validate checks every field; a KH_SECRET_FILE must be readable and hold a
+// usable secret (the signer reads it again when it changes).
 func (c *Config) validate() ([]Warning, error) {
 	var errs []error
 	var warns []Warning

@@ -264,6 +264,24 @@ func TestCallerRetries(t *testing.T) {
 			t.Errorf("%d orders, want 1", n)
 		}
 	})
+	t.Run("a retry answered by the first forgets its key", func(t *testing.T) {
+		h := newEmuHarness(t)
+		h.emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1})
+		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", orderBody, nil); err == nil {
+			t.Fatal("the first attempt did not time out")
+		}
+		if code, _, _ := h.must(t, "POST", "/v1/orders", orderBody, nil); code != http.StatusCreated {
+			t.Fatalf("retry: %d", code)
+		}
+		// The caller has its answer; the same order again is a new order.
+		code, hdr, _ := h.must(t, "POST", "/v1/orders", orderBody, nil)
+		if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "" {
+			t.Errorf("second order: %d, replayed %q", code, hdr.Get("Idempotent-Replayed"))
+		}
+		if n := h.emu.OrderCount(); n != 2 {
+			t.Errorf("%d orders, want 2", n)
+		}
+	})
 	t.Run("two identical orders on purpose", func(t *testing.T) {
 		h := newEmuHarness(t)
 		var keys []string

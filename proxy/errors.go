@@ -16,13 +16,13 @@ type Kind string
 // The kinds of failure khproxy answers itself. Each has one stable HTTP status
 // and problem type; statuses are mapped here and nowhere else.
 const (
-	KindBadRequest       Kind = "bad_request"        // 400: a request khproxy will not forward
-	KindMethodNotAllowed Kind = "method_not_allowed" // 405: CONNECT
-	KindBodyTooLarge     Kind = "body_too_large"     // 413: over KH_MAX_BODY_BYTES
-	KindUnreachable      Kind = "upstream_unreachable"
-	KindTimeout          Kind = "upstream_timeout"
-	KindSigning          Kind = "signing_failed" // 500: e.g. the secret file became unreadable
-	KindClientGone       Kind = "client_closed_request"
+	KindBadRequest       Kind = "bad_request"           // 400: a request khproxy will not forward
+	KindMethodNotAllowed Kind = "method_not_allowed"    // 405: CONNECT
+	KindBodyTooLarge     Kind = "body_too_large"        // 413: over KH_MAX_BODY_BYTES
+	KindUnreachable      Kind = "upstream_unreachable"  // 502: no answer, connection refused or broken
+	KindTimeout          Kind = "upstream_timeout"      // 504: no response headers in time
+	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
+	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 )
 
 var kinds = map[Kind]struct {
@@ -52,6 +52,7 @@ type Error struct {
 	Err    error
 }
 
+// Error returns the kind, the detail and the cause, for logs.
 func (e *Error) Error() string {
 	if e.Err != nil {
 		return string(e.Kind) + ": " + e.Detail + ": " + e.Err.Error()
@@ -59,6 +60,7 @@ func (e *Error) Error() string {
 	return string(e.Kind) + ": " + e.Detail
 }
 
+// Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
 // Status returns the HTTP status the kind is answered with.

@@ -98,3 +98,13 @@ func (fs *flights) finish(f *flight, delivered bool, result *captured) {
 	f.result = result
 	close(f.done)
 }
+
+// forget drops f's key from the unanswered keys, unless another flight has
+// put a different key there since.
+func (fs *flights) forget(f *flight) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if k, ok := fs.unanswered.Peek(f.fp); ok && k == f.key {
+		fs.unanswered.Remove(f.fp)
+	}
+}

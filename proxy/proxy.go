@@ -73,7 +73,9 @@ type Proxy struct {
 	routes            routeSet
 	flights           *flights
 	log               *slog.Logger
-	now               func() time.Time
+	// abandonAfter bounds how long a leader goes on once its caller left.
+	abandonAfter time.Duration
+	now          func() time.Time
 }
 
 // New checks opts and builds a Proxy.
@@ -123,6 +125,7 @@ func New(opts Options) (*Proxy, error) {
 	if budget <= 0 {
 		budget = 30 * time.Second
 	}
+	p.abandonAfter = budget + timeout
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: p.rewrite,
 		Transport: &signingTransport{
@@ -179,7 +182,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v := recover()
 		if f != nil {
 			if v == nil {
-				rec.finish(r.Context())
+				_ = rec.finish(r.Context())
 			}
 			p.land(f, ex, rec, v != nil)
 		}
@@ -194,22 +197,33 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
 	if ex.autoKey {
-		var leader bool
-		f, leader = p.takeOff(ctx, rec, r, ex)
+		fl, leader := p.takeOff(ctx, rec, r, ex)
 		if !leader {
+			if fl != nil && rec.finish(r.Context()) && fl.result.status < 500 {
+				// The answer reached a caller after all: the next
+				// identical request is a new one.
+				p.flights.forget(fl)
+			}
 			return
 		}
+		f = fl
 		// The caller may give up; the request goes on so that its answer
-		// can be given to the caller's retry. RetryBudget bounds it.
-		ctx = context.WithoutCancel(ctx)
+		// can be given to the caller's retry, for at most abandonAfter
+		// once the caller has left.
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(ctx, func() { time.AfterFunc(p.abandonAfter, cancel) })
+		defer stop()
+		ctx = lctx
 		rec.capture = &bytes.Buffer{}
 	}
 	p.rp.ServeHTTP(rec, r.WithContext(ctx))
 }
 
 // takeOff makes r the leader of its flight, or waits for the leader of an
-// identical request and answers with its result. It returns the flight and
-// whether r must be sent upstream by the caller.
+// identical request and answers with its result. It returns whether r must
+// be sent upstream by the caller, with its flight; a follower gets the flight
+// whose result it was answered with, or nil when its caller left first.
 func (p *Proxy) takeOff(ctx context.Context, w *recorder, r *http.Request, ex *exchange) (*flight, bool) {
 	fp := fingerprint(r.Method, ex.target, ex.bodyHash)
 	key := ex.idemKey
@@ -228,8 +242,10 @@ func (p *Proxy) takeOff(ctx context.Context, w *recorder, r *http.Request, ex *e
 		}
 		if f.result != nil {
 			ex.shared = true
+			ex.upstreamStatus = f.result.status
+			ex.requestID = f.result.header.Get("X-Request-Id")
 			w.replay(f.result)
-			return nil, false
+			return f, false
 		}
 		// The leader's answer was not kept; ask the API with its key, which
 		// makes it replay its stored answer.
@@ -249,7 +265,7 @@ func (p *Proxy) land(f *flight, ex *exchange, rec *recorder, aborted bool) {
 
 // prepare refuses what it must, reads the body and picks the
 // Idempotency-Key. The returned exchange is never nil.
-func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*exchange, error) {
+func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 	ex := &exchange{}
 	if r.Method == http.MethodConnect {
 		return ex, &Error{Kind: KindMethodNotAllowed, Detail: "CONNECT is not supported: send plain HTTP requests to khproxy"}
@@ -267,24 +283,30 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*exchange, erro
 	if err != nil {
 		return ex, &Error{Kind: KindBadRequest, Detail: "request path has an invalid percent-encoding"}
 	}
-	// RawPath keeps the client's escaping byte for byte; URL.RequestURI,
-	// which the transport writes, returns it whenever it is a valid encoding
-	// of Path. Only bytes that may not appear raw in a request-target (such
-	// as unencoded UTF-8) come out percent-encoded. The query is sent as is.
+	// The client's escaping is kept byte for byte; only bytes that may not
+	// appear raw in a path (such as unencoded UTF-8) are percent-encoded.
+	// Being a valid encoding of Path, RawPath is what URL.RequestURI, which
+	// the transport writes, returns; the query is sent as is.
+	escaped := escapePath(rawPath)
+	ex.target = escaped
+	if hasQuery {
+		ex.target += "?" + rawQuery
+	}
 	ex.url = &url.URL{
 		Scheme:     p.upstream.Scheme,
 		Host:       p.upstream.Host,
 		Path:       p.basePathUnescaped + path,
-		RawPath:    p.basePath + rawPath,
+		RawPath:    p.basePath + escaped,
 		RawQuery:   rawQuery,
 		ForceQuery: hasQuery && rawQuery == "",
 	}
-	ex.target = strings.TrimPrefix(ex.url.RequestURI(), p.basePath)
 
 	if r.ContentLength > p.maxBody {
 		return ex, p.tooLarge()
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.maxBody))
+	// The real writer, so that the server can close the connection after a
+	// body that was too large.
+	body, err := io.ReadAll(http.MaxBytesReader(w.ResponseWriter, r.Body, p.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -297,7 +319,7 @@ func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*exchange, erro
 
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		ex.idemKey = key
-	} else if path, _, _ := strings.Cut(ex.target, "?"); p.routes.match(r.Method, path) {
+	} else if p.routes.match(r.Method, escaped) {
 		key, err := newIdempotencyKey()
 		if err != nil {
 			return ex, &Error{Kind: KindSigning, Detail: "could not generate an Idempotency-Key", Err: err}
@@ -334,6 +356,44 @@ func originForm(requestURI string) (string, error) {
 	return "", fmt.Errorf("request target %q is not a path: send requests like GET /v1/products", requestURI)
 }
 
+// escapePath percent-encodes the bytes of a raw request path that RFC 3986
+// does not allow in a path, and keeps everything else, existing %XX escapes
+// included, exactly as it is.
+func escapePath(raw string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if pathByteAllowed(c) {
+			if b.Len() > 0 {
+				b.WriteByte(c)
+			}
+			continue
+		}
+		if b.Len() == 0 {
+			b.Grow(len(raw) + 16)
+			b.WriteString(raw[:i])
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	if b.Len() == 0 {
+		return raw
+	}
+	return b.String()
+}
+
+// pathByteAllowed reports whether c may appear raw in a path: unreserved,
+// sub-delims, ":", "@", "/" and the "%" of an escape.
+func pathByteAllowed(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~!$&'()*+,;=:@/%", c) >= 0
+}
+
 func newIdempotencyKey() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -361,6 +421,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// The body is already here in full; an upstream 100-continue round
 	// trip would only add latency.
 	pr.Out.Header.Del("Expect")
+	// ReverseProxy re-adds an Upgrade the client asked for; the API has no
+	// protocol to switch to, and a switched connection could not be signed.
+	if _, ok := pr.Out.Header["Upgrade"]; ok {
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
 }
 
 // connectionTokens returns the canonical header names a Connection header
@@ -501,20 +567,19 @@ func (r *recorder) Write(b []byte) (int, error) {
 // errClientGone records that the client left before its answer went out.
 var errClientGone = errors.New("client went away before the answer was sent")
 
-// finish pushes the buffered answer out and records whether it could have
+// finish pushes the buffered answer out and reports whether it could have
 // reached the client: writes to a closed connection only fail at flush, and
 // a client that left before then has cancelled ctx (its request context).
-func (r *recorder) finish(ctx context.Context) {
-	if r.err != nil {
-		return
-	}
-	if ctx.Err() != nil {
+func (r *recorder) finish(ctx context.Context) bool {
+	if r.err == nil && ctx.Err() != nil {
 		r.err = errClientGone
-		return
 	}
-	if err := http.NewResponseController(r.ResponseWriter).Flush(); err != nil {
-		r.err = err
+	if r.err == nil {
+		if err := http.NewResponseController(r.ResponseWriter).Flush(); err != nil {
+			r.err = err
+		}
 	}
+	return r.err == nil
 }
 
 // replay writes a captured response.

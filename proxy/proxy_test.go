@@ -34,6 +34,8 @@ func TestSignsExactlyWhatIsSent(t *testing.T) {
 		{"semicolon in query kept", "GET", "/v1/products?a=1;b=2", nil, ""},
 		{"percent-encoded path", "GET", "/v1/caf%C3%A9/a%2Fb", nil, ""},
 		{"raw UTF-8 path is percent-encoded, signed as sent", "GET", "/v1/café/世界?q=é", nil, "/v1/caf%C3%A9/%E4%B8%96%E7%95%8C?q=é"},
+		{"other escapes kept beside a raw byte", "GET", "/v1/a%2Fb/ü|x%7c", nil, "/v1/a%2Fb/%C3%BC%7Cx%7c"},
+		{"sub-delims and brackets", "GET", "/v1/a;b=c,d@e:f!$&'()*+[x]", nil, "/v1/a;b=c,d@e:f!$&'()*+%5Bx%5D"},
 		{"HEAD", "HEAD", "/v1/products/42", nil, ""},
 		{"DELETE", "DELETE", "/v1/things/1", nil, ""},
 		{"PUT JSON", "PUT", "/v1/webhooks", []byte(`{"url":"https://example.com/hook"}`), ""},
@@ -163,8 +165,8 @@ func TestSpoofedAuthHeadersAreReplaced(t *testing.T) {
 
 func TestConnectionHeaderCannotStripSignature(t *testing.T) {
 	h := newHarness(t, nil)
-	req := "GET /v1/me HTTP/1.1\r\nHost: x\r\nConnection: close, KH-Key, KH-Signature, KH-Nonce, KH-Timestamp, X-Custom\r\n" +
-		"X-Custom: hop\r\nX-Keep: end-to-end\r\n\r\n"
+	req := "GET /v1/me HTTP/1.1\r\nHost: x\r\nConnection: close, KH-Key, KH-Signature, KH-Nonce, KH-Timestamp, X-Custom, Idempotency-Key\r\n" +
+		"X-Custom: hop\r\nX-Keep: end-to-end\r\nIdempotency-Key: k1\r\n\r\n"
 	resp, _ := h.raw(t, req)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status = %d, want 200", resp.StatusCode)
@@ -178,6 +180,37 @@ func TestConnectionHeaderCannotStripSignature(t *testing.T) {
 	}
 	if got := a.Header.Get("X-Keep"); got != "end-to-end" {
 		t.Errorf("X-Keep = %q, want end-to-end", got)
+	}
+	// The retry rules count on the key: it must reach the API.
+	if got := a.Header.Values("Idempotency-Key"); len(got) != 1 || got[0] != "k1" {
+		t.Errorf("Idempotency-Key = %q, want k1", got)
+	}
+}
+
+func TestUpgradeIsNotForwarded(t *testing.T) {
+	h := newHarness(t, nil)
+	resp, body := h.raw(t, "GET /v1/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n")
+	if resp.StatusCode != 200 || string(body) != `{"ok":true}` {
+		t.Errorf("status %d body %s, want the plain answer", resp.StatusCode, body)
+	}
+	a := h.up.last(t)
+	if a.Header.Get("Upgrade") != "" || a.Header.Get("Connection") != "" {
+		t.Errorf("upstream saw Upgrade %q Connection %q", a.Header.Get("Upgrade"), a.Header.Get("Connection"))
+	}
+}
+
+func TestBasePathWithEscapes(t *testing.T) {
+	up := newUpstream(t, nil)
+	h := newHarnessFor(t, up, up.URL+"/cp/kh%5Freseller_api")
+	resp, _ := h.raw(t, "GET /v1/ü?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != 401 { // the test upstream expects the plain base path
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	if got, want := h.up.last(t).RequestURI, "/cp/kh%5Freseller_api/v1/%C3%BC?x=1"; got != want {
+		t.Errorf("upstream got %q, want %q", got, want)
+	}
+	if !strings.Contains(h.logs.String(), `"path":"/v1/%C3%BC?x=1"`) {
+		t.Errorf("signed path is not the target after the base:\n%s", h.logs.String())
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"khproxy/proxy"
+	"khproxy/signer"
 )
 
 // failFirst answers the first n requests with status (and extra headers),
@@ -254,5 +255,54 @@ func TestClientCancellationStopsRetries(t *testing.T) {
 	}
 	if got := len(h.up.all()); got != 1 {
 		t.Errorf("%d attempts after the client left, want 1", got)
+	}
+}
+
+func TestSigningFailureIsNotRetried(t *testing.T) {
+	h := newHarness(t, nil, withRetries(3), func(o *proxy.Options) {
+		o.Signer = &signer.Signer{Key: testKey, Secret: signer.StaticSecret("")}
+	})
+	resp, body := h.do(t, "GET", "/v1/products", nil, nil)
+	assertProblem(t, resp, body, http.StatusInternalServerError, "signing_failed")
+	if strings.Contains(h.logs.String(), "retrying upstream request") {
+		t.Error("a signing failure was retried")
+	}
+}
+
+func TestReplayDetectedRetriedEvenWithoutRetries(t *testing.T) {
+	handle, _ := failFirst(1, 401, nil, `{"type":"auth_failed","reason":"replay_detected"}`)
+	h := newHarness(t, handle, withRetries(0))
+	resp, _ := h.do(t, "GET", "/v1/products", nil, nil)
+	if resp.StatusCode != 200 || len(h.up.all()) != 2 {
+		t.Errorf("status %d after %d attempts, want 200 after 2", resp.StatusCode, len(h.up.all()))
+	}
+}
+
+func TestAbandonedLeaderIsBounded(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "abc")
+		w.(http.Flusher).Flush()
+		<-release // the rest of the body never comes
+	}, func(o *proxy.Options) {
+		o.RetryBudget = 300 * time.Millisecond
+		o.UpstreamTimeout = 200 * time.Millisecond
+	})
+	c := &http.Client{Timeout: 200 * time.Millisecond}
+	if resp, err := c.Post(h.proxy.URL+"/v1/orders", "application/json", strings.NewReader("{}")); err == nil {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	// Once its caller left, the leader may go on for budget + timeout
+	// (500ms), then gives up and logs the request.
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(h.logs.String(), `"msg":"request"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader is still in flight long after its caller left")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -78,22 +78,28 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, errors.New("proxy: request without exchange")
 	}
 	start := t.now()
-	skewRetried := false
+	skewRetried, replayRetried := false, false
 	for retry := 0; ; retry++ {
 		resp, connected, err := t.attempt(req, ex)
 		why, wait := t.classify(req, ex, resp, err, connected)
-		if why == "" {
+		switch {
+		case why == "":
 			return resp, err
-		}
-		if why == "timestamp_out_of_window" {
+		case why == "timestamp_out_of_window":
+			// Once, whatever KH_RETRY_MAX says: only we can fix it.
 			if skewRetried || !t.learnSkew(resp) {
 				return resp, err
 			}
-			skewRetried, wait = true, 0
-		} else if retry >= t.retryMax {
-			return resp, err
-		} else {
+			skewRetried = true
+		case retry < t.retryMax:
 			wait = max(wait, backoff(retry))
+		case why == "replay_detected" && !replayRetried:
+			// Once, whatever KH_RETRY_MAX says: http.Transport resends
+			// some requests on a reused connection with our signature,
+			// and that must not reach the caller as a failure.
+			replayRetried = true
+		default:
+			return resp, err
 		}
 		if t.now().Add(wait).Sub(start) > t.retryBudget {
 			t.log.Debug("retry budget exhausted", "path", ex.target, "attempts", ex.attempts, "reason", why)
@@ -121,8 +127,9 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 // never established.
 func (t *signingTransport) classify(req *http.Request, ex *exchange, resp *http.Response, err error, connected bool) (why string, wait time.Duration) {
 	if err != nil {
-		if req.Context().Err() != nil {
-			return "", 0 // the client went away
+		var e *Error
+		if req.Context().Err() != nil || errors.As(err, &e) {
+			return "", 0 // the client went away, or khproxy failed itself
 		}
 		if !connected {
 			return "connect: " + err.Error(), 0
@@ -183,6 +190,11 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 
 	out := req.Clone(ctx)
 	h.Apply(out.Header)
+	// Set here, after hop-by-hop removal, so that a client's Connection
+	// header cannot strip the key that the retry rules count on.
+	if ex.idemKey != "" {
+		out.Header["Idempotency-Key"] = []string{ex.idemKey}
+	}
 	out.Body = ex.bodyReader()
 	// No GetBody: http.Transport must not resend this signature on its own.
 	out.GetBody = nil
