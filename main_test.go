@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"khproxy/config"
+	"khproxy/emulator"
 	"khproxy/internal/testutil"
 )
 
@@ -294,5 +295,73 @@ func TestLogLevels(t *testing.T) {
 	newLogger(&b, "DEBUG", "json").Debug("shown")
 	if b.Len() == 0 {
 		t.Error("KH_LOG_LEVEL=DEBUG hides debug lines")
+	}
+}
+
+// TestSecretFileRotation is the Kubernetes story: the secret is a mounted
+// file; the API's secret is rotated (the old one stops working at once) and
+// the file is swapped; khproxy signs with the new one without a restart.
+func TestSecretFileRotation(t *testing.T) {
+	key, oldSecret, _ := emulator.NewCredentials()
+	emu, err := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: key, Secret: oldSecret, Scopes: emulator.AllScopes()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	up := httptest.NewServer(emu)
+	defer up.Close()
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	swap := func(secret string) {
+		tmp := filepath.Join(dir, "tmp")
+		if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap(oldSecret)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	env := []string{"KH_KEY=" + key, "KH_SECRET_FILE=" + path, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+	addr := waitListening(t, logs, errc)
+	status := func() int {
+		resp, err := http.Get("http://" + addr + "/v1/me")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(); got != 200 {
+		t.Fatalf("before rotation: %d", got)
+	}
+
+	_, newSecret, _ := emulator.NewCredentials()
+	if err := emu.SetKey(emulator.Key{ID: key, Secret: newSecret, Scopes: emulator.AllScopes()}); err != nil {
+		t.Fatal(err)
+	}
+	swap(newSecret)
+	deadline := time.Now().Add(5 * time.Second)
+	for status() != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not signing with the rotated secret:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "secret file changed") {
+		t.Error("no log line about the rotation")
+	}
+	for _, s := range []string{oldSecret, newSecret} {
+		if strings.Contains(logs.String(), s) {
+			t.Error("the log contains a secret")
+		}
 	}
 }

@@ -108,6 +108,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		if err != nil {
 			return fmt.Errorf("KH_SECRET_FILE: %w", err)
 		}
+		fs.OnChange = func(err error) {
+			if err != nil {
+				log.Warn("secret file unusable; signing with the last good secret", "var", "KH_SECRET_FILE", "error", err)
+				return
+			}
+			log.Info("secret file changed; signing with the new secret", "var", "KH_SECRET_FILE")
+		}
 		secret = fs
 	}
 	upstream, err := url.Parse(cfg.Upstream)

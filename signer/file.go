@@ -16,11 +16,16 @@ import (
 // a file and swapped atomically) is picked up without a restart. The file holds
 // the secret alone; one trailing newline ("\n" or "\r\n") is ignored.
 //
-// Changes are looked for at most once per CheckEvery. When the file cannot be
-// read or holds an invalid secret after a change, the last good secret stays in
-// use and Err reports why. Create it with NewFileSecret; it is safe for
-// concurrent use.
+// Changes are looked for at most once per DefaultCheckEvery. When the file
+// cannot be read or holds an invalid secret after a change, the last good
+// secret stays in use and Err reports why. Create it with NewFileSecret; it is
+// safe for concurrent use.
 type FileSecret struct {
+	// OnChange, when set (before the first call to Secret), is called with
+	// nil after a new secret was loaded, and with the error when the file
+	// became unusable; once per change, never with the secret itself.
+	OnChange func(err error)
+
 	path       string
 	checkEvery time.Duration
 
@@ -49,9 +54,20 @@ func (f *FileSecret) Secret() ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	if now.Sub(f.checked) >= f.checkEvery {
-		f.err = f.reload(now)
+	if now.Sub(f.checked) < f.checkEvery {
+		return f.secret, nil
 	}
+	before := f.stat
+	err := f.reload(now)
+	if f.OnChange != nil {
+		switch {
+		case err != nil && (f.err == nil || f.err.Error() != err.Error()):
+			f.OnChange(err)
+		case err == nil && f.stat != before:
+			f.OnChange(nil)
+		}
+	}
+	f.err = err
 	return f.secret, nil
 }
 

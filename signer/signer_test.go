@@ -169,6 +169,8 @@ func TestFileSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var changes []string
+	fs.OnChange = func(err error) { changes = append(changes, fmt.Sprint(err)) }
 	got, _ := fs.Secret()
 	if string(got) != "first-secret" {
 		t.Errorf("Secret = %q, want first-secret (trailing newline dropped)", got)
@@ -189,6 +191,11 @@ func TestFileSecret(t *testing.T) {
 	}
 	if err := fs.Err(); err == nil || strings.Contains(err.Error(), "bad secret") {
 		t.Errorf("Err = %v, want an error that does not quote the secret", err)
+	}
+	time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
+	fs.Secret() // still bad: no second notice
+	if len(changes) != 2 || changes[0] != "<nil>" || !strings.Contains(changes[1], "white space") {
+		t.Errorf("OnChange calls = %q, want one reload then one error", changes)
 	}
 }
 
