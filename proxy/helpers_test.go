@@ -221,6 +221,21 @@ func (h *harness) raw(t testing.TB, request string) (*http.Response, []byte) {
 	return resp, body
 }
 
+// rawOK sends request text like raw, requires a 200 and a signature the
+// upstream accepted, and returns what arrived upstream.
+func (h *harness) rawOK(t testing.TB, request string) arrival {
+	t.Helper()
+	resp, body := h.raw(t, request)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200: %s", resp.StatusCode, body)
+	}
+	a := h.up.last(t)
+	if a.SigErr != nil {
+		t.Errorf("upstream rejected the signature: %v", a.SigErr)
+	}
+	return a
+}
+
 // do sends a request through the proxy with Go's client.
 func (h *harness) do(t testing.TB, method, path string, body io.Reader, header http.Header) (*http.Response, []byte) {
 	t.Helper()
