@@ -22,6 +22,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"khproxy/problem"
@@ -139,6 +140,7 @@ func New(opts Options) (*Proxy, error) {
 		},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
+		BufferPool:     bufferPool{},
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	return p, nil
@@ -600,4 +602,16 @@ func (ex *exchange) bodyReader() io.ReadCloser {
 		return http.NoBody
 	}
 	return io.NopCloser(bytes.NewReader(ex.body))
+}
+
+// bufferPool reuses ReverseProxy's 32 KiB copy buffers across requests.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (bufferPool) Get() []byte { return copyBuffers.Get().(*[32 << 10]byte)[:] }
+func (bufferPool) Put(b []byte) {
+	if len(b) == 32<<10 {
+		copyBuffers.Put((*[32 << 10]byte)(b))
+	}
 }
