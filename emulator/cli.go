@@ -48,15 +48,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		getenv = func(string) string { return "" }
 	}
 	fs := flag.NewFlagSet("khproxy emulator", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	fs.SetOutput(io.Discard) // errors are returned, and printed once by the caller
 	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on (keep it on loopback unless you mean otherwise)")
 	key := fs.String("key", "", "API key id kh_live_[A-Z0-9]{32} (env KH_KEY; generated if neither key nor secret is set)")
 	secret := fs.String("secret", "", "API secret (env KH_SECRET)")
 	scopes := fs.String("scopes", strings.Join(allScopes, ","), "comma-separated scopes of the key")
 	basePath := fs.String("base-path", DefaultBasePath, `path prefix before /v1 ("/" for none)`)
-	perMinute := fs.Int("rate-per-minute", DefaultRatePerMinute, "per-key requests per minute")
-	burst := fs.Int("burst", DefaultBurst, "per-key burst")
-	perDay := fs.Int("rate-per-day", DefaultRatePerDay, "per-key requests per day")
+	perMinute := fs.Int("rate-per-minute", DefaultRatePerMinute, "per-key requests per minute (0: the default; see -no-rate-limit)")
+	burst := fs.Int("burst", DefaultBurst, "per-key burst (0: the default)")
+	perDay := fs.Int("rate-per-day", DefaultRatePerDay, "per-key requests per day (0: the default)")
 	noLimit := fs.Bool("no-rate-limit", false, "disable all rate limits")
 	balance := fs.String("balance", money(DefaultInitialBalance), "initial credit balance, e.g. 500 or 12.50 (0 for none)")
 	hookSecret := fs.String("webhook-secret", "", "webhook signing secret (env KH_WEBHOOK_SECRET; generated and printed if empty)")
@@ -72,9 +72,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.DurationVar(&f.ClockOffset, "clock-offset", 0, "fault: run the server clock with this offset")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: khproxy emulator [flags]\n\nRuns the KernelHost Reseller API emulator alone.\n\nFlags:")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return nil
 		}
-		return fmt.Errorf("emulator: %w", err)
+		return fmt.Errorf("emulator: %w (khproxy emulator -h lists the flags)", err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("emulator: unexpected arguments: %q", fs.Args())
@@ -160,6 +163,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("emulator: serve: %w", err)
 	case <-ctx.Done():
 	}
+	emu.Close() // ends injected delays, so that shutdown does not wait on them
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {

@@ -131,6 +131,9 @@ type Emulator struct {
 	faultMu sync.Mutex
 	faults  Faults
 
+	closing   chan struct{} // closed by Close: injected delays end early
+	closeOnce sync.Once
+
 	nonces  nonceCache
 	idem    idemStore
 	limiter *limiter
@@ -197,6 +200,7 @@ func New(opts Options) (*Emulator, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Emulator{
+		closing:        make(chan struct{}),
 		basePath:       base,
 		now:            now,
 		log:            logger,
@@ -285,6 +289,7 @@ func (e *Emulator) lookupKey(id string) (string, *keyState) {
 // for the worker. The handler keeps answering. Close is idempotent and
 // always returns nil.
 func (e *Emulator) Close() error {
+	e.closeOnce.Do(func() { close(e.closing) })
 	e.hooks.close()
 	return nil
 }
@@ -332,6 +337,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
+			t.Stop()
+		case <-e.closing:
 			t.Stop()
 		}
 	}
@@ -410,6 +417,12 @@ func (e *Emulator) dispatch(r *http.Request, reqID string, ks *keyState, body []
 		replay.header.Set(HeaderReplayed, "true")
 		return replay, nil, false
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			ticket.finish(nil) // a panicking handler must not lock the key
+			panic(v)
+		}
+	}()
 	resp := rt.handler(e, c)
 	return resp, ticket, resp.status/100 == 2
 }
@@ -471,7 +484,7 @@ func (e *Emulator) count(method string, rt *route, known bool) {
 	if rt != nil {
 		k = rt.method + " " + rt.pattern
 	} else if known {
-		k = method + " (method not allowed)"
+		k = "method not allowed" // not the method: clients choose it freely
 	}
 	e.mu.Lock()
 	e.requests[k]++
@@ -480,7 +493,8 @@ func (e *Emulator) count(method string, rt *route, known bool) {
 
 // Requests returns how many requests reached the emulator per route,
 // keyed like "POST /v1/orders" or "GET /v1/services/{id}"; unknown paths
-// count under "other". Faulted and rejected requests count too. The map is
+// count under "other", known paths with another method under "method not
+// allowed". Faulted and rejected requests count too. The map is
 // a copy; safe for concurrent use.
 func (e *Emulator) Requests() map[string]int {
 	e.mu.Lock()

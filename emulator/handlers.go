@@ -335,19 +335,26 @@ func (e *Emulator) handleOrder(c *call) *response {
 }
 
 func (e *Emulator) handleServices(c *call) *response {
+	return e.listPage(c, func(a *account) []int64 { return a.serviceIDs },
+		func(id int64) any { return e.serviceView(e.services[id]) })
+}
+
+// listPage answers one page of the caller's account's ids (chosen by ids),
+// each rendered by view, with e.mu held.
+func (e *Emulator) listPage(c *call, ids func(*account) []int64, view func(id int64) any) *response {
 	page, perPage, ae := parsePage(c.r)
 	if ae != nil {
 		return errorResponse(c.reqID, ae)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ids := e.accounts[c.key.Account].serviceIDs
-	lo, hi := pageBounds(len(ids), page, perPage)
+	all := ids(e.accounts[c.key.Account])
+	lo, hi := pageBounds(len(all), page, perPage)
 	items := make([]any, 0, hi-lo)
-	for _, id := range ids[lo:hi] {
-		items = append(items, e.serviceView(e.services[id]))
+	for _, id := range all[lo:hi] {
+		items = append(items, view(id))
 	}
-	return jsonResponse(http.StatusOK, pageEnvelope(items, len(ids), page, perPage))
+	return jsonResponse(http.StatusOK, pageEnvelope(items, len(all), page, perPage))
 }
 
 // ownService returns the caller's service or nil; e.mu must be held.
@@ -473,19 +480,8 @@ func (e *Emulator) handleBalance(c *call) *response {
 }
 
 func (e *Emulator) handleInvoices(c *call) *response {
-	page, perPage, ae := parsePage(c.r)
-	if ae != nil {
-		return errorResponse(c.reqID, ae)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ids := e.accounts[c.key.Account].invoiceIDs
-	lo, hi := pageBounds(len(ids), page, perPage)
-	items := make([]any, 0, hi-lo)
-	for _, id := range ids[lo:hi] {
-		items = append(items, e.invoiceView(e.invoices[id]))
-	}
-	return jsonResponse(http.StatusOK, pageEnvelope(items, len(ids), page, perPage))
+	return e.listPage(c, func(a *account) []int64 { return a.invoiceIDs },
+		func(id int64) any { return e.invoiceView(e.invoices[id]) })
 }
 
 func (e *Emulator) handleInvoicePDF(c *call) *response {

@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -48,7 +49,8 @@ func matchRoute(method, path string) (rt *route, id int64, allow []string) {
 		if !ok {
 			continue
 		}
-		if routes[i].method == method {
+		// HEAD is GET without the body (net/http drops it).
+		if routes[i].method == method || (method == http.MethodHead && routes[i].method == http.MethodGet) {
 			return &routes[i], pid, nil
 		}
 		allow = append(allow, routes[i].method)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -199,7 +200,13 @@ func (s *webhookSender) deliver(j hookJob) {
 		req.Header.Set(s.header, signature(s.secret, s.e.serverNow().Unix(), j.body))
 		resp, err := s.client.Do(req)
 		if err != nil {
-			status, lastErr = 0, err.Error()
+			// The *url.Error would quote the whole URL, whose query may
+			// hold the receiver's token: name the host only.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			status, lastErr = 0, "POST to "+hostOf(j.url)+": "+err.Error()
 			continue
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -298,8 +305,19 @@ var nonPublicPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("100.64.0.0/10"),
 	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.0.2.0/24"), // documentation
 	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("198.51.100.0/24"), // documentation
+	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
 	netip.MustParsePrefix("240.0.0.0/4"),
+	// IPv6 forms that can carry or reach an IPv4 address: NAT64, 6to4,
+	// Teredo; plus deprecated site-local and documentation.
+	netip.MustParsePrefix("64:ff9b::/96"),
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("2002::/16"),
+	netip.MustParsePrefix("2001::/32"),
+	netip.MustParsePrefix("2001:db8::/32"),
+	netip.MustParsePrefix("fec0::/10"),
 }
 
 // isPublic reports whether a is a globally routable unicast address.
