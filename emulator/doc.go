@@ -26,10 +26,12 @@
 //     recorded only after the signature verified, so unsigned garbage can
 //     not burn nonces; nonces are per key and remembered 600 s. The signed
 //     PATH is the raw request-target (r.RequestURI) after BasePath, query
-//     included, never a re-encoded URL. ip_not_allowed is never produced.
+//     included, never a re-encoded URL. ip_not_allowed is never produced:
+//     keys have no IP whitelist (spec §4.4) in the emulator.
 //  6. Per-key token buckets: 429 rate_limited, reason key_rate_limit.
 //  7. Routing on the raw path: unknown path 404 not_found; known path with
-//     another method 405 method_not_allowed with an Allow header.
+//     another method 405 method_not_allowed with an Allow header. HEAD is
+//     answered on every GET route, as GET without the body.
 //  8. Scope: 403 forbidden_scope, reason missing_scope.
 //  9. Idempotency (POST /v1/orders, POST /v1/services/{id}/actions).
 //  10. The handler; then Faults.Delay, the idempotency record is finished,
