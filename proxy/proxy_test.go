@@ -181,6 +181,7 @@ func TestBasePathWithEscapes(t *testing.T) {
 	if got, want := h.up.last(t).RequestURI, "/cp/kh%5Freseller_api/v1/%C3%BC?x=1"; got != want {
 		t.Errorf("upstream got %q, want %q", got, want)
 	}
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
 	if !strings.Contains(h.logs.String(), `"path":"/v1/%C3%BC?x=1"`) {
 		t.Errorf("signed path is not the target after the base:\n%s", h.logs.String())
 	}
@@ -440,6 +441,8 @@ func TestAccessLog(t *testing.T) {
 	resp, _ := h.do(t, "POST", "/v1/orders?x=1", strings.NewReader(`{"product_id":42}`), nil)
 	key := resp.Header.Get("Idempotency-Key")
 	sig := h.up.last(t).Header.Get("KH-Signature")
+	// The line is written once the response is out: wait for it.
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
 	var line map[string]any
 	for l := range strings.SplitSeq(strings.TrimSpace(h.logs.String()), "\n") {
 		if strings.Contains(l, `"msg":"request"`) {
