@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,6 +50,11 @@ func TestHelpListsEveryVariable(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
+	dir := t.TempDir()
+	spaced := filepath.Join(dir, "spaced")
+	if err := os.WriteFile(spaced, []byte("two words\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -60,12 +66,20 @@ func TestRunErrors(t *testing.T) {
 		{"no key", nil, []string{"KH_SECRET=x"}, "KH_KEY", nil},
 		{"bad listen", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=nope"}, "KH_LISTEN", nil},
 		{"port taken", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=256.0.0.1:1"}, "KH_LISTEN", nil},
+		{"secret with newline", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=abc\n"}, "KH_SECRET", nil},
+		{"secret with control", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=a\x00b"}, "KH_SECRET", nil},
+		{"secret file missing", nil, []string{"KH_KEY=" + testKey, "KH_SECRET_FILE=" + filepath.Join(dir, "nope")}, "KH_SECRET_FILE", nil},
+		{"secret file with space", nil, []string{"KH_KEY=" + testKey, "KH_SECRET_FILE=" + spaced}, "KH_SECRET_FILE", nil},
+		{"emulator log level", []string{"emulator"}, []string{"KH_LOG_LEVEL=verbose"}, "KH_LOG_LEVEL", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := run(context.Background(), tt.args, tt.env, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run = %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "two words") || strings.Contains(err.Error(), "abc") {
+				t.Errorf("run = %v, quotes the secret", err)
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Errorf("run = %v, want errors.Is %v", err, tt.wantErr)
@@ -284,15 +298,23 @@ func testBinaryForwardProxy(t *testing.T, bin string) {
 }
 
 func TestLogLevels(t *testing.T) {
+	logger := func(w io.Writer, level string) *slog.Logger {
+		t.Helper()
+		lc, err := config.LoadLogging([]string{"KH_LOG_LEVEL=" + level, "KH_LOG_FORMAT=json"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newLogger(w, lc)
+	}
 	for _, level := range []string{"warn", "WARN", "warning", "WARNING", "error"} {
 		var b bytes.Buffer
-		newLogger(&b, level, "json").Info("hidden")
+		logger(&b, level).Info("hidden")
 		if b.Len() != 0 {
 			t.Errorf("KH_LOG_LEVEL=%s logs at info", level)
 		}
 	}
 	var b bytes.Buffer
-	newLogger(&b, "DEBUG", "json").Debug("shown")
+	logger(&b, "DEBUG").Debug("shown")
 	if b.Len() == 0 {
 		t.Error("KH_LOG_LEVEL=DEBUG hides debug lines")
 	}
