@@ -32,8 +32,6 @@ const (
 	testSecret = "main-test-secret-value"
 )
 
-type syncBuffer = testutil.SyncBuffer
-
 func TestHelpListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"-h"}, nil, &out, io.Discard); err != nil {
@@ -90,7 +88,7 @@ func TestRunErrors(t *testing.T) {
 
 // waitListening reads the JSON log until the "listening" line and returns
 // its address.
-func waitListening(t testing.TB, logs *syncBuffer, errc <-chan error) string {
+func waitListening(t testing.TB, logs *testutil.SyncBuffer, errc <-chan error) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -128,7 +126,7 @@ func TestServeSignsAndShutsDownGracefully(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
@@ -348,7 +346,7 @@ func TestSecretFileRotation(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + key, "KH_SECRET_FILE=" + path, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
 		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
