@@ -86,7 +86,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return fmt.Errorf("KH_LISTEN: %w", err)
 	}
-	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Redacted(), "key", cfg.Key)
+	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", config.RedactURL(cfg.Upstream), "key", cfg.Key)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

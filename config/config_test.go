@@ -48,7 +48,14 @@ func TestLoadDefaults(t *testing.T) {
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
-		Logging:           config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
+		Safety: config.Safety{
+			MaxInflightBytes:    64 << 20,
+			MaxInflightWait:     5 * time.Second,
+			ReadTimeout:         30 * time.Second,
+			MaxConns:            512,
+			UpstreamIdleTimeout: 60 * time.Second,
+		},
+		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
@@ -147,9 +154,9 @@ func TestLoadSecretFile(t *testing.T) {
 
 func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
-	// Config's own fields, plus the embedded Logging group's, minus the
-	// Logging field itself.
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-1+reflect.TypeFor[config.Logging]().NumField(); got != want {
+	// Config's own fields, plus those of its embedded groups (Logging,
+	// Safety), minus the group fields themselves.
+	if got, want := len(vars), countFields(reflect.TypeFor[config.Config]()); got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {
@@ -157,6 +164,19 @@ func TestVarsDocumentEveryField(t *testing.T) {
 			t.Errorf("var %+v lacks a KH_ name or help", v)
 		}
 	}
+}
+
+// countFields counts t's fields, descending into embedded structs.
+func countFields(t reflect.Type) int {
+	n := 0
+	for f := range t.Fields() {
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			n += countFields(f.Type)
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 func TestLoadLogging(t *testing.T) {
