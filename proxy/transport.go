@@ -14,7 +14,6 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +62,7 @@ type signingTransport struct {
 	timeout     time.Duration
 	retryMax    int
 	retryBudget time.Duration
+	idleTimeout time.Duration
 	log         *slog.Logger
 
 	// skew is the upstream clock minus ours, in seconds, learned from a
@@ -92,6 +92,9 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if ex == nil {
 		return nil, errors.New("proxy: request without exchange")
 	}
+	// After the last attempt nothing reads the body again: its room in the
+	// budget goes back once the transport has closed it.
+	defer ex.body.seal()
 	start := t.now()
 	skewRetried, replayRetried := false, false
 	for retry := 0; ; retry++ {
@@ -194,6 +197,7 @@ func safeToRepeat(method string, ex *exchange) bool {
 // which the request's bytes may have reached it.
 func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.Response, connected bool, err error) {
 	ex.attempts++
+	ex.sent.Store(true)
 	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
 	h, err := t.signer.Sign(req.Method, ex.target, ex.bodyHash, now)
 	if err != nil {
@@ -213,10 +217,10 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 	if ex.idemKey != "" {
 		out.Header["Idempotency-Key"] = []string{ex.idemKey}
 	}
-	out.Body = ex.bodyReader()
+	out.Body = ex.body.reader()
 	// No GetBody: http.Transport must not resend this signature on its own.
 	out.GetBody = nil
-	out.ContentLength = int64(len(ex.body))
+	out.ContentLength = ex.body.size()
 	out.TransferEncoding = nil
 
 	resp, err = t.next.RoundTrip(out)
@@ -227,7 +231,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 		cancel(nil)
 		return nil, gotConn.Load(), err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	resp.Body = t.watch(ctx, cancel, resp.Body, ex)
 	return resp, true, nil
 }
 
@@ -297,17 +301,4 @@ func backoff(n int) time.Duration {
 func discard(body io.ReadCloser) {
 	_, _ = io.CopyN(io.Discard, body, 64<<10)
 	_ = body.Close()
-}
-
-// cancelOnClose releases an attempt's context when its body is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	once   sync.Once
-	cancel func()
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.once.Do(c.cancel)
-	return err
 }
