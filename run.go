@@ -90,8 +90,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	return httpserve.Serve(ctx, httpserve.Options{Logger: log},
-		httpserve.Server{Name: "proxy", Listener: ln, Handler: p})
+	warnOpenFileLimit(log, cfg.MaxConns)
+	return httpserve.Serve(ctx, httpserve.Options{Logger: log}, httpserve.Server{
+		Name: "proxy", Listener: ln, Handler: p,
+		ReadTimeout: cfg.ReadTimeout, MaxConns: cfg.MaxConns, Refuse: p.Refuse,
+		BeforeClose: func() { p.LogInDoubt() },
+	})
 }
 
 // proxyOptions copies the configuration into the proxy's options.
@@ -101,15 +105,18 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
 	}
 	return proxy.Options{
-		Upstream:          cfg.Upstream,
-		Signer:            &signer.Signer{Key: cfg.Key, Secret: secret},
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		UpstreamTimeout:   cfg.UpstreamTimeout,
-		IdempotentRoutes:  routes,
-		RetryMax:          cfg.RetryMax,
-		RetryBudget:       cfg.RetryBudget,
-		IdempotencyWindow: cfg.IdempotencyWindow,
-		Logger:            log,
+		Upstream:            cfg.Upstream,
+		Signer:              &signer.Signer{Key: cfg.Key, Secret: secret},
+		MaxBodyBytes:        cfg.MaxBodyBytes,
+		UpstreamTimeout:     cfg.UpstreamTimeout,
+		IdempotentRoutes:    routes,
+		RetryMax:            cfg.RetryMax,
+		RetryBudget:         cfg.RetryBudget,
+		IdempotencyWindow:   cfg.IdempotencyWindow,
+		MaxInflightBytes:    cfg.MaxInflightBytes,
+		BudgetWait:          cfg.MaxInflightWait,
+		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout,
+		Logger:              log,
 	}
 }
 

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"log/slog"
+	"syscall"
+
+	"khproxy/internal/httpserve"
+)
+
+// fdReserve is how many file descriptors khproxy keeps for itself beyond its
+// client connections: upstream connections, the secret file, the runtime.
+const fdReserve = 128
+
+// warnOpenFileLimit warns when KH_MAX_CONNS does not leave fdReserve file
+// descriptors under the process's open-file limit: slow clients could then
+// take the descriptors that good requests need to reach the API.
+func warnOpenFileLimit(log *slog.Logger, maxConns int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	need := uint64(httpserve.OpenConns(maxConns) + fdReserve)
+	if lim.Cur < need {
+		log.Warn("KH_MAX_CONNS leaves too few file descriptors under the open-file limit for upstream connections: lower it or raise the limit (ulimit -n)",
+			"var", "KH_MAX_CONNS", "max_conns", maxConns, "open_file_limit", lim.Cur, "needed", need)
+	}
+}
