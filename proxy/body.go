@@ -16,26 +16,29 @@ import (
 
 // readBody reads the whole request body into memory paid for by the budget,
 // and hashes it. Nothing is read before its room is reserved: by
-// Content-Length in one go, or step by step for a chunked body.
+// Content-Length in one go, or piece by piece for a chunked body.
 func (p *Proxy) readBody(w *recorder, r *http.Request, ex *exchange) error {
-	if r.ContentLength > p.maxBody {
-		return p.tooLarge()
-	}
 	h := &heldBody{budget: p.budget}
 	ex.body = h
 	var err error
-	if r.ContentLength >= 0 {
+	switch {
+	case r.ContentLength > p.maxBody:
+		err = &http.MaxBytesError{Limit: p.maxBody}
+	case r.ContentLength >= 0:
 		err = h.readKnown(r.Context(), r.Body, r.ContentLength, p.budgetWait)
-	} else {
+	default:
 		// The real writer, so that the server can close the connection
 		// after a body that was too large.
 		body := http.MaxBytesReader(w.ResponseWriter, r.Body, p.maxBody)
 		err = h.readUnknown(r.Context(), body, p.maxBody, p.budgetWait)
 	}
 	if err != nil {
+		// The rest of the body is unread: close the connection rather
+		// than let the server read it before answering.
+		w.closeConn = true
 		return p.bodyError(err)
 	}
-	ex.bodyHash = signer.BodyHash(h.data)
+	ex.bodyHash = signer.BodyHashParts(h.chunks)
 	return nil
 }
 
@@ -44,7 +47,7 @@ func (p *Proxy) bodyError(err error) error {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return p.tooLarge()
+		return &Error{Kind: KindBodyTooLarge, Detail: fmt.Sprintf("the request body exceeds %d bytes", p.maxBody)}
 	case errors.Is(err, errNeverFits):
 		return &Error{Kind: KindBodyTooLarge, Detail: fmt.Sprintf("the request body is larger than khproxy's memory budget for bodies (%d bytes)", p.budget.limit)}
 	case errors.Is(err, errNoRoom):
@@ -57,10 +60,6 @@ func (p *Proxy) bodyError(err error) error {
 	return &Error{Kind: KindBadRequest, Detail: "could not read the request body", Err: err}
 }
 
-func (p *Proxy) tooLarge() error {
-	return &Error{Kind: KindBodyTooLarge, Detail: fmt.Sprintf("the request body exceeds %d bytes", p.maxBody)}
-}
-
 // heldBody is a request body kept in memory for the upstream attempts, with
 // the room it holds in the budget. The room is given back once no attempt
 // can read the body any more: when the last attempt has been made (seal)
@@ -69,14 +68,19 @@ type heldBody struct {
 	budget *budget
 
 	mu       sync.Mutex
-	data     []byte
+	chunks   [][]byte // the body, in order; one piece when its length was declared
+	size     int64
 	reserved int64
 	readers  int  // attempt readers not yet closed
 	sealed   bool // no more attempts will be made
 }
 
-// firstGrowth is the first room reserved for a body of unknown length.
-const firstGrowth = 32 << 10
+// Pieces of a body of unknown length: the first is small, each next one
+// twice the last, up to maxPiece, so that at most one piece is part empty.
+const (
+	firstPiece = 32 << 10
+	maxPiece   = 1 << 20
+)
 
 // readKnown reads a body of length n into one buffer of that size.
 func (h *heldBody) readKnown(ctx context.Context, body io.Reader, n int64, wait time.Duration) error {
@@ -86,34 +90,57 @@ func (h *heldBody) readKnown(ctx context.Context, body io.Reader, n int64, wait 
 	if err := h.reserve(ctx, n, wait); err != nil {
 		return err
 	}
-	h.data = make([]byte, n)
-	_, err := io.ReadFull(body, h.data)
-	return err
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return err
+	}
+	h.chunks, h.size = [][]byte{buf}, n
+	return nil
 }
 
-// readUnknown reads a body of unknown length, at most limit bytes, into a
-// buffer that doubles, reserving each new buffer before it is made (the old
-// one is still held while it is copied).
+// readUnknown reads a body of unknown length, at most limit bytes, piece by
+// piece, without copying. Its room is reserved in two steps: a small first
+// piece, which most such bodies fit; then, if more comes, the most the body
+// may still need, at once, the unused part going back at the end. So a body
+// never waits for room while holding more than a small piece: bodies that
+// each held some and waited for more could wait on each other for ever.
 func (h *heldBody) readUnknown(ctx context.Context, body io.Reader, limit int64, wait time.Duration) error {
-	var buf []byte
+	if err := h.reserve(ctx, min(firstPiece, limit+1), wait); err != nil {
+		return err
+	}
+	var allocated int64
+	var piece, extra []byte
+	var probe [512]byte
 	for {
-		if len(buf) == cap(buf) {
-			size := min(max(2*int64(cap(buf)), firstGrowth), limit+1, h.budget.limit)
-			if size <= int64(cap(buf)) {
-				return errNeverFits
+		if len(piece) == cap(piece) {
+			if allocated == h.reserved && allocated > 0 {
+				// Full: ask for more room only if more comes.
+				n, err := body.Read(probe[:])
+				if n == 0 && err != nil {
+					return ignoreEOF(err)
+				}
+				extra = probe[:n]
+				more := min(limit+1, h.budget.limit) - h.reserved
+				if more < int64(n) {
+					return errNeverFits
+				}
+				if err := h.reserve(ctx, more, wait); err != nil {
+					return err
+				}
 			}
-			if err := h.reserve(ctx, size, wait); err != nil {
-				return err
-			}
-			grown := make([]byte, len(buf), size)
-			copy(grown, buf)
-			h.unreserve(int64(cap(buf)))
-			buf = grown
+			size := min(max(2*int64(cap(piece)), firstPiece), maxPiece, h.reserved-allocated)
+			piece = append(make([]byte, 0, size), extra...)
+			allocated += size
+			h.chunks = append(h.chunks, piece)
+			h.size += int64(len(extra))
+			extra = nil
 		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
+		n, err := body.Read(piece[len(piece):cap(piece)])
+		piece = piece[:len(piece)+n]
+		h.chunks[len(h.chunks)-1] = piece
+		h.size += int64(n)
 		if err == io.EOF {
-			h.data = buf
+			h.unreserve(h.reserved - allocated)
 			return nil
 		}
 		if err != nil {
@@ -122,7 +149,19 @@ func (h *heldBody) readUnknown(ctx context.Context, body io.Reader, limit int64,
 	}
 }
 
+func ignoreEOF(err error) error {
+	if err == io.EOF {
+		return nil
+	}
+	return err
+}
+
+// reserve takes n more bytes of room; n beyond what is left of the whole
+// budget can never fit.
 func (h *heldBody) reserve(ctx context.Context, n int64, wait time.Duration) error {
+	if h.reserved+n > h.budget.limit {
+		return errNeverFits
+	}
 	if err := h.budget.acquire(ctx, n, wait); err != nil {
 		return err
 	}
@@ -132,6 +171,7 @@ func (h *heldBody) reserve(ctx context.Context, n int64, wait time.Duration) err
 	return nil
 }
 
+// unreserve gives n bytes of room back.
 func (h *heldBody) unreserve(n int64) {
 	h.mu.Lock()
 	h.reserved -= n
@@ -139,11 +179,11 @@ func (h *heldBody) unreserve(n int64) {
 	h.budget.release(n)
 }
 
-// size returns the body's length.
-func (h *heldBody) size() int64 {
+// length returns the body's length.
+func (h *heldBody) length() int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return int64(len(h.data))
+	return h.size
 }
 
 // reader returns a fresh reader over the body for one attempt, or
@@ -151,11 +191,19 @@ func (h *heldBody) size() int64 {
 func (h *heldBody) reader() io.ReadCloser {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.data) == 0 {
+	if h.size == 0 {
 		return http.NoBody
 	}
 	h.readers++
-	return &attemptBody{Reader: bytes.NewReader(h.data), h: h}
+	var r io.Reader = bytes.NewReader(h.chunks[0])
+	if len(h.chunks) > 1 {
+		readers := make([]io.Reader, len(h.chunks))
+		for i, c := range h.chunks {
+			readers[i] = bytes.NewReader(c)
+		}
+		r = io.MultiReader(readers...)
+	}
+	return &attemptBody{Reader: r, h: h}
 }
 
 // seal says that no more attempts will be made; the room goes back once the
@@ -191,12 +239,12 @@ func (h *heldBody) releaseIfDoneLocked() {
 	}
 	h.budget.release(h.reserved)
 	h.reserved = 0
-	h.data = nil // collectable once the last attempt's writer lets go
+	h.chunks = nil // collectable once the last attempt's writer lets go
 }
 
 // attemptBody is one attempt's reader over a held body.
 type attemptBody struct {
-	*bytes.Reader
+	io.Reader
 	h    *heldBody
 	once sync.Once
 }

@@ -220,7 +220,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 	out.Body = ex.body.reader()
 	// No GetBody: http.Transport must not resend this signature on its own.
 	out.GetBody = nil
-	out.ContentLength = ex.body.size()
+	out.ContentLength = ex.body.length()
 	out.TransferEncoding = nil
 
 	resp, err = t.next.RoundTrip(out)
