@@ -4,7 +4,7 @@ import "strings"
 
 // refuseDotSegments refuses a request target whose path has a "." or ".."
 // segment, raw or percent-encoded in any case and at any depth ("%2e",
-// ".%2E", "%252e"). Anything between khproxy and the API that normalises
+// ".%2E", "%252e", "%25%32%65"). Anything between khproxy and the API that normalises
 // paths (RFC 3986 §5.2.4) would take such a request, signed, somewhere other
 // than the path it was signed for, possibly outside the API's base path; the
 // API has no such paths. Encoded slashes and backslashes count as
@@ -26,7 +26,7 @@ func hasDotSegment(path string) bool {
 				return true
 			}
 		}
-		decoded := decodeDotsAndSeparators(path)
+		decoded := unescapeOnce(path)
 		if decoded == path {
 			return false
 		}
@@ -34,36 +34,34 @@ func hasDotSegment(path string) bool {
 	}
 }
 
-// decodeDotsAndSeparators decodes, once, the escapes that can make a dot
-// segment: %2E ("."), %2F ("/"), %5C ("\") and %25 ("%", which can make one
-// of the others), in either case. Other escapes are left alone.
-func decodeDotsAndSeparators(s string) string {
+// unescapeOnce decodes every valid %XX escape of s, once; a "%" that starts
+// no valid escape stays as it is.
+func unescapeOnce(s string) string {
 	if !strings.Contains(s, "%") {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			switch strings.ToUpper(s[i+1 : i+3]) {
-			case "2E":
-				b.WriteByte('.')
-				i += 2
-				continue
-			case "2F":
-				b.WriteByte('/')
-				i += 2
-				continue
-			case "5C":
-				b.WriteByte('\\')
-				i += 2
-				continue
-			case "25":
-				b.WriteByte('%')
-				i += 2
-				continue
-			}
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
 		}
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
