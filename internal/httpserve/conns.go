@@ -90,6 +90,24 @@ func (c *conn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write drops what the server writes after a 408 went out: given a request
+// cut within its headers, Go's server may answer 400 of its own.
+func (c *conn) Write(b []byte) (int, error) {
+	if c.answered.Load() {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// CloseWrite lets the server half-close the connection before it closes it
+// (it does so after a response that closes the connection).
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.close.Do(c.l.release)
