@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"khproxy/internal/testutil"
+)
+
+// TestSafetySettingsTakeEffect runs khproxy with small limits and checks
+// that each setting reaches the server or the proxy.
+func TestSafetySettingsTakeEffect(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &testutil.SyncBuffer{}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json",
+		"KH_MAX_INFLIGHT_BYTES=1000", "KH_MAX_BODY_BYTES=1000", "KH_MAX_INFLIGHT_WAIT=100ms",
+		"KH_READ_TIMEOUT=400ms", "KH_MAX_CONNS=1"}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+	addr := waitListening(t, logs, errc)
+
+	send := func(req string) (*http.Response, map[string]any) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		var p map[string]any
+		json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		return resp, p
+	}
+	// KH_MAX_INFLIGHT_BYTES, and KH_READ_TIMEOUT for a stalled body.
+	if resp, p := send("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n"); resp.StatusCode != 413 || !strings.Contains(p["detail"].(string), "1000") {
+		t.Errorf("body over the limits: %d %v", resp.StatusCode, p)
+	}
+	// A connection the server closed holds its slot a moment longer (Go
+	// waits before closing, so that the client reads the answer): while
+	// the one connection allowed is still taken, the answer is 503.
+	var resp *http.Response
+	testutil.WaitFor(t, "an answer to a stalled body", func() bool {
+		resp, _ = send("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		return resp.StatusCode != http.StatusServiceUnavailable
+	})
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled body: %d, want 408", resp.StatusCode)
+	}
+	// KH_MAX_CONNS: while a stalled upload holds the one connection, a good
+	// request is refused. (The held connection is itself refused when a
+	// closed one still holds the slot: then try again.)
+	for attempt := 1; ; attempt++ {
+		held, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(held, "POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		heldStatus := make(chan int, 1)
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(held), nil)
+			if err != nil {
+				heldStatus <- 0
+				return
+			}
+			heldStatus <- resp.StatusCode
+		}()
+		good, p := send("GET /v1/products HTTP/1.1\r\nHost: x\r\n\r\n")
+		h := <-heldStatus
+		held.Close()
+		if h == http.StatusRequestTimeout {
+			if good.StatusCode != http.StatusServiceUnavailable || p["type"] != "urn:khproxy:problem:overloaded" {
+				t.Errorf("while the one connection was held: %d %v, want 503 overloaded", good.StatusCode, p)
+			}
+			break
+		}
+		if attempt == 20 {
+			t.Fatalf("the stalled upload was never served (last: %d)", h)
+		}
+	}
+	testutil.WaitFor(t, "good requests once the stalled upload is cut", func() bool {
+		resp, _ := send("GET /v1/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		return resp.StatusCode == http.StatusOK
+	})
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("run = %v", err)
+	}
+}
