@@ -51,6 +51,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return serve(ctx, cfg, log, nil)
 	case "demo":
 		return demo(ctx, args, environ, stdout, stderr)
+	case "check":
+		return check(ctx, args, environ, stdout)
 	case "emulator":
 		log := newLogger(stderr, lookup(environ, "KH_LOG_LEVEL"), orDefault(lookup(environ, "KH_LOG_FORMAT"), "auto"))
 		return emulator.Run(ctx, args, func(k string) string { return lookup(environ, k) }, stdout, log)
@@ -73,6 +75,8 @@ Usage:
   khproxy demo       run the proxy in front of a built-in API emulator:
                      no credentials needed (KH_LISTEN and KH_LOG_* apply)
   khproxy emulator   run the API emulator alone (khproxy emulator -h)
+  khproxy check      check the configuration, secret, network, TLS, clock and
+                     key against the API (two requests, no order placed)
   khproxy -h         show this help
 
 Environment:
