@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -118,20 +119,16 @@ func checkConfig(environ []string, r *checkReport) *checker {
 		r.fail(name, strings.ReplaceAll(err.Error(), "\n", "; "), fix)
 		return nil
 	}
-	upstream, err := url.Parse(cfg.Upstream)
+	secret, err := secretSource(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
-		r.fail(name, "KH_UPSTREAM: "+err.Error(), fix)
+		r.fail(name, strings.ReplaceAll(strings.TrimPrefix(err.Error(), "configuration:\n"), "\n", "; "),
+			"put the key's secret, alone, in KH_SECRET or in the file KH_SECRET_FILE names, readable by khproxy")
 		return nil
 	}
-	var secret signer.SecretSource = signer.StaticSecret(cfg.Secret)
+	upstream := cfg.Upstream
 	secretVar, from := "KH_SECRET", "KH_SECRET"
 	if cfg.SecretFile != "" {
-		fs, err := signer.NewFileSecret(cfg.SecretFile)
-		if err != nil {
-			r.fail(name, "KH_SECRET_FILE: "+err.Error(), "make the file readable by khproxy and put the secret alone in it")
-			return nil
-		}
-		secret, secretVar, from = fs, "KH_SECRET_FILE", "KH_SECRET_FILE "+cfg.SecretFile
+		secretVar, from = "KH_SECRET_FILE", "KH_SECRET_FILE "+cfg.SecretFile
 	}
 	r.pass(name, fmt.Sprintf("key %s, secret from %s, upstream %s", cfg.Key, from, upstream.Redacted()))
 	for _, w := range warnings {
