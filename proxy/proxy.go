@@ -34,7 +34,10 @@ import (
 type Options struct {
 	// Upstream is the API base URL, e.g. https://host/cp/kh_reseller_api: an
 	// absolute http(s) URL without query. Its path is prepended to each
-	// request path and is not signed (spec §1.2).
+	// request path and is not signed (spec §1.2). A request path that
+	// already starts with it (the API's documented URL form) is taken
+	// relative to it, and Location headers pointing under it are given back
+	// relative to khproxy.
 	Upstream *url.URL
 	// Signer signs every upstream attempt.
 	Signer *signer.Signer

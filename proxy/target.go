@@ -13,6 +13,7 @@ func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
 	if err != nil {
 		return &Error{Kind: KindBadRequest, Detail: err.Error()}
 	}
+	target = p.stripBasePath(target)
 	ex.target = target // for the log, until the upstream target is known
 	if strings.HasPrefix(target, "//") {
 		return &Error{Kind: KindBadRequest, Detail: "request path must not start with //"}
@@ -45,7 +46,7 @@ func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
 // originForm returns the path and query of a request-target exactly as the
 // client sent them. An absolute-form target (what clients send to a forward
 // proxy) loses its scheme and authority: the request goes to the upstream
-// whatever the client named.
+// whatever the client named, and its path is read as an origin-form one.
 func originForm(requestURI string) (string, error) {
 	if strings.HasPrefix(requestURI, "/") {
 		return requestURI, nil
