@@ -205,7 +205,7 @@ func (c *checker) health(ctx context.Context, r *checkReport) (serverDate, local
 		return time.Time{}, time.Time{}, false
 	}
 	if resp.StatusCode != http.StatusOK {
-		fix := "KH_UPSTREAM must be the API base, like " + documentedUpstream() + ", without /v1"
+		fix := "KH_UPSTREAM must be the API base, like " + config.DocumentedUpstream + ", without /v1"
 		if resp.StatusCode >= 500 {
 			fix = "the API (or a proxy in front of it) has a problem; try again later"
 		}
@@ -222,16 +222,6 @@ func (c *checker) health(ctx context.Context, r *checkReport) (serverDate, local
 		return time.Time{}, time.Time{}, true
 	}
 	return date, start.Add(end.Sub(start) / 2), true
-}
-
-// documentedUpstream is KH_UPSTREAM's default, the API's documented base.
-func documentedUpstream() string {
-	for _, v := range config.Vars() {
-		if v.Name == "KH_UPSTREAM" {
-			return v.Default
-		}
-	}
-	return ""
 }
 
 // unreachable explains a failed request to the API and how to fix it.

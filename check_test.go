@@ -111,6 +111,13 @@ func TestCheck(t *testing.T) {
 				`^✗ API reachable: GET http://127\.0\.0\.1:\d+/cp/kh_reseller_api/v1/health: cannot connect: .*refused`,
 				`^    fix: check that 127\.0\.0\.1:\d+ is right in KH_UPSTREAM and that firewalls`,
 			}},
+		{name: "upstream ending in /v1", wantFail: true,
+			env: func(t testing.TB, upstream, secret string) []string {
+				return []string{"KH_SECRET=" + secret, "KH_UPSTREAM=" + upstream + "/v1"}
+			},
+			want: []string{
+				`^✗ configuration: KH_UPSTREAM: http://127\.0\.0\.1:\d+/cp/kh_reseller_api/v1 ends in /v1, .*; set KH_UPSTREAM=http://127\.0\.0\.1:\d+/cp/kh_reseller_api$`,
+			}},
 		{name: "no secret", wantFail: true,
 			env: func(t testing.TB, upstream, secret string) []string { return []string{"KH_UPSTREAM=" + upstream} },
 			want: []string{

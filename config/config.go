@@ -136,6 +136,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	var v validation
 	c.validateCredentials(&v)
 	c.validateNetwork(&v)
+	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
 	c.Logging.validate(&v)
 	if err := errors.Join(v.errs...); err != nil {

@@ -108,7 +108,7 @@ func TestLoadWarnings(t *testing.T) {
 		wantVar string
 	}{
 		{"odd key", environ("KH_KEY", "my-key"), "KH_KEY"},
-		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp"), "KH_UPSTREAM"},
+		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp/kh_reseller_api"), "KH_UPSTREAM"},
 		{"listen everywhere", environ("KH_LISTEN", ":8080"), "KH_LISTEN"},
 		{"listen on a LAN address", environ("KH_LISTEN", "10.1.2.3:8080"), "KH_LISTEN"},
 	}
