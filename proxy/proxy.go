@@ -229,7 +229,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 	ex := &exchange{}
 	if r.Method == http.MethodConnect {
-		return ex, &Error{Kind: KindMethodNotAllowed, Detail: "CONNECT is not supported: send plain HTTP requests to khproxy"}
+		return ex, connectRefusal(r)
 	}
 	if err := p.resolveTarget(ex, r.RequestURI); err != nil {
 		return ex, err
@@ -290,6 +290,9 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err e
 		if rec, ok := w.(*recorder); ok {
 			rec.status = e.Kind.Status()
 		}
+		return
+	}
+	if r.Method == http.MethodConnect && p.writeConnectRefusal(w, r, body) {
 		return
 	}
 	problem.Write(w, body)
