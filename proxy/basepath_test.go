@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -43,10 +44,11 @@ func TestAPIURLsAreTheSameRequest(t *testing.T) {
 		})
 	}
 	t.Run("an order in both forms gets an automatic key", func(t *testing.T) {
-		for _, target := range []string{"/v1/orders", basePath + "/v1/orders"} {
-			a := h.rawOK(t, "POST "+target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
-			if a.Header.Get("Idempotency-Key") == "" {
-				t.Errorf("POST %s reached the upstream without an Idempotency-Key", target)
+		for i, target := range []string{"/v1/orders", basePath + "/v1/orders"} {
+			body := fmt.Sprintf(`{"n":%d}`, i) // distinct: identical orders would share one answer
+			a := h.rawOK(t, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body))
+			if a.RequestURI != basePath+"/v1/orders" || string(a.Body) != body || a.Header.Get("Idempotency-Key") == "" {
+				t.Errorf("POST %s reached the upstream as %s %s, Idempotency-Key %q", target, a.RequestURI, a.Body, a.Header.Get("Idempotency-Key"))
 			}
 		}
 	})
@@ -56,11 +58,11 @@ func TestAPIURLsAreTheSameRequest(t *testing.T) {
 // under the upstream's base come back in khproxy's path space, and that
 // nothing else, the body included, changes.
 func TestLocationIsRelocated(t *testing.T) {
-	var location string
 	body := fmt.Sprintf(`{"id":1006,"pdf_url":"%s/v1/billing/invoices/9006/pdf"}`, basePath)
 	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Location", location)
-		w.Header().Set("Content-Location", location)
+		// The test says which Location to answer with.
+		w.Header().Set("Location", r.Header.Get("X-Test-Location"))
+		w.Header().Set("Content-Location", r.Header.Get("X-Test-Location"))
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, body)
@@ -79,10 +81,10 @@ func TestLocationIsRelocated(t *testing.T) {
 		{"network-path", "//" + upHost + basePath + "/v1/orders/1006", "//" + upHost + basePath + "/v1/orders/1006"},
 		{"already khproxy's", "/v1/orders/1006", "/v1/orders/1006"},
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			location = tt.location
-			resp, got := h.raw(t, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+			resp, got := h.raw(t, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n"+
+				"Idempotency-Key: "+strconv.Itoa(i)+"\r\nX-Test-Location: "+tt.location+"\r\n\r\n{}")
 			if resp.StatusCode != http.StatusCreated {
 				t.Fatalf("status = %d: %s", resp.StatusCode, got)
 			}
