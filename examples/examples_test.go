@@ -84,7 +84,7 @@ var wantLines = []*regexp.Regexp{
 	regexp.MustCompile(`^1\. products: [1-9][0-9]* listed; ordering 42 "KVM Root Server M" \(9\.99 EUR monthly\)$`),
 	regexp.MustCompile(`^2\. order placed: 201, order ([0-9]+), Idempotency-Key (example-[0-9a-f]{32})$`),
 	regexp.MustCompile(`^3\. same request again: 201, order ([0-9]+), Idempotent-Replayed: true \(no second order\)$`),
-	regexp.MustCompile(`^4\. order read back: ([0-9]+) status paid, invoice ([0-9]+)$`),
+	regexp.MustCompile(`^4\. order read back from /v1/orders/([0-9]+): ([0-9]+) status paid, invoice ([0-9]+)$`),
 	regexp.MustCompile(`^5\. invoice PDF: [1-9][0-9]* bytes saved to (invoice-[0-9]+\.pdf)$`),
 	regexp.MustCompile(`^6\. problem\+json: 409 idempotency_conflict \(reason body_mismatch\): \S.*$`),
 	regexp.MustCompile(`^ok$`),
@@ -111,12 +111,12 @@ func TestExamples(t *testing.T) {
 				t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
 			}
 			m := matchLines(t, out)
-			placed, retried, read := m[1][0], m[2][0], m[3][0]
-			if placed != retried || placed != read {
-				t.Errorf("order ids differ between placing (%s), retrying (%s) and reading back (%s)", placed, retried, read)
+			placed, retried, located, read := m[1][0], m[2][0], m[3][0], m[3][1]
+			if placed != retried || placed != located || placed != read {
+				t.Errorf("order ids differ between placing (%s), retrying (%s), the Location (%s) and reading back (%s)", placed, retried, located, read)
 			}
 			file := m[4][0]
-			if want := "invoice-" + m[3][1] + ".pdf"; file != want {
+			if want := "invoice-" + m[3][2] + ".pdf"; file != want {
 				t.Errorf("saved %s, want %s", file, want)
 			}
 			pdf, err := os.ReadFile(filepath.Join(cmd.Dir, file))

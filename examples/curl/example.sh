@@ -110,6 +110,8 @@ order_body="{\"product_id\":$product_id,\"billing_cycle\":\"monthly\"}"
 post_idempotent /v1/orders "$order_body" "$key"
 expect 201 "POST /v1/orders"
 order_id=$(jq -r .id "$work/body")
+location=$(header Location)
+location=${location:-/v1/orders/$order_id}
 echo "2. order placed: $status, order $order_id, Idempotency-Key $key"
 
 # 3. The same request again, as a retry after a lost answer would send it.
@@ -120,11 +122,11 @@ again_id=$(jq -r .id "$work/body")
 replayed=$(header Idempotent-Replayed)
 echo "3. same request again: $status, order $again_id, Idempotent-Replayed: ${replayed:-(not sent)} (no second order)"
 
-# 4. Read the order back.
-call GET "/v1/orders/$order_id"
-expect 200 "GET /v1/orders/{id}"
+# 4. Read the order back where its Location points (khproxy maps it to /v1/...).
+call GET "$location"
+expect 200 "GET $location"
 invoice_id=$(jq -r .invoice_id "$work/body")
-echo "4. order read back: $(jq -r .id "$work/body") status $(jq -r .status "$work/body"), invoice $invoice_id"
+echo "4. order read back from $location: $(jq -r .id "$work/body") status $(jq -r .status "$work/body"), invoice $invoice_id"
 
 # 5. The invoice as a PDF.
 call GET "/v1/billing/invoices/$invoice_id/pdf"

@@ -102,6 +102,7 @@ async function main() {
   resp = await postIdempotent("/v1/orders", orderBody, key);
   expect(resp, 201, "POST /v1/orders");
   const order = json(resp);
+  const location = resp.headers.get("location") || `/v1/orders/${order.id}`;
   console.log(`2. order placed: ${resp.status}, order ${order.id}, Idempotency-Key ${key}`);
 
   // 3. The same request again, as a retry after a lost answer would send it.
@@ -115,11 +116,11 @@ async function main() {
   console.log(`3. same request again: ${resp.status}, order ${again.id}, ` +
     `Idempotent-Replayed: ${replayed} (no second order)`);
 
-  // 4. Read the order back.
-  resp = await request("GET", `/v1/orders/${order.id}`);
-  expect(resp, 200, "GET /v1/orders/{id}");
+  // 4. Read the order back where its Location points (khproxy maps it to /v1/...).
+  resp = await request("GET", location);
+  expect(resp, 200, `GET ${location}`);
   const read = json(resp);
-  console.log(`4. order read back: ${read.id} status ${read.status}, invoice ${read.invoice_id}`);
+  console.log(`4. order read back from ${location}: ${read.id} status ${read.status}, invoice ${read.invoice_id}`);
 
   // 5. The invoice as a PDF.
   resp = await request("GET", `/v1/billing/invoices/${read.invoice_id}/pdf`);

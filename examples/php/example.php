@@ -152,6 +152,7 @@ function main(): void
     $resp = postIdempotent('/v1/orders', $orderBody, $key);
     expect($resp, 201, 'POST /v1/orders');
     $order = jsonBody($resp);
+    $location = $resp['headers']['location'] ?? "/v1/orders/{$order['id']}";
     echo "2. order placed: {$resp['status']}, order {$order['id']}, Idempotency-Key $key\n";
 
     // 3. The same request again, as a retry after a lost answer would send it.
@@ -164,11 +165,11 @@ function main(): void
     $replayed = $resp['headers']['idempotent-replayed'] ?? '(not sent)';
     echo "3. same request again: {$resp['status']}, order {$again['id']}, Idempotent-Replayed: $replayed (no second order)\n";
 
-    // 4. Read the order back.
-    $resp = request('GET', "/v1/orders/{$order['id']}");
-    expect($resp, 200, 'GET /v1/orders/{id}');
+    // 4. Read the order back where its Location points (khproxy maps it to /v1/...).
+    $resp = request('GET', $location);
+    expect($resp, 200, "GET $location");
     $read = jsonBody($resp);
-    echo "4. order read back: {$read['id']} status {$read['status']}, invoice {$read['invoice_id']}\n";
+    echo "4. order read back from $location: {$read['id']} status {$read['status']}, invoice {$read['invoice_id']}\n";
 
     // 5. The invoice as a PDF.
     $resp = request('GET', "/v1/billing/invoices/{$read['invoice_id']}/pdf");

@@ -125,6 +125,7 @@ def main():
     resp = post_idempotent("/v1/orders", order_body, key)
     expect(resp, 201, "POST /v1/orders")
     order = resp.json()
+    location = resp.headers.get("Location") or f"/v1/orders/{order['id']}"
     print(f"2. order placed: {resp.status}, order {order['id']}, Idempotency-Key {key}")
 
     # 3. The same request again, as a retry after a lost answer would send it.
@@ -137,11 +138,11 @@ def main():
     print(f"3. same request again: {resp.status}, order {again['id']}, "
           f"Idempotent-Replayed: {replayed} (no second order)")
 
-    # 4. Read the order back.
-    resp = request("GET", f"/v1/orders/{order['id']}")
-    expect(resp, 200, "GET /v1/orders/{id}")
+    # 4. Read the order back where its Location points (khproxy maps it to /v1/...).
+    resp = request("GET", location)
+    expect(resp, 200, f"GET {location}")
     read = resp.json()
-    print(f"4. order read back: {read['id']} status {read['status']}, invoice {read['invoice_id']}")
+    print(f"4. order read back from {location}: {read['id']} status {read['status']}, invoice {read['invoice_id']}")
 
     # 5. The invoice as a PDF.
     resp = request("GET", f"/v1/billing/invoices/{read['invoice_id']}/pdf")
