@@ -55,20 +55,18 @@ func (p *Proxy) writeConnectRefusal(w http.ResponseWriter, r *http.Request, body
 	if rec, ok := w.(*recorder); ok {
 		rec.status = body.Status // for the access log
 	}
-	buf := &bufferedWriter{header: http.Header{}}
-	problem.Write(buf, body)
-	h := buf.header
+	status, h, b := problem.Render(body)
 	h.Set("Allow", allowedMethods)
 	h.Set("Proxy-Status", "khproxy; error=http_request_denied; details="+strconv.Quote(body.Detail))
 	h.Set("Date", p.now().UTC().Format(http.TimeFormat))
 	resp := &http.Response{
-		Status:        strconv.Itoa(buf.status) + " " + connectReason(r),
-		StatusCode:    buf.status,
+		Status:        strconv.Itoa(status) + " " + connectReason(r),
+		StatusCode:    status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
-		Body:          io.NopCloser(bytes.NewReader(buf.body.Bytes())),
-		ContentLength: int64(buf.body.Len()),
+		Body:          io.NopCloser(bytes.NewReader(b)),
+		ContentLength: int64(len(b)),
 		Close:         true,
 	}
 	if resp.Write(brw) != nil || brw.Flush() != nil {
@@ -82,25 +80,4 @@ func (p *Proxy) writeConnectRefusal(w http.ResponseWriter, r *http.Request, body
 		_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
 	}
 	return true
-}
-
-// bufferedWriter is an http.ResponseWriter that keeps the response in
-// memory, to be written out by hand.
-type bufferedWriter struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (b *bufferedWriter) Header() http.Header { return b.header }
-
-func (b *bufferedWriter) WriteHeader(code int) {
-	if b.status == 0 {
-		b.status = code
-	}
-}
-
-func (b *bufferedWriter) Write(p []byte) (int, error) {
-	b.WriteHeader(http.StatusOK)
-	return b.body.Write(p)
 }
