@@ -92,19 +92,23 @@ var wantLines = []*regexp.Regexp{
 
 // TestExamples builds khproxy, starts `khproxy demo` on a free port and runs
 // every example against it. Besides each example's own checks, the number of
-// services (one per order) shows that its retry placed no second order.
+// services (one per order) shows that its retry placed no second order. A
+// proxy in the environment that cannot be reached shows that the examples
+// talk to khproxy directly, as the README tells callers to.
 func TestExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs khproxy; skipped with -short")
 	}
 	base := startDemo(t)
+	deadProxy := "http://" + closedAddr(t)
 	for _, ex := range examples {
 		t.Run(ex.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			cmd := ex.command(t, ctx)
 			cmd.Dir = t.TempDir() // where the invoice PDF is saved
-			cmd.Env = append(os.Environ(), "KHPROXY_URL="+base)
+			cmd.Env = append(os.Environ(), "KHPROXY_URL="+base,
+				"HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
 			before := serviceCount(t, base)
 			out, stderr := run(t, cmd)
 			if cmd.ProcessState.ExitCode() != 0 {
@@ -136,12 +140,7 @@ func TestExamplesFailClearly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs interpreters; skipped with -short")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := "http://" + ln.Addr().String()
-	ln.Close()
+	closed := "http://" + closedAddr(t)
 	notKhproxy := httptest.NewServer(http.NotFoundHandler())
 	defer notKhproxy.Close()
 
@@ -290,4 +289,15 @@ func startDemo(t *testing.T) string {
 		t.Fatalf("khproxy demo printed no banner within 30s\n%s", logs)
 	}
 	return ""
+}
+
+// closedAddr returns a loopback address on which nothing listens.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
