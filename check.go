@@ -56,6 +56,7 @@ func check(ctx context.Context, args, environ []string, stdout io.Writer) error 
 		r.skip("signed GET /v1/me", "no usable configuration")
 		return r.result()
 	}
+	defer c.transport.CloseIdleConnections()
 	serverDate, localMid, ok := c.health(ctx, r)
 	if !ok {
 		r.skip("clock", "GET /v1/health did not succeed")
@@ -113,7 +114,7 @@ type checker struct {
 // does and reports the outcome; it returns nil when they are unusable.
 func checkConfig(environ []string, r *checkReport) *checker {
 	const name = "configuration"
-	fix := "set the variables named above (khproxy -h lists them all)"
+	fix := "correct the variables this names (khproxy -h lists them all)"
 	cfg, warnings, err := config.Load(environ)
 	if err != nil {
 		r.fail(name, strings.ReplaceAll(err.Error(), "\n", "; "), fix)

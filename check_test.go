@@ -122,7 +122,7 @@ func TestCheck(t *testing.T) {
 			env: func(t testing.TB, upstream, secret string) []string { return []string{"KH_UPSTREAM=" + upstream} },
 			want: []string{
 				`^✗ configuration: KH_SECRET: required`,
-				`^    fix: set the variables named above`,
+				`^    fix: correct the variables this names`,
 				`^- API reachable: not checked: no usable configuration$`,
 			}},
 		{name: "unreadable secret file", wantFail: true,
