@@ -7,17 +7,22 @@ package examples_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,35 +108,106 @@ func TestExamples(t *testing.T) {
 	deadProxy := "http://" + closedAddr(t)
 	for _, ex := range examples {
 		t.Run(ex.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
-			cmd := ex.command(t, ctx)
-			cmd.Dir = t.TempDir() // where the invoice PDF is saved
-			cmd.Env = append(os.Environ(), "KHPROXY_URL="+base,
-				"HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
 			before := serviceCount(t, base)
-			out, stderr := run(t, cmd)
-			if cmd.ProcessState.ExitCode() != 0 {
-				t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
-			}
-			m := matchLines(t, out)
-			placed, retried, located, read := m[1][0], m[2][0], m[3][0], m[3][1]
-			if placed != retried || placed != located || placed != read {
-				t.Errorf("order ids differ between placing (%s), retrying (%s), the Location (%s) and reading back (%s)", placed, retried, located, read)
-			}
-			file := m[4][0]
-			if want := "invoice-" + m[3][2] + ".pdf"; file != want {
-				t.Errorf("saved %s, want %s", file, want)
-			}
-			pdf, err := os.ReadFile(filepath.Join(cmd.Dir, file))
-			if err != nil || !strings.HasPrefix(string(pdf), "%PDF-") {
-				t.Errorf("saved invoice: %v, starts with %q", err, pdf[:min(len(pdf), 8)])
-			}
+			runFlow(t, ex, base, "HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
 			if after := serviceCount(t, base); after != before+1 {
 				t.Errorf("services went from %d to %d: want exactly one new order", before, after)
 			}
 		})
 	}
+}
+
+// TestExamplesWaitForPendingOrders runs every example through a front that
+// answers the first read of each order as the API does while the payment
+// settles ("pending", no invoice yet): the examples ask again.
+func TestExamplesWaitForPendingOrders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs khproxy; skipped with -short")
+	}
+	front := pendingOnce(t, startDemo(t))
+	for _, ex := range examples {
+		t.Run(ex.name, func(t *testing.T) {
+			out := runFlow(t, ex, front)
+			if !regexp.MustCompile(`(?m)^   order [0-9]+ is pending; asking again in 1s$`).MatchString(out) {
+				t.Errorf("no line says the order is pending:\n%s", out)
+			}
+		})
+	}
+}
+
+// runFlow runs ex against the khproxy at base with extra environment
+// variables, checks its output and the invoice it saved, and returns the
+// output.
+func runFlow(t *testing.T, ex example, base string, env ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := ex.command(t, ctx)
+	cmd.Dir = t.TempDir() // where the invoice PDF is saved
+	cmd.Env = append(append(os.Environ(), "KHPROXY_URL="+base), env...)
+	out, stderr := run(t, cmd)
+	if cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
+	}
+	m := matchLines(t, out)
+	placed, retried, located, read := m[1][0], m[2][0], m[3][0], m[3][1]
+	if placed != retried || placed != located || placed != read {
+		t.Errorf("order ids differ between placing (%s), retrying (%s), the Location (%s) and reading back (%s)", placed, retried, located, read)
+	}
+	file := m[4][0]
+	if want := "invoice-" + m[3][2] + ".pdf"; file != want {
+		t.Errorf("saved %s, want %s", file, want)
+	}
+	pdf, err := os.ReadFile(filepath.Join(cmd.Dir, file))
+	if err != nil || !strings.HasPrefix(string(pdf), "%PDF-") {
+		t.Errorf("saved invoice: %v, starts with %q", err, pdf[:min(len(pdf), 8)])
+	}
+	return out
+}
+
+// pendingOnce serves a reverse proxy to base that answers the first GET of
+// each /v1/orders/{id} with the order as it looks while its payment
+// settles: status "pending", no service and no invoice yet.
+func pendingOnce(t *testing.T, base string) string {
+	t.Helper()
+	target, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orderPath := regexp.MustCompile(`^/v1/orders/[0-9]+$`)
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		path := resp.Request.URL.Path
+		if resp.Request.Method != http.MethodGet || resp.StatusCode != http.StatusOK || !orderPath.MatchString(path) {
+			return nil
+		}
+		mu.Lock()
+		first := !seen[path]
+		seen[path] = true
+		mu.Unlock()
+		if !first {
+			return nil
+		}
+		var order map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&order); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		order["status"], order["service_id"], order["invoice_id"] = "pending", nil, nil
+		body, err := json.Marshal(order)
+		if err != nil {
+			return err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(rp)
+	t.Cleanup(front.Close)
+	return front.URL
 }
 
 // TestExamplesFailClearly runs every example against a closed port and a

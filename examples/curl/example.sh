@@ -122,10 +122,18 @@ again_id=$(jq -r .id "$work/body")
 replayed=$(header Idempotent-Replayed)
 echo "3. same request again: $status, order $again_id, Idempotent-Replayed: ${replayed:-(not sent)} (no second order)"
 
-# 4. Read the order back where its Location points (khproxy maps it to /v1/...).
-call GET "$location"
-expect 200 "GET $location"
-invoice_id=$(jq -r .invoice_id "$work/body")
+# 4. Read the order back where its Location points (khproxy maps it to
+#    /v1/...). While the payment settles the order is "pending".
+for _ in $(seq 30); do
+  call GET "$location"
+  expect 200 "GET $location"
+  [ "$(jq -r .status "$work/body")" = pending ] || break
+  echo "   order $order_id is pending; asking again in 1s"
+  sleep 1
+done
+invoice_id=$(jq -r '.invoice_id // empty' "$work/body")
+[ "$(jq -r .status "$work/body")" = paid ] && [ -n "$invoice_id" ] ||
+  fail "order $order_id is $(jq -r '"\(.status): \(.failure_reason // "no invoice")"' "$work/body")"
 echo "4. order read back from $location: $(jq -r .id "$work/body") status $(jq -r .status "$work/body"), invoice $invoice_id"
 
 # 5. The invoice as a PDF.

@@ -116,10 +116,20 @@ async function main() {
   console.log(`3. same request again: ${resp.status}, order ${again.id}, ` +
     `Idempotent-Replayed: ${replayed} (no second order)`);
 
-  // 4. Read the order back where its Location points (khproxy maps it to /v1/...).
-  resp = await request("GET", location);
-  expect(resp, 200, `GET ${location}`);
-  const read = json(resp);
+  // 4. Read the order back where its Location points (khproxy maps it to
+  //    /v1/...). While the payment settles the order is "pending".
+  let read;
+  for (let i = 0; i < 30; i++) {
+    resp = await request("GET", location);
+    expect(resp, 200, `GET ${location}`);
+    read = json(resp);
+    if (read.status !== "pending") break;
+    console.log(`   order ${read.id} is pending; asking again in 1s`);
+    await sleep(1000);
+  }
+  if (read.status !== "paid" || !read.invoice_id) {
+    throw new Failed(`order ${read.id} is ${read.status}: ${read.failure_reason || "no invoice"}`);
+  }
   console.log(`4. order read back from ${location}: ${read.id} status ${read.status}, invoice ${read.invoice_id}`);
 
   // 5. The invoice as a PDF.

@@ -165,10 +165,21 @@ function main(): void
     $replayed = $resp['headers']['idempotent-replayed'] ?? '(not sent)';
     echo "3. same request again: {$resp['status']}, order {$again['id']}, Idempotent-Replayed: $replayed (no second order)\n";
 
-    // 4. Read the order back where its Location points (khproxy maps it to /v1/...).
-    $resp = request('GET', $location);
-    expect($resp, 200, "GET $location");
-    $read = jsonBody($resp);
+    // 4. Read the order back where its Location points (khproxy maps it to
+    //    /v1/...). While the payment settles the order is "pending".
+    for ($i = 0; $i < 30; $i++) {
+        $resp = request('GET', $location);
+        expect($resp, 200, "GET $location");
+        $read = jsonBody($resp);
+        if ($read['status'] !== 'pending') {
+            break;
+        }
+        echo "   order {$read['id']} is pending; asking again in 1s\n";
+        sleep(1);
+    }
+    if ($read['status'] !== 'paid' || empty($read['invoice_id'])) {
+        throw new Failed("order {$read['id']} is {$read['status']}: " . ($read['failure_reason'] ?? 'no invoice'));
+    }
     echo "4. order read back from $location: {$read['id']} status {$read['status']}, invoice {$read['invoice_id']}\n";
 
     // 5. The invoice as a PDF.

@@ -138,10 +138,18 @@ def main():
     print(f"3. same request again: {resp.status}, order {again['id']}, "
           f"Idempotent-Replayed: {replayed} (no second order)")
 
-    # 4. Read the order back where its Location points (khproxy maps it to /v1/...).
-    resp = request("GET", location)
-    expect(resp, 200, f"GET {location}")
-    read = resp.json()
+    # 4. Read the order back where its Location points (khproxy maps it to
+    #    /v1/...). While the payment settles the order is "pending".
+    for _ in range(30):
+        resp = request("GET", location)
+        expect(resp, 200, f"GET {location}")
+        read = resp.json()
+        if read["status"] != "pending":
+            break
+        print(f"   order {read['id']} is pending; asking again in 1s")
+        time.sleep(1)
+    if read["status"] != "paid" or not read.get("invoice_id"):
+        raise Failed(f"order {read['id']} is {read['status']}: {read.get('failure_reason') or 'no invoice'}")
     print(f"4. order read back from {location}: {read['id']} status {read['status']}, invoice {read['invoice_id']}")
 
     # 5. The invoice as a PDF.
