@@ -46,7 +46,7 @@ func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
 // originForm returns the path and query of a request-target exactly as the
 // client sent them. An absolute-form target (what clients send to a forward
 // proxy) loses its scheme and authority: the request goes to the upstream
-// whatever the client named, and its path is read as an origin-form one.
+// whatever the client named.
 func originForm(requestURI string) (string, error) {
 	if strings.HasPrefix(requestURI, "/") {
 		return requestURI, nil
