@@ -123,7 +123,7 @@ func TestLoadWarnings(t *testing.T) {
 			}
 		})
 	}
-	for _, ok := range []string{"http://127.0.0.1:9/cp", "http://localhost:9", "http://[::1]:9"} {
+	for _, ok := range []string{"http://127.0.0.1:9/cp/kh_reseller_api", "http://localhost:9/cp/kh_reseller_api", "http://[::1]:9/cp/kh_reseller_api"} {
 		if _, warns, err := config.Load(environ("KH_UPSTREAM", ok)); err != nil || len(warns) != 0 {
 			t.Errorf("KH_UPSTREAM=%s: warnings %v, err %v; want neither", ok, warns, err)
 		}

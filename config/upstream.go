@@ -18,8 +18,7 @@ const DocumentedBasePath = "/cp/kh_reseller_api"
 // (as the API's documented base URL does) would send every call to
 // .../v1/v1/..., which the API answers with 401 signature_mismatch: it is
 // refused, naming the value to use. Another path than the documented base
-// starts with a warning, except on loopback hosts, where emulators and test
-// servers choose their own.
+// starts with a warning.
 func (c *Config) validateUpstreamPath(v *validation) {
 	u := c.Upstream
 	if u == nil || u.Host == "" {
@@ -38,8 +37,8 @@ func (c *Config) validateUpstreamPath(v *validation) {
 		v.warn("KH_UPSTREAM", fmt.Sprintf("the path %q holds /v1/, which khproxy appends itself from the client's path; you probably mean %s", u.Path, withPath(u, before)))
 	case strings.EqualFold(u.Hostname(), "www.kernelhost.com"):
 		v.warn("KH_UPSTREAM", fmt.Sprintf("the API's base path is %s, not %q: calls will answer 404; use %s", DocumentedBasePath, u.Path, DocumentedUpstream))
-	case !isLoopbackHost(u.Hostname()):
-		v.warn("KH_UPSTREAM", fmt.Sprintf("the path %q is not the API's documented base path %s: fine for a gateway that maps it, otherwise calls will answer 404", u.Path, DocumentedBasePath))
+	default:
+		v.warn("KH_UPSTREAM", fmt.Sprintf("the path %q is not the API's documented base path %s: fine for an emulator or gateway that serves the API there, otherwise calls will answer 404", u.Path, DocumentedBasePath))
 	}
 }
 
