@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/internal/testutil"
 	"khproxy/signer"
 	"khproxy/webhook"
 )
@@ -96,7 +97,7 @@ func testEmulatorWebhooks(t *testing.T, header string) {
 	if code, body := c.do(t, http.MethodPut, "/v1/webhooks", `{"url":"`+rcv.URL+`/kernelhost"}`, nil); code != http.StatusOK {
 		t.Fatalf("PUT /v1/webhooks: %d %s", code, body)
 	}
-	code, body := c.do(t, http.MethodPost, "/v1/orders", `{"product_id":42,"billing_cycle":"monthly"}`,
+	code, body := c.do(t, http.MethodPost, "/v1/orders", testutil.OrderBody,
 		http.Header{"Idempotency-Key": {"webhook-e2e-1"}})
 	if code != http.StatusCreated {
 		t.Fatalf("POST /v1/orders: %d %s", code, body)
@@ -107,7 +108,7 @@ func testEmulatorWebhooks(t *testing.T, header string) {
 	}
 
 	// The emulator records a delivery once the receiver answered it.
-	waitFor(t, "three delivered events", func() bool {
+	testutil.WaitFor(t, "three delivered events", func() bool {
 		n := 0
 		for _, d := range emu.WebhookDeliveries() {
 			if d.Delivered {

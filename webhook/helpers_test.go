@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"khproxy/internal/testutil"
-	"khproxy/problem"
 	"khproxy/signer"
 	"khproxy/webhook"
 )
@@ -183,29 +181,8 @@ func sigHeader(value string) http.Header {
 // wantProblem checks a problem+json answer with status and reason.
 func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, reason webhook.Outcome) {
 	t.Helper()
-	if resp.StatusCode != status {
-		t.Fatalf("status = %d, want %d: %s", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != problem.ContentType {
-		t.Errorf("Content-Type = %q, want %q", ct, problem.ContentType)
-	}
-	var p problem.Details
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatalf("problem body %q: %v", body, err)
-	}
-	if p.Status != status || p.Reason != string(reason) || p.Type != webhook.TypePrefix+string(reason) || p.Detail == "" {
-		t.Errorf("problem = %+v, want status %d reason %s", p, status, reason)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 5 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	p := testutil.Problem(t, resp, body, status)
+	if p["reason"] != string(reason) || p["type"] != webhook.TypePrefix+string(reason) || p["detail"] == "" {
+		t.Errorf("problem = %v, want reason %s", p, reason)
 	}
 }

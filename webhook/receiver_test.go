@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/internal/testutil"
 	"khproxy/signer"
 	"khproxy/webhook"
 )
@@ -367,7 +368,7 @@ func TestReceiverSecretFileRotation(t *testing.T) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rotated secret", func() bool {
+	testutil.WaitFor(t, "the rotated secret", func() bool {
 		resp, _ := r.post(t, "/", sigHeader(signed(sigCurrent)), vecBody)
 		return resp.StatusCode == http.StatusOK
 	})
@@ -426,7 +427,7 @@ func TestReceiverAbortedAnswer(t *testing.T) {
 	if err == nil {
 		t.Fatal("the sender got a complete answer from a broken app")
 	}
-	waitFor(t, "the outcome", func() bool { return r.outcomes.get(webhook.OutcomeAppError) == 1 })
+	testutil.WaitFor(t, "the outcome", func() bool { return r.outcomes.get(webhook.OutcomeAppError) == 1 })
 	if resp, body := r.post(t, "/", sigHeader(signed(sigCurrent)), vecBody); resp.StatusCode != http.StatusOK {
 		t.Fatalf("resend: %d %s", resp.StatusCode, body)
 	}
