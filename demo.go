@@ -63,7 +63,7 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 			httpserve.Server{Name: "emulator", Listener: ln, Handler: emu})
 	}()
 
-	err = serve(ctx, cfg, log, func(addr string) { banner(stdout, addr, upstream) })
+	err = serve(ctx, cfg, log, func(l listening) { banner(stdout, l.proxy, upstream) })
 	stopEmu()
 	return errors.Join(err, <-emuDone)
 }
