@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -92,12 +91,8 @@ func TestDemoPrintsWebhooks(t *testing.T) {
 	if forged == nil {
 		t.Fatalf("no forged-webhook example in the banner:\n%s", banner)
 	}
-	resp, err := http.Post(forged[1], "application/json", strings.NewReader(forged[2]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	req, _ := http.NewRequest(http.MethodPost, forged[1], strings.NewReader(forged[2]))
+	resp, body := testutil.Do(t, http.DefaultClient, req)
 	if p := testutil.Problem(t, resp, body, http.StatusBadRequest); p["reason"] != "no_signature" {
 		t.Errorf("forged webhook: %v", p)
 	}

@@ -102,13 +102,7 @@ func TestServeWebhooks(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://"+proxyAddr+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
+		if resp, b := testutil.Do(t, http.DefaultClient, req); resp.StatusCode/100 != 2 {
 			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -40,15 +39,7 @@ func (c *emuClient) do(t testing.TB, method, path, body string, header http.Head
 		t.Fatal(err)
 	}
 	hs.Apply(req.Header)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := testutil.Do(t, http.DefaultClient, req)
 	return resp.StatusCode, b
 }
 
@@ -160,12 +151,7 @@ func testEmulatorWebhooks(t *testing.T, header string) {
 	name := cmp.Or(header, webhook.DefaultHeader)
 	req, _ := http.NewRequest(http.MethodPost, rcv.URL+"/kernelhost", bytes.NewReader(paid.body))
 	req.Header.Set(name, paid.header.Get(name))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp, _ := testutil.Do(t, http.DefaultClient, req); resp.StatusCode != http.StatusOK {
 		t.Errorf("replay: status %d, want 200", resp.StatusCode)
 	}
 	if n := len(app.requests()); n != 3 {

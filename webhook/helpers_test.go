@@ -161,16 +161,7 @@ func (r *rig) do(t testing.TB, method, path string, header http.Header, body io.
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := r.rcv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return testutil.Do(t, r.rcv.Client(), req)
 }
 
 // sigHeader is a header set with the default signature header.
