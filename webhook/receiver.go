@@ -53,7 +53,8 @@ type Receiver struct {
 	// DefaultHeader. A request with the header twice is malformed.
 	Header string
 	// Tolerance is how far the signature's timestamp may lie from the
-	// receiver's clock, in either direction; zero means DefaultTolerance.
+	// receiver's clock, in either direction; zero or less means
+	// DefaultTolerance.
 	Tolerance time.Duration
 	// MaxBodyBytes is the largest body accepted; zero means
 	// DefaultMaxBodyBytes.
@@ -98,7 +99,7 @@ func (rc *Receiver) header() string {
 }
 
 func (rc *Receiver) tolerance() time.Duration {
-	if rc.Tolerance == 0 {
+	if rc.Tolerance <= 0 {
 		return DefaultTolerance
 	}
 	return rc.Tolerance
@@ -173,6 +174,12 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (Outcome, int,
 	if r.Method != http.MethodPost {
 		return OutcomeMethod, writeProblem(w, OutcomeMethod), errors.New("method " + r.Method)
 	}
+	// The header is judged before the body is read: an unsigned or
+	// malformed request costs no body.
+	sig, o, err := rc.parse(r)
+	if err != nil {
+		return o, writeProblem(w, o), err
+	}
 	body, o, err := rc.readBody(w, r)
 	if err != nil {
 		return o, writeProblem(w, o), err
@@ -184,15 +191,7 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (Outcome, int,
 	if err != nil {
 		return OutcomeSecret, writeProblem(w, OutcomeSecret), err
 	}
-	var header string
-	switch vals := r.Header.Values(rc.header()); len(vals) {
-	case 0:
-	case 1:
-		header = vals[0]
-	default:
-		return OutcomeMalformed, writeProblem(w, OutcomeMalformed), errors.New("more than one " + rc.header() + " header")
-	}
-	ts, err := verify(secret, header, body, rc.now(), rc.tolerance())
+	ts, err := sig.check(secret, body, rc.now(), rc.tolerance())
 	if err != nil {
 		o := outcomeOf(err)
 		return o, writeProblem(w, o), err
@@ -212,6 +211,24 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (Outcome, int,
 	o, status := rc.forward(w, r, body)
 	ok = o == OutcomeForwarded
 	return o, status, nil
+}
+
+// parse parses the signature header; on failure it returns the outcome to
+// answer with.
+func (rc *Receiver) parse(r *http.Request) (parsed, Outcome, error) {
+	var header string
+	switch vals := r.Header.Values(rc.header()); len(vals) {
+	case 0:
+	case 1:
+		header = vals[0]
+	default:
+		return parsed{}, OutcomeMalformed, errors.New("more than one " + rc.header() + " header")
+	}
+	p, err := parseHeader(header)
+	if err != nil {
+		return parsed{}, outcomeOf(err), err
+	}
+	return p, "", nil
 }
 
 // readBody reads the whole body, refusing more than the limit; on failure it

@@ -221,6 +221,11 @@ func TestReceiverBodyLimit(t *testing.T) {
 			}
 		})
 	}
+	t.Run("an unsigned body over the limit is refused for its header", func(t *testing.T) {
+		r := newRig(t)
+		resp, body := r.do(t, http.MethodPost, "/", http.Header{}, bytes.NewReader(big), -1)
+		wantProblem(t, resp, body, http.StatusBadRequest, webhook.OutcomeNoSignature)
+	})
 	t.Run("exactly at the limit is read and judged", func(t *testing.T) {
 		r := newRig(t)
 		at := big[:webhook.DefaultMaxBodyBytes]

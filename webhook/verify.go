@@ -115,7 +115,8 @@ func expectedV1(secret []byte, ts string, body []byte) []byte {
 // enough. Signatures are compared in constant time. The signature is checked
 // before the time, so ErrStale and ErrFuture are only returned for authentic
 // deliveries; the timestamp must lie within tolerance of now in either
-// direction (a tolerance of zero or less accepts only t equal to now).
+// direction, so tolerance should be positive (zero accepts a t only during
+// its own second's first instant).
 //
 // It returns nil or an error wrapping ErrNoSignature, ErrMalformed,
 // ErrMismatch, ErrStale or ErrFuture. It is safe for concurrent use.
@@ -131,6 +132,11 @@ func verify(secret []byte, header string, body []byte, now time.Time, tolerance 
 	if err != nil {
 		return "", err
 	}
+	return p.check(secret, body, now, tolerance)
+}
+
+// check verifies a parsed header against body; see Verify.
+func (p parsed) check(secret, body []byte, now time.Time, tolerance time.Duration) (string, error) {
 	want := expectedV1(secret, p.ts, body)
 	match := false
 	for _, got := range p.v1 {
