@@ -28,9 +28,9 @@ const VerifiedHeader = "KH-Webhook-Verified"
 
 // Receiver is the http.Handler that receives webhook deliveries. It accepts
 // POST on any path, so that the URL registered with the API is free; other
-// methods get 405. It reads the body (at most MaxBodyBytes, else 413),
-// verifies the signature header with Verify and rejects what fails with a 400
-// problem+json naming the reason, logged, never passed on. A verified delivery
+// methods get 405. It parses the signature header, then reads the body (at
+// most MaxBodyBytes, else 413) and verifies both as Verify does; what fails is
+// rejected with a 400 problem+json naming the reason, logged, never passed on. A verified delivery
 // goes to Next with its original body bytes and headers plus
 // KH-Webhook-Verified: true, and Next's answer goes back to the sender, so
 // that the sender's own retries work.
