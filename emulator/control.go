@@ -383,10 +383,14 @@ func (e *Emulator) controlState() map[string]any {
 	}
 	orders := len(e.orders)
 	e.mu.Unlock()
+	retries := make([]duration, 0, len(e.hooks.retries))
+	for _, d := range e.hooks.retries {
+		retries = append(retries, duration(d))
+	}
 	return map[string]any{
 		"keys": keys, "accounts": accounts, "orders": orders,
 		"faults": faultsToJSON(e.Faults()), "lifecycle": lifecycleToJSON(e.Lifecycle()),
 		"pending_steps": e.PendingSteps(), "pending_webhooks": e.PendingWebhooks(),
-		"webhook_deliveries": len(e.WebhookDeliveries()),
+		"webhook_deliveries": len(e.WebhookDeliveries()), "webhook_retries": retries,
 	}
 }
