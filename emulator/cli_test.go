@@ -19,22 +19,7 @@ import (
 type syncBuffer = testutil.SyncBuffer
 
 func TestRun(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, []string{"-listen", "127.0.0.1:0"}, func(string) string { return "" }, &out, nil)
-	}()
-	addrRe := regexp.MustCompile(`listening on http://(\S+)`)
-	var addr string
-	waitFor(t, "listening line", func() bool {
-		if m := addrRe.FindStringSubmatch(out.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
+	addr, out := startRun(t)
 	vars := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(out.String()))
 	for sc.Scan() {
@@ -96,15 +81,6 @@ func TestRun(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "read-only") || !strings.Contains(out.String(), ControlPath) {
 		t.Errorf("output does not name the read-only scopes and the control endpoint:\n%s", out.String())
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not stop")
 	}
 }
 
@@ -219,8 +195,13 @@ func startRun(t *testing.T, args ...string) (string, *syncBuffer) {
 	go func() { done <- Run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), nil, out, nil) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not stop")
 		}
 	})
 	addrRe := regexp.MustCompile(`listening on http://(\S+)`)
