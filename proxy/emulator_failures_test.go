@@ -72,15 +72,21 @@ func newFailureHarness(t *testing.T, opts emulator.Options) *failureHarness {
 	up := httptest.NewServer(tp)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)
-	srv, _ := startProxy(t, proxy.Options{
-		Upstream:          u,
+	srv, _ := startProxy(t, emuProxyOptions(u, key, secret), secret)
+	return &failureHarness{emu: emu, key: key, tap: tp, proxy: srv}
+}
+
+// emuProxyOptions configures khproxy for an emulator at upstream, as
+// production does: both idempotent routes, three retries.
+func emuProxyOptions(upstream *url.URL, key, secret string) proxy.Options {
+	return proxy.Options{
+		Upstream:          upstream,
 		Signer:            &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)},
 		IdempotentRoutes:  []proxy.Route{{Method: "POST", Path: "/v1/orders"}, {Method: "POST", Path: "/v1/services/*/actions"}},
 		RetryMax:          3,
 		RetryBudget:       10 * time.Second,
 		IdempotencyWindow: time.Minute,
-	}, secret)
-	return &failureHarness{emu: emu, key: key, tap: tp, proxy: srv}
+	}
 }
 
 // TestFailuresPassThroughUnchanged makes the emulator produce each failure

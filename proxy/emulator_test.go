@@ -15,7 +15,6 @@ import (
 
 	"khproxy/emulator"
 	"khproxy/proxy"
-	"khproxy/signer"
 )
 
 // emuHarness is the proxy in front of the API emulator, both on real sockets.
@@ -42,14 +41,7 @@ func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	up := httptest.NewServer(emu)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)
-	opts := proxy.Options{
-		Upstream:          u,
-		Signer:            &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)},
-		IdempotentRoutes:  []proxy.Route{{Method: "POST", Path: "/v1/orders"}, {Method: "POST", Path: "/v1/services/*/actions"}},
-		RetryMax:          3,
-		RetryBudget:       10 * time.Second,
-		IdempotencyWindow: time.Minute,
-	}
+	opts := emuProxyOptions(u, key, secret)
 	for _, m := range mutate {
 		m(&opts)
 	}
