@@ -16,8 +16,6 @@ import (
 	"khproxy/internal/testutil"
 )
 
-type syncBuffer = testutil.SyncBuffer
-
 func TestRun(t *testing.T) {
 	addr, out := startRun(t)
 	vars := map[string]string{}
@@ -46,7 +44,7 @@ func TestRun(t *testing.T) {
 	req.Header.Set(HeaderKey, vars["KH_KEY"])
 	req.Header.Set(HeaderTimestamp, ts)
 	req.Header.Set(HeaderNonce, nonce)
-	req.Header.Set(HeaderSignature, testSign(vars["KH_SECRET"], "GET", "/v1/me", ts, nonce, ""))
+	req.Header.Set(HeaderSignature, testutil.Signature(vars["KH_SECRET"], "GET", "/v1/me", ts, nonce, nil))
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +114,7 @@ func TestRunFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			var out syncBuffer
+			var out testutil.SyncBuffer
 			err := Run(ctx, tc.args, tc.getenv, &out, nil)
 			if tc.wantErr == "" {
 				if err != nil {
@@ -187,10 +185,10 @@ func TestNewValidation(t *testing.T) {
 
 // startRun runs Run with args until the test ends and returns its
 // address and output.
-func startRun(t *testing.T, args ...string) (string, *syncBuffer) {
+func startRun(t *testing.T, args ...string) (string, *testutil.SyncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), nil, out, nil) }()
 	t.Cleanup(func() {
@@ -206,7 +204,7 @@ func startRun(t *testing.T, args ...string) (string, *syncBuffer) {
 	})
 	addrRe := regexp.MustCompile(`listening on http://(\S+)`)
 	var addr string
-	waitFor(t, "listening line", func() bool {
+	testutil.WaitFor(t, "listening line", func() bool {
 		if m := addrRe.FindStringSubmatch(out.String()); m != nil {
 			addr = m[1]
 			return true

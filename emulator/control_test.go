@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"khproxy/internal/testutil"
 )
 
 // ctl sends one control request and returns the status and decoded body
@@ -155,7 +157,7 @@ func TestControlLifecycleCardAndReset(t *testing.T) {
 	}
 
 	ctlOK(t, env, "PUT", "card", `{"card":"expired","account":"`+DefaultAccount+`"}`)
-	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "expired"})
+	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "expired"})
 	wantProblem(t, resp, body, http.StatusPaymentRequired, codePayment, "card_expired")
 	if status, _ := ctl(t, env, "PUT", "card", `{"card":"stolen"}`); status != 400 {
 		t.Errorf("bad card: status %d", status)
@@ -179,7 +181,7 @@ func TestControlWebhooks(t *testing.T) {
 	env, ch := hooked(t, nil)
 	env.order(t, "ctl-hook")
 	events(t, env, ch, 3)
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 	status, v := ctl(t, env, "GET", "webhooks", "")
 	list, _ := v.([]any)
 	if status != 200 || len(list) != 3 {

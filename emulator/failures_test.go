@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 func TestCardFailures(t *testing.T) {
@@ -23,7 +25,7 @@ func TestCardFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(string(tc.card), func(t *testing.T) {
 			env := newEnv(t, func(o *Options) { o.InitialBalance = 500; o.Card = tc.card })
-			resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "c"})
+			resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "c"})
 			if tc.status != http.StatusCreated {
 				wantProblem(t, resp, body, tc.status, codePayment, tc.reason)
 				if n := env.emu.OrderCount(); n != 0 {
@@ -123,7 +125,7 @@ func TestDefaultScopesAreReadOnly(t *testing.T) {
 		{"GET", "/v1/billing/balance", "", "", 200},
 		{"GET", "/v1/webhooks", "", "", 200},
 		{"GET", "/v1/services/" + sid + "/credentials", "", "", 403},
-		{"POST", "/v1/orders", orderBody, "w1", 403},
+		{"POST", "/v1/orders", testutil.OrderBody, "w1", 403},
 		{"POST", "/v1/services/" + sid + "/actions", `{"action":"stop"}`, "w2", 403},
 		{"PUT", "/v1/webhooks", `{"url":null}`, "", 403},
 	})
@@ -133,7 +135,7 @@ func TestDefaultScopesAreReadOnly(t *testing.T) {
 	}
 	checkScopes(t, env, ro, []scopeCase{
 		{"GET", "/v1/products", "", "", 403},
-		{"POST", "/v1/orders", orderBody, "w3", 201},
+		{"POST", "/v1/orders", testutil.OrderBody, "w3", 201},
 	})
 	if err := env.emu.SetScopes(ro.ID, []string{"write:everything"}); err == nil {
 		t.Error("SetScopes accepted an unknown scope")

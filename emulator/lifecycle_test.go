@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 // hooked starts an env with insecure webhooks allowed and mutate applied,
@@ -203,7 +205,7 @@ func activeService(t *testing.T, env *testEnv, ch <-chan delivered) string {
 func TestSlowActionLifecycle(t *testing.T) {
 	env, ch := hooked(t, manual)
 	path := activeService(t, env, ch)
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 	resp, body := env.do(t, rq{method: "POST", path: path, body: `{"action":"stop"}`, idem: "stop"})
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("stop: status %d, want 202: %s", resp.StatusCode, body)

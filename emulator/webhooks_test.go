@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 type delivered struct {
@@ -106,7 +108,7 @@ func TestWebhookDelivery(t *testing.T) {
 			t.Errorf("no %s event", typ)
 		}
 	}
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 	// Clearing works with null and "".
 	for _, b := range []string{`{"url":null}`, `{"url":""}`} {
 		resp, body := env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: b})
@@ -139,7 +141,7 @@ func TestWebhookRetry(t *testing.T) {
 			t.Fatalf("only %d deliveries", i)
 		}
 	}
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 	// Each delivery is retried on its own: two failed attempts, shared by
 	// whichever events met them, and every event delivered once.
 	attempts := 0
@@ -263,7 +265,7 @@ func TestWebhookRetrySchedule(t *testing.T) {
 			t.Cleanup(down.Close)
 			env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: `{"url":"` + down.URL + `"}`})
 			env.order(t, "down")
-			waitFor(t, "given-up deliveries", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+			testutil.WaitFor(t, "given-up deliveries", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 			for _, d := range env.emu.WebhookDeliveries() {
 				if d.Delivered || d.Attempts != tc.want || d.StatusCode != 503 || d.Error != "receiver answered 503" {
 					t.Errorf("delivery: %+v", d)
@@ -290,7 +292,7 @@ func TestWebhookDuplicates(t *testing.T) {
 	if len(ids) != 3 {
 		t.Errorf("4 deliveries carry %d distinct event ids, want 3 (one sent twice)", len(ids))
 	}
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 4 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 4 })
 	dups := 0
 	for _, d := range env.emu.WebhookDeliveries() {
 		if d.Duplicate {

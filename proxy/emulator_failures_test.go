@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/signer"
 )
@@ -72,17 +73,18 @@ func newFailureHarness(t *testing.T, opts emulator.Options) *failureHarness {
 	up := httptest.NewServer(tp)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)
-	srv, _ := startProxy(t, emuProxyOptions(u, key, secret), secret)
+	srv, _ := startProxy(t, emuProxyOptions(t, u, key, secret), secret)
 	return &failureHarness{emu: emu, key: key, tap: tp, proxy: srv}
 }
 
 // emuProxyOptions configures khproxy for an emulator at upstream, as
-// production does: both idempotent routes, three retries.
-func emuProxyOptions(upstream *url.URL, key, secret string) proxy.Options {
+// production does: the default idempotent routes, three retries.
+func emuProxyOptions(t testing.TB, upstream *url.URL, key, secret string) proxy.Options {
+	t.Helper()
 	return proxy.Options{
 		Upstream:          upstream,
 		Signer:            &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)},
-		IdempotentRoutes:  []proxy.Route{{Method: "POST", Path: "/v1/orders"}, {Method: "POST", Path: "/v1/services/*/actions"}},
+		IdempotentRoutes:  defaultRoutes(t),
 		RetryMax:          3,
 		RetryBudget:       10 * time.Second,
 		IdempotencyWindow: time.Minute,
@@ -104,9 +106,9 @@ func TestFailuresPassThroughUnchanged(t *testing.T) {
 		status       int
 		reason       string
 	}{
-		{"no card", credit5, nil, "POST", "/v1/orders", orderBody, 402, "insufficient_credit_and_no_card"},
-		{"card declined", withCard(emulator.CardDeclining), nil, "POST", "/v1/orders", orderBody, 402, "card_declined"},
-		{"card expired", withCard(emulator.CardExpired), nil, "POST", "/v1/orders", orderBody, 402, "card_expired"},
+		{"no card", credit5, nil, "POST", "/v1/orders", testutil.OrderBody, 402, "insufficient_credit_and_no_card"},
+		{"card declined", withCard(emulator.CardDeclining), nil, "POST", "/v1/orders", testutil.OrderBody, 402, "card_declined"},
+		{"card expired", withCard(emulator.CardExpired), nil, "POST", "/v1/orders", testutil.OrderBody, 402, "card_expired"},
 		{"key locked at run time", emulator.Options{}, func(h *failureHarness) error { return h.emu.LockKey(h.key, true) },
 			"GET", "/v1/me", "", 401, "unknown_or_locked_key"},
 		{"secret rotated at run time", emulator.Options{}, func(h *failureHarness) error {
@@ -117,7 +119,7 @@ func TestFailuresPassThroughUnchanged(t *testing.T) {
 			return h.emu.SetAllowIPs(h.key, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")})
 		}, "GET", "/v1/me", "", 401, "ip_not_allowed"},
 		{"default read-only key orders", emulator.Options{Keys: []emulator.Key{{}}}, nil,
-			"POST", "/v1/orders", orderBody, 403, "missing_scope"},
+			"POST", "/v1/orders", testutil.OrderBody, 403, "missing_scope"},
 		{"default read-only key reads credentials", emulator.Options{Keys: []emulator.Key{{}}}, nil,
 			"GET", "/v1/services/5001/credentials", "", 403, "missing_scope"},
 		{"scopes restricted at run time", emulator.Options{}, func(h *failureHarness) error {
@@ -163,7 +165,7 @@ func TestFailuresPassThroughUnchanged(t *testing.T) {
 // pending, 202 for a slow action) reach the app as the API sent them.
 func TestPendingAnswersPassThrough(t *testing.T) {
 	h := newFailureHarness(t, emulator.Options{Lifecycle: emulator.Lifecycle{Manual: true}})
-	code, _, body := sendThrough(t, h.proxy, "POST", "/v1/orders", orderBody)
+	code, _, body := sendThrough(t, h.proxy, "POST", "/v1/orders", testutil.OrderBody)
 	if _, _, api := h.tap.last(); code != http.StatusCreated || !bytes.Equal(body, api) || !bytes.Contains(body, []byte(`"status":"pending"`)) {
 		t.Fatalf("order: %d %s", code, body)
 	}
