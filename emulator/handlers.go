@@ -207,7 +207,7 @@ func (e *Emulator) handleHealth(c *call) *response {
 func (e *Emulator) handleMe(c *call) *response {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	acct := e.accounts[c.key.Account]
+	acct := e.accountLocked(c.key.Account)
 	scopes := slices.Sorted(slices.Values(c.key.Scopes))
 	if scopes == nil {
 		scopes = []string{}
@@ -274,7 +274,7 @@ func (e *Emulator) listPage(c *call, ids func(*account) []int64, view func(id in
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	all := ids(e.accounts[c.key.Account])
+	all := ids(e.accountLocked(c.key.Account))
 	lo, hi := pageBounds(len(all), page, perPage)
 	items := make([]any, 0, hi-lo)
 	for _, id := range all[lo:hi] {
@@ -323,7 +323,7 @@ func (e *Emulator) handleCredentials(c *call) *response {
 func (e *Emulator) handleBalance(c *call) *response {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	acct := e.accounts[c.key.Account]
+	acct := e.accountLocked(c.key.Account)
 	return jsonResponse(http.StatusOK, map[string]any{
 		"balance": money(acct.balance), "currency": e.currency, "card_on_file": acct.card != CardNone,
 	})

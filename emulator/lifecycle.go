@@ -62,6 +62,7 @@ type scheduler struct {
 
 type step struct {
 	seq   uint64
+	which delayOf
 	timer *time.Timer // nil in manual mode
 	run   func()
 }
@@ -94,17 +95,22 @@ func (s *scheduler) later(which delayOf, fn func()) bool {
 		return true
 	}
 	s.seq++
-	st := &step{seq: s.seq, run: fn}
+	st := &step{seq: s.seq, which: which, run: fn}
 	s.steps[st.seq] = st
 	if !s.cfg.Manual {
-		seq := st.seq
-		st.timer = time.AfterFunc(d, func() {
-			if st := s.take(seq); st != nil {
-				st.run()
-			}
-		})
+		s.armLocked(st, d)
 	}
 	return true
+}
+
+// armLocked starts st's timer; s.mu must be held.
+func (s *scheduler) armLocked(st *step, d time.Duration) {
+	seq := st.seq
+	st.timer = time.AfterFunc(d, func() {
+		if st := s.take(seq); st != nil {
+			st.run()
+		}
+	})
 }
 
 // take removes and returns step seq, or nil when it already ran or was
@@ -168,10 +174,20 @@ func (s *scheduler) config() Lifecycle {
 	return s.cfg
 }
 
+// setConfig replaces the timing. Leaving manual mode starts the timers of
+// the steps that were waiting for Advance, each with its new delay.
 func (s *scheduler) setConfig(l Lifecycle) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.cfg = l
-	s.mu.Unlock()
+	if l.Manual {
+		return
+	}
+	for _, st := range s.steps {
+		if st.timer == nil {
+			s.armLocked(st, st.which(l))
+		}
+	}
 }
 
 // Advance runs every lifecycle step that is waiting now (payments,
@@ -187,7 +203,9 @@ func (e *Emulator) Advance() int { return e.life.advance() }
 func (e *Emulator) PendingSteps() int { return e.life.pending() }
 
 // SetLifecycle replaces the lifecycle timing for steps scheduled from now
-// on; steps already waiting keep their timers (Advance runs them at once).
+// on; steps already waiting keep their timers (Advance runs them at once),
+// and when Manual is turned off, steps that were waiting for Advance start
+// their new delay now.
 // It returns an error for negative delays and is safe for concurrent use.
 func (e *Emulator) SetLifecycle(l Lifecycle) error {
 	if err := l.validate(); err != nil {

@@ -278,6 +278,19 @@ func TestLifecycleTimers(t *testing.T) {
 			t.Errorf("service: %v", got)
 		}
 	})
+	t.Run("leaving manual mode starts the waiting steps", func(t *testing.T) {
+		env := newEnv(t, manual)
+		id := jsonID(env.order(t, "parked")["id"])
+		if err := env.emu.SetLifecycle(Lifecycle{PaymentDelay: 5 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, "the parked payment", func() bool {
+			return decode(t, mustGet(t, env, "/v1/orders/"+id))["status"] == "paid"
+		})
+		if err := env.emu.SetLifecycle(Lifecycle{ActionDelay: -1}); err == nil {
+			t.Error("SetLifecycle accepted a negative delay")
+		}
+	})
 	t.Run("short delays run by themselves", func(t *testing.T) {
 		env, ch := hooked(t, func(o *Options) {
 			o.Lifecycle = Lifecycle{PaymentDelay: 5 * time.Millisecond, ProvisionDelay: 5 * time.Millisecond, ActionDelay: 5 * time.Millisecond}

@@ -104,7 +104,7 @@ func (e *Emulator) handleCreateOrder(c *call) *response {
 	price := line.product.Prices[line.cycle]
 
 	e.mu.Lock()
-	acct := e.accounts[c.key.Account]
+	acct := e.accountLocked(c.key.Account)
 	if len(e.orders) >= e.maxOrders {
 		e.mu.Unlock()
 		return errorResponse(c.reqID, &apiError{code: codeCapacity, reason: "order_limit",
@@ -147,7 +147,7 @@ func (e *Emulator) settleOrder(epoch int64, id int64) {
 		e.mu.Unlock()
 		return
 	}
-	acct := e.accounts[o.Account]
+	acct := e.accountLocked(o.Account)
 	now := e.serverNow()
 	var evs []event
 	failure := ""
