@@ -49,6 +49,8 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		hooks.close()
 		return err
 	}
+	// A new real key is read-only (spec §4.2); the demo asks for every
+	// scope so that every suggested command works, and its banner says so.
 	opts := emulator.Options{
 		Keys:   []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
 		Logger: log.With("component", "emulator"),
@@ -86,7 +88,9 @@ func banner(w io.Writer, addr, upstream, webhooks string) {
 	fmt.Fprintf(w, `
 khproxy demo: the signing proxy listens on %[1]s, in front of a local
 KernelHost API emulator at %[2]s with a key generated for this run.
-Send plain HTTP; khproxy signs it. Try:
+The key has all scopes, asked for explicitly: a new real key is read-only
+until you enable write scopes in the portal. Send plain HTTP; khproxy
+signs it. Try:
 
   curl -s %[1]s/v1/products/42
   curl -s -X POST %[1]s/v1/orders -H 'Content-Type: application/json' \

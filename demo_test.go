@@ -34,6 +34,9 @@ func TestDemoEndToEnd(t *testing.T) {
 	if len(urls) < 4 || !strings.HasPrefix(urls[0], base) {
 		t.Fatalf("banner curl commands %q do not use %s:\n%s", urls, base, stdout)
 	}
+	if !strings.Contains(stdout.String(), "all scopes") || !strings.Contains(stdout.String(), "read-only") {
+		t.Errorf("the banner does not say the key has all scopes, unlike a new real key:\n%s", stdout)
+	}
 
 	get := func(url string) (int, string, []byte) {
 		t.Helper()
