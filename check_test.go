@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,7 +22,6 @@ type checkCase struct {
 	name     string
 	key      func(k *emulator.Key)                                // what the API knows of the key; nil: the key as configured
 	faults   emulator.Faults                                      // e.g. a clock offset
-	wrap     func(http.Handler) http.Handler                      // in front of the emulator; nil: none
 	tls      bool                                                 // serve with a certificate nobody trusts
 	env      func(t testing.TB, upstream, secret string) []string // nil: the good configuration
 	wantFail bool
@@ -72,19 +71,7 @@ func TestCheck(t *testing.T) {
 			`^    fix: this machine's clock is more than 300s off the API's: synchronise it with NTP`,
 		}},
 		{name: "IP not on the whitelist", wantFail: true,
-			// The emulator has no IP whitelists; this answers /v1/me as the
-			// API does for a key whose whitelist lacks the caller.
-			wrap: func(h http.Handler) http.Handler {
-				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					if !strings.HasSuffix(r.URL.Path, "/v1/me") {
-						h.ServeHTTP(w, r)
-						return
-					}
-					w.Header().Set("Content-Type", "application/problem+json")
-					w.WriteHeader(http.StatusUnauthorized)
-					io.WriteString(w, `{"type":"https://www.kernelhost.com/en/reseller-api/errors/auth_failed","title":"Authentication failed","status":401,"detail":"Source IP not allowed.","reason":"ip_not_allowed"}`)
-				})
-			},
+			key: func(k *emulator.Key) { k.AllowIPs = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")} },
 			want: []string{
 				`^✗ signed GET /v1/me: 401 ip_not_allowed$`,
 				`^    fix: add this machine's egress IP to the key's IP whitelist in the customer portal \(it connected from 127\.0\.0\.1;`,
@@ -150,11 +137,7 @@ func testCheck(t *testing.T, tt checkCase) {
 		t.Fatal(err)
 	}
 	defer emu.Close()
-	var h http.Handler = emu
-	if tt.wrap != nil {
-		h = tt.wrap(h)
-	}
-	srv := httptest.NewUnstartedServer(h)
+	srv := httptest.NewUnstartedServer(emu)
 	if tt.tls {
 		srv.StartTLS()
 	} else {

@@ -45,6 +45,7 @@ type Config struct {
 	IdempotencyWindow time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
 	Logging
+	Webhook
 }
 
 // Logging is the part of the configuration that every subcommand reads,
@@ -139,6 +140,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
 	c.Logging.validate(&v)
+	c.Webhook.validate(&v, c.Listen)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
 	}
