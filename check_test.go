@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/internal/testutil"
 )
 
 // checkCase is one `khproxy check` scenario against the emulator.
@@ -231,5 +232,33 @@ func TestCheckRefusesArguments(t *testing.T) {
 	err := run(context.Background(), []string{"check", "now"}, nil, io.Discard, io.Discard)
 	if !errors.Is(err, errUsage) {
 		t.Errorf("check with an argument: %v, want a usage error", err)
+	}
+}
+
+// TestCheckWithTheEmulatorsExports starts `khproxy emulator`, takes the
+// export lines of its banner as the whole environment, as a user's eval
+// would, and runs `khproxy check`: it passes, so the banner's KH_UPSTREAM is
+// one khproxy accepts.
+func TestCheckWithTheEmulatorsExports(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	banner := &testutil.SyncBuffer{}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, []string{"emulator", "-listen", "127.0.0.1:0"}, nil, banner, io.Discard) }()
+	testutil.WaitFor(t, "the emulator's KH_UPSTREAM line", func() bool { return strings.Contains(banner.String(), "export KH_UPSTREAM=") })
+	var env []string
+	for line := range strings.SplitSeq(banner.String(), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			kv, _, _ = strings.Cut(kv, " ") // drop a trailing comment
+			env = append(env, kv)
+		}
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"check"}, env, &out, io.Discard); err != nil {
+		t.Errorf("check with the emulator's exports %q: %v\n%s", env, err, out.String())
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("emulator: %v", err)
 	}
 }
