@@ -24,6 +24,8 @@ Usage:
                      (KH_LISTEN, KH_WEBHOOK_LISTEN, KH_WEBHOOK_FORWARD,
                      KH_LOG_* apply)
   khproxy emulator   run the API emulator alone (khproxy emulator -h)
+  khproxy check      check the configuration, secret, network, TLS, clock and
+                     key against the API (two requests, no order placed)
   khproxy -h         show this help
 
 Environment:

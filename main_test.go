@@ -63,6 +63,7 @@ func TestRunErrors(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, nil, "frobnicate", errUsage},
 		{"no key", nil, []string{"KH_SECRET=x"}, "KH_KEY", nil},
 		{"bad listen", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=nope"}, "KH_LISTEN", nil},
+		{"upstream ends in /v1", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_UPSTREAM=https://www.kernelhost.com/cp/kh_reseller_api/v1"}, "KH_UPSTREAM=https://www.kernelhost.com/cp/kh_reseller_api", nil},
 		{"port taken", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=256.0.0.1:1"}, "KH_LISTEN", nil},
 		{"secret with newline", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=abc\n"}, "KH_SECRET", nil},
 		{"secret with control", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=a\x00b"}, "KH_SECRET", nil},

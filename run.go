@@ -42,6 +42,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return serve(ctx, cfg, log, nil)
 	case "demo":
 		return demo(ctx, args, environ, stdout, stderr)
+	case "check":
+		return check(ctx, args, environ, stdout)
 	case "emulator":
 		lc, err := config.LoadLogging(environ)
 		if err != nil {

@@ -35,7 +35,7 @@ type Config struct {
 	Secret     string `env:"KH_SECRET" help:"API secret used as the HMAC key. Set this or KH_SECRET_FILE, not both."`
 	SecretFile string `env:"KH_SECRET_FILE" help:"File holding the API secret (one trailing newline ignored); read again when it changes, e.g. a rotated Kubernetes secret."`
 
-	Upstream          *url.URL      `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
+	Upstream          *url.URL      `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API, without /v1; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
 	Listen            string        `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on. Anyone who can reach it can spend the account's money: keep it on loopback."`
 	MaxBodyBytes      int64         `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
 	UpstreamTimeout   time.Duration `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
@@ -137,6 +137,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	var v validation
 	c.validateCredentials(&v)
 	c.validateNetwork(&v)
+	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
 	c.Logging.validate(&v)
 	c.Webhook.validate(&v, c.Listen)

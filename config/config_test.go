@@ -126,7 +126,7 @@ func TestLoadWarnings(t *testing.T) {
 		wantVar string
 	}{
 		{"odd key", environ("KH_KEY", "my-key"), "KH_KEY"},
-		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp"), "KH_UPSTREAM"},
+		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp/kh_reseller_api"), "KH_UPSTREAM"},
 		{"listen everywhere", environ("KH_LISTEN", ":8080"), "KH_LISTEN"},
 		{"listen on a LAN address", environ("KH_LISTEN", "10.1.2.3:8080"), "KH_LISTEN"},
 		{"webhook secret without listener", environ("KH_WEBHOOK_SECRET", "whsec_x"), "KH_WEBHOOK_SECRET"},
@@ -144,7 +144,7 @@ func TestLoadWarnings(t *testing.T) {
 			}
 		})
 	}
-	for _, ok := range []string{"http://127.0.0.1:9/cp", "http://localhost:9", "http://[::1]:9"} {
+	for _, ok := range []string{"http://127.0.0.1:9/cp/kh_reseller_api", "http://localhost:9/cp/kh_reseller_api", "http://[::1]:9/cp/kh_reseller_api"} {
 		if _, warns, err := config.Load(environ("KH_UPSTREAM", ok)); err != nil || len(warns) != 0 {
 			t.Errorf("KH_UPSTREAM=%s: warnings %v, err %v; want neither", ok, warns, err)
 		}

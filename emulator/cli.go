@@ -127,7 +127,7 @@ func (c *cliFlags) banner(w io.Writer, emu *Emulator, addr string, generated boo
 	if c.hookSecret == "" {
 		fmt.Fprintf(w, "export KH_WEBHOOK_SECRET=%s\n", emu.WebhookSecret())
 	}
-	fmt.Fprintf(w, "listening on http://%s (API base http://%s%s/v1)\n", addr, addr, emu.BasePath())
+	fmt.Fprintf(w, "listening on http://%s\nexport KH_UPSTREAM=http://%s%s  # for khproxy in front of it\n", addr, addr, emu.BasePath())
 	emu.mu.Lock()
 	scopes := emu.keys[c.key].Scopes
 	emu.mu.Unlock()

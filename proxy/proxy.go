@@ -34,7 +34,10 @@ import (
 type Options struct {
 	// Upstream is the API base URL, e.g. https://host/cp/kh_reseller_api: an
 	// absolute http(s) URL without query. Its path is prepended to each
-	// request path and is not signed (spec §1.2).
+	// request path and is not signed (spec §1.2). A request path that
+	// already starts with it (the API's documented URL form) is taken
+	// relative to it, and Location headers pointing under it are given back
+	// relative to khproxy.
 	Upstream *url.URL
 	// Signer signs every upstream attempt.
 	Signer *signer.Signer
@@ -226,7 +229,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 	ex := &exchange{}
 	if r.Method == http.MethodConnect {
-		return ex, &Error{Kind: KindMethodNotAllowed, Detail: "CONNECT is not supported: send plain HTTP requests to khproxy"}
+		return ex, connectRefusal(r)
 	}
 	if err := p.resolveTarget(ex, r.RequestURI); err != nil {
 		return ex, err
@@ -287,6 +290,9 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err e
 		if rec, ok := w.(*recorder); ok {
 			rec.status = e.Kind.Status()
 		}
+		return
+	}
+	if r.Method == http.MethodConnect && p.writeConnectRefusal(w, r, body) {
 		return
 	}
 	problem.Write(w, body)
