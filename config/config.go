@@ -44,6 +44,7 @@ type Config struct {
 	RetryBudget       time.Duration `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
 	IdempotencyWindow time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
+	RateLimiting
 	Logging
 }
 
@@ -137,6 +138,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateCredentials(&v)
 	c.validateNetwork(&v)
 	c.validateLimits(&v)
+	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
@@ -235,6 +237,8 @@ func typeName(t reflect.Type) string {
 		return "URL"
 	case reflect.TypeFor[[]Route]():
 		return "route list"
+	case reflect.TypeFor[Rate]():
+		return "rate (like 60/m, or off)"
 	}
 	return t.String()
 }

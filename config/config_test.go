@@ -48,7 +48,12 @@ func TestLoadDefaults(t *testing.T) {
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
-		Logging:           config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
+		RateLimiting: config.RateLimiting{
+			RateLimit: config.Rate{Count: 60, Per: time.Minute},
+			RateBurst: 20,
+			RateWait:  30 * time.Second,
+		},
+		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
@@ -147,9 +152,10 @@ func TestLoadSecretFile(t *testing.T) {
 
 func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
-	// Config's own fields, plus the embedded Logging group's, minus the
-	// Logging field itself.
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-1+reflect.TypeFor[config.Logging]().NumField(); got != want {
+	// Config's own fields, plus the embedded groups' fields, minus the
+	// group fields themselves.
+	groups := reflect.TypeFor[config.Logging]().NumField() + reflect.TypeFor[config.RateLimiting]().NumField()
+	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-2+groups; got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {

@@ -65,6 +65,12 @@ type Limiter struct {
 // reservation, so that a pause reaches callers of every replica.
 const checkEvery = 500 * time.Millisecond
 
+// lateBy is how much after its token is due a caller in line goes. The
+// API's bucket started when our first request arrived, a little after ours
+// did; without a margin, a request that travels faster than that first one
+// reaches the API just before its token and gets a 429.
+const lateBy = 50 * time.Millisecond
+
 // New builds a Limiter. It returns an error for an invalid Limit, a
 // negative MaxWait or metrics that cannot be registered.
 func New(opts Options) (*Limiter, error) {
@@ -189,8 +195,8 @@ func (l *Limiter) allowed(start time.Time) Decision {
 func (l *Limiter) sleep(ctx context.Context, b Bucket, r Reservation) (bool, error) {
 	l.waiting.Inc()
 	defer l.waiting.Dec()
-	at := time.Now().Add(r.Delay)
-	t := time.NewTimer(min(r.Delay, checkEvery))
+	at := time.Now().Add(r.Delay + lateBy)
+	t := time.NewTimer(min(r.Delay+lateBy, checkEvery))
 	defer t.Stop()
 	for {
 		select {

@@ -24,17 +24,18 @@ type replica struct {
 func newReplica(t *testing.T, srv *redistest.Server, apiKey string, limit ratelimit.Limit) *replica {
 	t.Helper()
 	c := newClient(t, srv)
-	store, err := redisstore.New(c, apiKey, limit)
+	store, err := redisstore.New(c, apiKey)
 	if err != nil {
 		t.Fatal(err)
 	}
+	bucket := newBucket(t, store, limit)
 	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	outage, err := ratelimit.NewOutage(log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := ratelimit.New(ratelimit.Options{Limit: limit, MaxWait: time.Second, Shared: store, Outage: outage, Logger: log})
+	l, err := ratelimit.New(ratelimit.Options{Limit: limit, MaxWait: time.Second, Shared: bucket, Outage: outage, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

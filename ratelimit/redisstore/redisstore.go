@@ -24,45 +24,58 @@ import (
 	"khproxy/ratelimit"
 )
 
-// Store is one API key's state in Redis. Create it with New; it is safe for
-// concurrent use. It does not own the client.
+// Store is one API key's state in Redis: its retry memory, and its token
+// bucket (Bucket). Create it with New; it is safe for concurrent use. It
+// does not own the client.
 type Store struct {
 	client redis.UniversalClient
-	limit  ratelimit.Limit
-	bucket string // bucket hash key
+	ns     string // key prefix naming the API key's hash
 	retry  string // prefix of retry memory keys
 }
 
-var (
-	_ ratelimit.Bucket   = (*Store)(nil)
-	_ ratelimit.KeyStore = (*Store)(nil)
-)
+var _ ratelimit.KeyStore = (*Store)(nil)
 
-// New returns the state of apiKey, paced to limit, in client. It returns an
-// error for an invalid limit or an empty apiKey.
-func New(client redis.UniversalClient, apiKey string, limit ratelimit.Limit) (*Store, error) {
-	if err := limit.Check(); err != nil {
-		return nil, err
-	}
-	if limit.Every < time.Microsecond {
-		return nil, errors.New("redisstore: the token interval must be at least 1µs")
-	}
+// New returns the state of apiKey in client. It returns an error for an
+// empty apiKey.
+func New(client redis.UniversalClient, apiKey string) (*Store, error) {
 	if apiKey == "" {
 		return nil, errors.New("redisstore: empty API key")
 	}
 	sum := sha256.Sum256([]byte("khproxy\x00" + apiKey))
 	ns := "khproxy:{" + hex.EncodeToString(sum[:16]) + "}:"
-	return &Store{client: client, limit: limit, bucket: ns + "bucket", retry: ns + "retry:"}, nil
+	return &Store{client: client, ns: ns, retry: ns + "retry:"}, nil
 }
 
 // Check pings Redis. A failing Check is not a reason to stop serving:
 // khproxy then works on its local state.
 func (s *Store) Check(ctx context.Context) error { return s.client.Ping(ctx).Err() }
 
+// Bucket is the API key's token bucket in Redis, a ratelimit.Bucket. Create
+// it with Store.Bucket; it is safe for concurrent use.
+type Bucket struct {
+	client redis.UniversalClient
+	limit  ratelimit.Limit
+	key    string // the bucket's hash
+}
+
+var _ ratelimit.Bucket = (*Bucket)(nil)
+
+// Bucket returns the key's bucket paced to limit. Replicas must use the
+// same limit. It returns an error for an invalid limit.
+func (s *Store) Bucket(limit ratelimit.Limit) (*Bucket, error) {
+	if err := limit.Check(); err != nil {
+		return nil, err
+	}
+	if limit.Every < time.Microsecond {
+		return nil, errors.New("redisstore: the token interval must be at least 1µs")
+	}
+	return &Bucket{client: s.client, limit: limit, key: s.ns + "bucket"}, nil
+}
+
 // run calls the bucket script and returns its {ok, µs, gen}.
-func (s *Store) run(ctx context.Context, op string, args ...any) (bool, int64, int64, error) {
+func (s *Bucket) run(ctx context.Context, op string, args ...any) (bool, int64, int64, error) {
 	argv := append([]any{op, s.limit.Every.Microseconds(), s.limit.Burst}, args...)
-	v, err := bucketScript.Run(ctx, s.client, []string{s.bucket}, argv...).Int64Slice()
+	v, err := bucketScript.Run(ctx, s.client, []string{s.key}, argv...).Int64Slice()
 	if err != nil {
 		return false, 0, 0, fmt.Errorf("redis %s: %w", op, err)
 	}
@@ -73,13 +86,13 @@ func (s *Store) run(ctx context.Context, op string, args ...any) (bool, int64, i
 }
 
 // Reserve implements ratelimit.Bucket.
-func (s *Store) Reserve(ctx context.Context, maxWait time.Duration) (ratelimit.Reservation, error) {
+func (s *Bucket) Reserve(ctx context.Context, maxWait time.Duration) (ratelimit.Reservation, error) {
 	ok, us, gen, err := s.run(ctx, "reserve", maxWait.Microseconds())
 	return ratelimit.Reservation{OK: ok, Delay: time.Duration(us) * time.Microsecond, Gen: gen}, err
 }
 
 // Cancel implements ratelimit.Bucket.
-func (s *Store) Cancel(ctx context.Context, r ratelimit.Reservation) error {
+func (s *Bucket) Cancel(ctx context.Context, r ratelimit.Reservation) error {
 	if !r.OK {
 		return nil
 	}
@@ -88,25 +101,25 @@ func (s *Store) Cancel(ctx context.Context, r ratelimit.Reservation) error {
 }
 
 // Valid implements ratelimit.Bucket.
-func (s *Store) Valid(ctx context.Context, r ratelimit.Reservation) (bool, error) {
+func (s *Bucket) Valid(ctx context.Context, r ratelimit.Reservation) (bool, error) {
 	_, _, gen, err := s.run(ctx, "gen")
 	return err == nil && gen == r.Gen, err
 }
 
 // Pause implements ratelimit.Bucket.
-func (s *Store) Pause(ctx context.Context, d time.Duration) error {
+func (s *Bucket) Pause(ctx context.Context, d time.Duration) error {
 	_, _, _, err := s.run(ctx, "pause", d.Microseconds())
 	return err
 }
 
 // Sync implements ratelimit.Bucket.
-func (s *Store) Sync(ctx context.Context, remaining int, full time.Duration) error {
+func (s *Bucket) Sync(ctx context.Context, remaining int, full time.Duration) error {
 	_, _, _, err := s.run(ctx, "sync", remaining, full.Microseconds())
 	return err
 }
 
 // Tokens implements ratelimit.Bucket.
-func (s *Store) Tokens(ctx context.Context) (float64, error) {
+func (s *Bucket) Tokens(ctx context.Context) (float64, error) {
 	_, us, _, err := s.run(ctx, "tokens")
 	return float64(us) / float64(s.limit.Every.Microseconds()), err
 }

@@ -27,19 +27,28 @@ func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	return c
 }
 
-func newStore(t testing.TB, c redis.UniversalClient, l ratelimit.Limit) *redisstore.Store {
+func newStore(t testing.TB, c redis.UniversalClient) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(c, "kh_live_"+rand.Text(), l)
+	s, err := redisstore.New(c, "kh_live_"+rand.Text())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+func newBucket(t testing.TB, s *redisstore.Store, l ratelimit.Limit) *redisstore.Bucket {
+	t.Helper()
+	b, err := s.Bucket(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestRedisConformance(t *testing.T) {
 	c := newClient(t, redistest.Start(t))
 	ratelimittest.Run(t, func(t *testing.T, l ratelimit.Limit) ratelimit.Bucket {
-		return newStore(t, c, l)
+		return newBucket(t, newStore(t, c), l)
 	})
 }
 
@@ -47,11 +56,11 @@ func TestKeysNameAHashNotTheKey(t *testing.T) {
 	c := newClient(t, redistest.Start(t))
 	ctx := context.Background()
 	const apiKey = "kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-	s, err := redisstore.New(c, apiKey, ratelimit.Limit{Every: time.Second, Burst: 2})
+	s, err := redisstore.New(c, apiKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Reserve(ctx, 0); err != nil {
+	if _, err := newBucket(t, s, ratelimit.Limit{Every: time.Second, Burst: 2}).Reserve(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Put(ctx, "fp", "k1", time.Minute); err != nil {
@@ -70,7 +79,7 @@ func TestKeysNameAHashNotTheKey(t *testing.T) {
 		}
 	}
 	// Another API key has its own bucket and memory.
-	other := newStore(t, c, ratelimit.Limit{Every: time.Second, Burst: 2})
+	other := newStore(t, c)
 	if _, ok, err := other.Get(ctx, "fp"); err != nil || ok {
 		t.Errorf("another key's Get = %v, %v; want nothing", ok, err)
 	}
@@ -79,7 +88,7 @@ func TestKeysNameAHashNotTheKey(t *testing.T) {
 func TestKeyStore(t *testing.T) {
 	c := newClient(t, redistest.Start(t))
 	ctx := context.Background()
-	s := newStore(t, c, ratelimit.Limit{Every: time.Second, Burst: 1})
+	s := newStore(t, c)
 	get := func(fp string) string {
 		t.Helper()
 		k, ok, err := s.Get(ctx, fp)
@@ -189,7 +198,7 @@ func TestPasswordFileAuthenticates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s := newStore(t, c, ratelimit.Limit{Every: time.Second, Burst: 1})
+	s := newStore(t, c)
 	if err := s.Check(ctx); err != nil {
 		t.Errorf("Check with the password file: %v", err)
 	}
@@ -198,7 +207,7 @@ func TestPasswordFileAuthenticates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wrong.Close()
-	if err := newStore(t, wrong, ratelimit.Limit{Every: time.Second, Burst: 1}).Check(ctx); err == nil {
+	if err := newStore(t, wrong).Check(ctx); err == nil {
 		t.Error("Check without the password succeeded")
 	}
 }
