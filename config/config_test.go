@@ -91,18 +91,23 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"log format", environ("KH_LOG_FORMAT", "xml"), "KH_LOG_FORMAT"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := config.Load(tt.env)
-			if err == nil {
-				t.Fatal("Load succeeded, want an error")
-			}
-			if !strings.Contains(err.Error(), tt.wantVar) {
-				t.Errorf("error %q does not name %s", err, tt.wantVar)
-			}
-			if strings.Contains(err.Error(), "s3cr3t") {
-				t.Errorf("error %q quotes the secret", err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrorNaming(t, tt.env, tt.wantVar) })
+	}
+}
+
+// wantErrorNaming checks that Load(env) fails with an error that names
+// wantVar and quotes no secret or password ("s3cr3t" in these tests).
+func wantErrorNaming(t *testing.T, env []string, wantVar string) {
+	t.Helper()
+	_, _, err := config.Load(env)
+	if err == nil {
+		t.Fatal("Load succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), wantVar) {
+		t.Errorf("error %q does not name %s", err, wantVar)
+	}
+	if strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("error %q quotes the secret", err)
 	}
 }
 

@@ -11,12 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"khproxy/emulator"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/ratelimit"
+	"khproxy/ratelimit/ratelimittest"
 	"khproxy/ratelimit/redisstore"
 	"khproxy/ratelimit/redisstore/redistest"
 	"khproxy/signer"
@@ -121,37 +120,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func newTestLimiter(t testing.TB, opts ratelimit.Options) (*ratelimit.Limiter, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	opts.Registerer = reg
-	l, err := ratelimit.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, reg
-}
-
-// gauge returns a gauge's or counter's value in reg.
-func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
 // parallelGets sends n GET /v1/me at once through each harness and returns
 // the statuses.
 func parallelGets(t testing.TB, n int, hs ...*emuHarness) map[int]int {
@@ -180,7 +148,7 @@ func TestPacingKeepsParallelRequestsUnderTheLimit(t *testing.T) {
 	const n = 15 // three bursts' worth
 	t.Run("paced", func(t *testing.T) {
 		api := newLimitedAPI(t, fastLimit)
-		l, reg := newTestLimiter(t, ratelimit.Options{Limit: fastLimiter, MaxWait: 10 * time.Second})
+		l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: fastLimiter, MaxWait: 10 * time.Second})
 		got := parallelGets(t, n, api.proxy(t, l))
 		if got[http.StatusOK] != n {
 			t.Errorf("statuses %v, want %d × 200", got, n)
@@ -190,7 +158,7 @@ func TestPacingKeepsParallelRequestsUnderTheLimit(t *testing.T) {
 		if c := api.answered(http.StatusTooManyRequests); c > 1 {
 			t.Errorf("the API answered %d × 429, want (almost) none", c)
 		}
-		if w := gauge(t, reg, "khproxy_ratelimit_rejected_total"); w != 0 {
+		if w := ratelimittest.Metric(t, reg, "khproxy_ratelimit_rejected_total"); w != 0 {
 			t.Errorf("khproxy refused %v requests, want none within the wait bound", w)
 		}
 	})
@@ -209,7 +177,7 @@ func TestCallerWhoLeavesWhileWaitingFreesItsTurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, reg := newTestLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour, Shared: bucket})
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour, Shared: bucket})
 	h := api.proxy(t, l)
 	if code, _, body := h.must(t, "GET", "/v1/me", "", nil); code != http.StatusOK {
 		t.Fatalf("first: %d %s", code, body)
@@ -224,12 +192,12 @@ func TestCallerWhoLeavesWhileWaitingFreesItsTurn(t *testing.T) {
 		}
 		done <- err
 	}()
-	testutil.WaitFor(t, "the second caller in line", func() bool { return gauge(t, reg, "khproxy_ratelimit_waiting") == 1 })
+	testutil.WaitFor(t, "the second caller in line", func() bool { return ratelimittest.Metric(t, reg, "khproxy_ratelimit_waiting") == 1 })
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("the cancelled request got an answer")
 	}
-	testutil.WaitFor(t, "the caller out of line", func() bool { return gauge(t, reg, "khproxy_ratelimit_waiting") == 0 })
+	testutil.WaitFor(t, "the caller out of line", func() bool { return ratelimittest.Metric(t, reg, "khproxy_ratelimit_waiting") == 0 })
 	if tok, _ := bucket.Tokens(context.Background()); tok < -0.01 {
 		t.Errorf("tokens = %.2f after the caller left, want its token back (0)", tok)
 	}
@@ -240,7 +208,7 @@ func TestCallerWhoLeavesWhileWaitingFreesItsTurn(t *testing.T) {
 
 func TestWaitBoundAnswers429WithoutCallingTheAPI(t *testing.T) {
 	api := newLimitedAPI(t, fastLimit)
-	l, reg := newTestLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Second})
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Second})
 	h := api.proxy(t, l)
 	if code, _, _ := h.must(t, "GET", "/v1/me", "", nil); code != http.StatusOK {
 		t.Fatalf("first: %d", code)
@@ -256,7 +224,7 @@ func TestWaitBoundAnswers429WithoutCallingTheAPI(t *testing.T) {
 	if c := api.calls(); c != 1 {
 		t.Errorf("%d requests reached the API, want 1: the refused one must not", c)
 	}
-	if got := gauge(t, reg, "khproxy_ratelimit_rejected_total"); got != 1 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_rejected_total"); got != 1 {
 		t.Errorf("rejected = %v, want 1", got)
 	}
 }
@@ -270,7 +238,7 @@ func do(t testing.TB, h *emuHarness, method, path string) (*http.Response, []byt
 func TestAPI429PausesTheBucket(t *testing.T) {
 	t.Run("longer than the retry budget", func(t *testing.T) {
 		api := newLimitedAPI(t, emulator.RateLimit{Disabled: true})
-		l, reg := newTestLimiter(t, ratelimit.Options{Limit: fastLimiter, MaxWait: 10 * time.Second})
+		l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: fastLimiter, MaxWait: 10 * time.Second})
 		h := api.proxy(t, l)
 		api.emu.SetFaults(emulator.Faults{FailCount: 1, FailStatus: 429, RetryAfter: time.Hour})
 		if code, _, _ := h.must(t, "GET", "/v1/me", "", nil); code != http.StatusTooManyRequests {
@@ -286,13 +254,13 @@ func TestAPI429PausesTheBucket(t *testing.T) {
 		if c := api.calls(); c != 1 {
 			t.Errorf("%d requests reached the API, want 1", c)
 		}
-		if got := gauge(t, reg, "khproxy_ratelimit_upstream_429_total"); got != 1 {
+		if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_upstream_429_total"); got != 1 {
 			t.Errorf("API 429s = %v, want 1", got)
 		}
 	})
 	t.Run("within the retry budget", func(t *testing.T) {
 		api := newLimitedAPI(t, emulator.RateLimit{Disabled: true})
-		l, _ := newTestLimiter(t, ratelimit.Options{Limit: fastLimiter, MaxWait: 10 * time.Second})
+		l, _ := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: fastLimiter, MaxWait: 10 * time.Second})
 		h := api.proxy(t, l)
 		api.emu.SetFaults(emulator.Faults{FailCount: 1, FailStatus: 429, RetryAfter: time.Second})
 		if code, _, body := h.must(t, "GET", "/v1/me", "", nil); code != http.StatusOK {
@@ -308,7 +276,7 @@ func TestAPI429PausesTheBucket(t *testing.T) {
 
 func TestHealthSpendsNoBudget(t *testing.T) {
 	api := newLimitedAPI(t, fastLimit)
-	l, _ := newTestLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}})
+	l, _ := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}})
 	h := api.proxy(t, l)
 	for i := range 3 {
 		if code, _, _ := h.must(t, "GET", "/v1/health", "", nil); code != http.StatusOK {

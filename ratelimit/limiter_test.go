@@ -12,48 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"khproxy/internal/testutil"
 	"khproxy/ratelimit"
+	"khproxy/ratelimit/ratelimittest"
 )
-
-// metric returns the value of the metric name in reg: a counter's or
-// gauge's value, a histogram's count.
-func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
-func newLimiter(t testing.TB, opts ratelimit.Options) (*ratelimit.Limiter, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	opts.Registerer = reg
-	l, err := ratelimit.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, reg
-}
 
 func newMemory(t testing.TB, l ratelimit.Limit) *ratelimit.Memory {
 	t.Helper()
@@ -65,7 +27,7 @@ func newMemory(t testing.TB, l ratelimit.Limit) *ratelimit.Memory {
 }
 
 func TestWaitLinesUpCallersBeyondTheBurst(t *testing.T) {
-	l, reg := newLimiter(t, ratelimit.Options{
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{
 		Limit:   ratelimit.Limit{Every: 100 * time.Millisecond, Burst: 2},
 		MaxWait: 10 * time.Second,
 	})
@@ -80,16 +42,16 @@ func TestWaitLinesUpCallersBeyondTheBurst(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := metric(t, reg, "khproxy_ratelimit_wait_seconds"); got < 1 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_wait_seconds"); got < 1 {
 		t.Errorf("callers that waited = %v, want some: %d callers, burst 2", got, n)
 	}
-	if got := metric(t, reg, "khproxy_ratelimit_rejected_total"); got != 0 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_rejected_total"); got != 0 {
 		t.Errorf("rejected = %v, want 0", got)
 	}
 }
 
 func TestWaitRefusesBeyondMaxWait(t *testing.T) {
-	l, reg := newLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Second})
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Second})
 	ctx := context.Background()
 	if d, err := l.Wait(ctx); err != nil || !d.Allowed {
 		t.Fatalf("first: %+v, %v", d, err)
@@ -104,11 +66,11 @@ func TestWaitRefusesBeyondMaxWait(t *testing.T) {
 	if d.Waited > 500*time.Millisecond {
 		t.Errorf("a refusal waited %s; it should be decided at once", d.Waited)
 	}
-	if got := metric(t, reg, "khproxy_ratelimit_rejected_total"); got != 1 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_rejected_total"); got != 1 {
 		t.Errorf("rejected = %v, want 1", got)
 	}
 	// The deadline of WaitUntil bounds the wait further.
-	l2, _ := newLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour})
+	l2, _ := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour})
 	l2.Wait(ctx)
 	if d, _ := l2.WaitUntil(ctx, time.Now().Add(time.Second)); d.Allowed {
 		t.Errorf("WaitUntil a second from now let a caller in line for a minute: %+v", d)
@@ -117,7 +79,7 @@ func TestWaitRefusesBeyondMaxWait(t *testing.T) {
 
 func TestCallerWhoLeavesFreesItsPlace(t *testing.T) {
 	bucket := newMemory(t, ratelimit.Limit{Every: time.Minute, Burst: 1})
-	l, reg := newLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour, Shared: bucket})
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour, Shared: bucket})
 	if d, err := l.Wait(context.Background()); err != nil || !d.Allowed {
 		t.Fatalf("first: %+v, %v", d, err)
 	}
@@ -127,7 +89,7 @@ func TestCallerWhoLeavesFreesItsPlace(t *testing.T) {
 		_, err := l.Wait(ctx)
 		errc <- err
 	}()
-	testutil.WaitFor(t, "a caller in line", func() bool { return metric(t, reg, "khproxy_ratelimit_waiting") == 1 })
+	testutil.WaitFor(t, "a caller in line", func() bool { return ratelimittest.Metric(t, reg, "khproxy_ratelimit_waiting") == 1 })
 	if tok, _ := bucket.Tokens(context.Background()); tok > -0.9 {
 		t.Fatalf("tokens with one in line = %.2f, want about -1", tok)
 	}
@@ -138,14 +100,14 @@ func TestCallerWhoLeavesFreesItsPlace(t *testing.T) {
 	if tok, _ := bucket.Tokens(context.Background()); tok < -0.01 {
 		t.Errorf("tokens after the caller left = %.2f, want its token back", tok)
 	}
-	if got := metric(t, reg, "khproxy_ratelimit_waiting"); got != 0 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_waiting"); got != 0 {
 		t.Errorf("waiting = %v, want 0", got)
 	}
 }
 
 func TestPauseReachesCallersInLine(t *testing.T) {
 	bucket := newMemory(t, ratelimit.Limit{Every: 10 * time.Second, Burst: 1})
-	l, reg := newLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: 10 * time.Second, Burst: 1}, MaxWait: 30 * time.Second, Shared: bucket})
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: 10 * time.Second, Burst: 1}, MaxWait: 30 * time.Second, Shared: bucket})
 	ctx := context.Background()
 	l.Wait(ctx)
 	got := make(chan ratelimit.Decision, 1)
@@ -153,7 +115,7 @@ func TestPauseReachesCallersInLine(t *testing.T) {
 		d, _ := l.Wait(ctx)
 		got <- d
 	}()
-	testutil.WaitFor(t, "a caller in line", func() bool { return metric(t, reg, "khproxy_ratelimit_waiting") == 1 })
+	testutil.WaitFor(t, "a caller in line", func() bool { return ratelimittest.Metric(t, reg, "khproxy_ratelimit_waiting") == 1 })
 	l.Pause(ctx, time.Hour)
 	select {
 	case d := <-got:
@@ -163,7 +125,7 @@ func TestPauseReachesCallersInLine(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the caller in line did not learn of the pause")
 	}
-	if got := metric(t, reg, "khproxy_ratelimit_upstream_429_total"); got != 1 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_ratelimit_upstream_429_total"); got != 1 {
 		t.Errorf("API 429s = %v, want 1", got)
 	}
 }
@@ -187,7 +149,7 @@ func TestObserveLowersTheBucket(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, _ := newLimiter(t, ratelimit.Options{Limit: limit})
+			l, _ := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: limit})
 			l.Observe(ctx, tt.header)
 			if d, _ := l.Wait(ctx); d.Allowed != tt.allowed {
 				t.Errorf("allowed = %v, want %v", d.Allowed, tt.allowed)
@@ -218,7 +180,7 @@ func (f *flaky) Reserve(ctx context.Context, maxWait time.Duration) (ratelimit.R
 func TestSharedBucketOutage(t *testing.T) {
 	shared := &flaky{Bucket: newMemory(t, ratelimit.Limit{Every: time.Millisecond, Burst: 100})}
 	logs := &testutil.SyncBuffer{}
-	l, reg := newLimiter(t, ratelimit.Options{
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{
 		Limit:   ratelimit.Limit{Every: time.Millisecond, Burst: 100},
 		MaxWait: time.Second,
 		Shared:  shared,
@@ -243,19 +205,19 @@ func TestSharedBucketOutage(t *testing.T) {
 	if n := strings.Count(logs.String(), "unreachable"); n != 1 {
 		t.Errorf("outage logged %d times, want once:\n%s", n, logs)
 	}
-	if got := metric(t, reg, "khproxy_redis_outages_total"); got != 1 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_redis_outages_total"); got != 1 {
 		t.Errorf("outages = %v, want 1", got)
 	}
-	if got := metric(t, reg, "khproxy_redis_fallbacks_total"); got < 20 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_redis_fallbacks_total"); got < 20 {
 		t.Errorf("fallbacks = %v, want at least 20", got)
 	}
-	if got := metric(t, reg, "khproxy_redis_up"); got != 0 {
+	if got := ratelimittest.Metric(t, reg, "khproxy_redis_up"); got != 0 {
 		t.Errorf("up = %v during the outage", got)
 	}
 	shared.down.Store(false)
 	testutil.WaitFor(t, "the shared bucket back", func() bool {
 		wait()
-		return metric(t, reg, "khproxy_redis_up") == 1
+		return ratelimittest.Metric(t, reg, "khproxy_redis_up") == 1
 	})
 	if n := strings.Count(logs.String(), "reachable again"); n != 1 {
 		t.Errorf("recovery logged %d times, want once:\n%s", n, logs)
