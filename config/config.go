@@ -46,6 +46,7 @@ type Config struct {
 
 	RateLimiting
 	Logging
+	Webhook
 }
 
 // Logging is the part of the configuration that every subcommand reads,
@@ -140,6 +141,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateLimits(&v)
 	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
+	c.Webhook.validate(&v, c.Listen)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
 	}
