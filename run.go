@@ -87,7 +87,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(proxyOptions(cfg, secret, log))
+	rl, err := newRateLimiting(cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	defer rl.close()
+	opts := proxyOptions(cfg, secret, log)
+	rl.apply(&opts)
+	p, err := proxy.New(opts)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,7 @@ type Config struct {
 	RetryBudget       time.Duration `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
 	IdempotencyWindow time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
+	RateLimiting
 	Logging
 	Webhook
 }
@@ -139,6 +140,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateNetwork(&v)
 	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
+	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
 	c.Webhook.validate(&v, c.Listen)
 	if err := errors.Join(v.errs...); err != nil {
@@ -238,6 +240,8 @@ func typeName(t reflect.Type) string {
 		return "URL"
 	case reflect.TypeFor[[]Route]():
 		return "route list"
+	case reflect.TypeFor[Rate]():
+		return "rate (like 60/m, or off)"
 	}
 	return t.String()
 }

@@ -48,8 +48,13 @@ func TestLoadDefaults(t *testing.T) {
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
-		Logging:           config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
-		Webhook:           config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second},
+		RateLimiting: config.RateLimiting{
+			RateLimit: config.Rate{Count: 60, Per: time.Minute},
+			RateBurst: 20,
+			RateWait:  30 * time.Second,
+		},
+		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
+		Webhook: config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
@@ -104,18 +109,23 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"webhook forward timeout zero", webhookEnv("KH_WEBHOOK_FORWARD_TIMEOUT", "0s"), "KH_WEBHOOK_FORWARD_TIMEOUT"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := config.Load(tt.env)
-			if err == nil {
-				t.Fatal("Load succeeded, want an error")
-			}
-			if !strings.Contains(err.Error(), tt.wantVar) {
-				t.Errorf("error %q does not name %s", err, tt.wantVar)
-			}
-			if strings.Contains(err.Error(), "s3cr3t") {
-				t.Errorf("error %q quotes a secret", err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrorNaming(t, tt.env, tt.wantVar) })
+	}
+}
+
+// wantErrorNaming checks that Load(env) fails with an error that names
+// wantVar and quotes no secret or password ("s3cr3t" in these tests).
+func wantErrorNaming(t *testing.T, env []string, wantVar string) {
+	t.Helper()
+	_, _, err := config.Load(env)
+	if err == nil {
+		t.Fatal("Load succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), wantVar) {
+		t.Errorf("error %q does not name %s", err, wantVar)
+	}
+	if strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("error %q quotes a secret", err)
 	}
 }
 
@@ -170,7 +180,8 @@ func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
 	// Config's own fields, plus the embedded groups' fields, minus the
 	// group fields themselves.
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-2+reflect.TypeFor[config.Logging]().NumField()+reflect.TypeFor[config.Webhook]().NumField(); got != want {
+	groups := reflect.TypeFor[config.Logging]().NumField() + reflect.TypeFor[config.RateLimiting]().NumField() + reflect.TypeFor[config.Webhook]().NumField()
+	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-3+groups; got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {

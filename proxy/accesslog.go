@@ -25,6 +25,9 @@ func (p *Proxy) accessLog(r *http.Request, ex *exchange, status int, d time.Dura
 	if ex.attempts > 1 {
 		attrs = append(attrs, slog.Int("attempts", ex.attempts))
 	}
+	if ex.rateWait > 0 {
+		attrs = append(attrs, slog.Duration("rate_wait", ex.rateWait))
+	}
 	if ex.shared {
 		attrs = append(attrs, slog.Bool("shared_answer", true))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"time"
 
 	"khproxy/problem"
 )
@@ -23,6 +24,7 @@ const (
 	KindTimeout          Kind = "upstream_timeout"      // 504: no response headers in time
 	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
+	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
 )
 
 var kinds = map[Kind]struct {
@@ -35,6 +37,7 @@ var kinds = map[Kind]struct {
 	KindUnreachable:      {http.StatusBadGateway, "Upstream unreachable"},
 	KindTimeout:          {http.StatusGatewayTimeout, "Upstream timeout"},
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
+	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
@@ -45,11 +48,13 @@ var kinds = map[Kind]struct {
 const TypePrefix = "urn:khproxy:problem:"
 
 // Error is a failure khproxy answers itself. Detail is safe to show to the
-// client; Err holds the cause for the log.
+// client; Err holds the cause for the log; a positive RetryAfter is sent as
+// the Retry-After header.
 type Error struct {
-	Kind   Kind
-	Detail string
-	Err    error
+	Kind       Kind
+	Detail     string
+	Err        error
+	RetryAfter time.Duration
 }
 
 // Error returns the kind, the detail and the cause, for logs.

@@ -6,9 +6,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"sync"
-	"time"
-
-	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
 // Callers that know nothing of idempotency retry on their own: after a
@@ -27,11 +24,8 @@ import (
 type flights struct {
 	mu         sync.Mutex
 	inflight   map[string]*flight
-	unanswered *expirable.LRU[string, string] // fingerprint -> key
+	unanswered RetryMemory // fingerprint -> key
 }
-
-// maxUnanswered bounds the remembered keys; the oldest go first.
-const maxUnanswered = 10000
 
 // captureLimit bounds the copy of a leader's response kept for followers.
 // Larger answers are not shared; followers then ask the API with the same key.
@@ -55,11 +49,8 @@ type captured struct {
 	body   []byte
 }
 
-func newFlights(window time.Duration) *flights {
-	return &flights{
-		inflight:   map[string]*flight{},
-		unanswered: expirable.NewLRU[string, string](maxUnanswered, nil, window),
-	}
+func newFlights(unanswered RetryMemory) *flights {
+	return &flights{inflight: map[string]*flight{}, unanswered: unanswered}
 }
 
 // fingerprint identifies "the same request" for a caller's retry.
@@ -92,7 +83,7 @@ func (fs *flights) finish(f *flight, delivered bool, result *captured) {
 	defer fs.mu.Unlock()
 	delete(fs.inflight, f.fp)
 	if delivered {
-		fs.unanswered.Remove(f.fp)
+		fs.unanswered.Forget(f.fp, f.key)
 	} else {
 		fs.unanswered.Add(f.fp, f.key)
 	}
@@ -105,9 +96,7 @@ func (fs *flights) finish(f *flight, delivered bool, result *captured) {
 func (fs *flights) forget(f *flight) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if k, ok := fs.unanswered.Peek(f.fp); ok && k == f.key {
-		fs.unanswered.Remove(f.fp)
-	}
+	fs.unanswered.Forget(f.fp, f.key)
 }
 
 // joinFlight makes r the leader of its flight, or waits for the leader of an

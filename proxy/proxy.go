@@ -22,10 +22,12 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"khproxy/problem"
+	"khproxy/ratelimit"
 	"khproxy/signer"
 )
 
@@ -59,8 +61,16 @@ type Options struct {
 	RetryBudget time.Duration
 	// IdempotencyWindow is how long the automatic key of a request whose
 	// answer did not reach its caller is kept for the caller's retry; 0
-	// means 10 minutes.
+	// means 10 minutes. It sizes the default RetryMemory only.
 	IdempotencyWindow time.Duration
+	// RetryMemory keeps those keys; nil means an in-process memory. A
+	// memory shared by several replicas (ratelimit.RetryMemory with a
+	// Redis store) lets a retry reuse the key on any of them.
+	RetryMemory RetryMemory
+	// Limiter paces upstream attempts to the API key's rate limit: each
+	// attempt but an unsigned-route GET /v1/health waits for a token, and
+	// an API 429 pauses it. nil means no pacing.
+	Limiter *ratelimit.Limiter
 	// Logger receives the access log and errors; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -84,6 +94,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdempotencyWindow <= 0 {
 		o.IdempotencyWindow = 10 * time.Minute
+	}
+	if o.RetryMemory == nil {
+		o.RetryMemory = ratelimit.NewRetryMemory(o.IdempotencyWindow, nil, nil)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -124,7 +137,7 @@ func New(opts Options) (*Proxy, error) {
 		basePathUnescaped: strings.TrimSuffix(opts.Upstream.Path, "/"),
 		maxBody:           opts.MaxBodyBytes,
 		routes:            newRouteSet(opts.IdempotentRoutes),
-		flights:           newFlights(opts.IdempotencyWindow),
+		flights:           newFlights(opts.RetryMemory),
 		log:               opts.Logger,
 		abandonAfter:      opts.RetryBudget + opts.UpstreamTimeout,
 		now:               opts.Now,
@@ -138,6 +151,7 @@ func New(opts Options) (*Proxy, error) {
 			timeout:     opts.UpstreamTimeout,
 			retryMax:    opts.RetryMax,
 			retryBudget: opts.RetryBudget,
+			limiter:     opts.Limiter,
 			log:         p.log,
 		},
 		ModifyResponse: p.modifyResponse,
@@ -162,8 +176,9 @@ type exchange struct {
 	// ReverseProxy returns, so no locking is needed.
 	attempts       int
 	upstreamStatus int
-	requestID      string // upstream X-Request-Id
-	shared         bool   // answered with an identical in-flight request's answer
+	requestID      string        // upstream X-Request-Id
+	shared         bool          // answered with an identical in-flight request's answer
+	rateWait       time.Duration // time spent waiting for rate-limit tokens
 	err            *Error
 }
 
@@ -284,6 +299,9 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err e
 				body.Detail += fmt.Sprintf(" (attempts: %d; retry with Idempotency-Key %s to avoid a duplicate)", ex.attempts, ex.idemKey)
 			}
 		}
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	if e.Kind == KindClientGone {
 		// Nobody is listening; record the status for the log only.

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"khproxy/ratelimit"
 	"khproxy/signer"
 )
 
@@ -63,6 +64,7 @@ type signingTransport struct {
 	timeout     time.Duration
 	retryMax    int
 	retryBudget time.Duration
+	limiter     *ratelimit.Limiter // nil: no pacing
 	log         *slog.Logger
 
 	// skew is the upstream clock minus ours, in seconds, learned from a
@@ -94,8 +96,12 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	start := t.now()
 	skewRetried, replayRetried := false, false
+	if err := t.paceFirst(req, ex); err != nil {
+		return nil, err
+	}
 	for retry := 0; ; retry++ {
 		resp, connected, err := t.attempt(req, ex)
+		t.observe(req, ex, resp)
 		why, wait := t.shouldRetry(req, ex, resp, err, connected)
 		switch {
 		case why == noRetry:
@@ -120,18 +126,30 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			t.log.Debug("retry budget exhausted", "path", ex.target, "attempts", ex.attempts, "reason", why)
 			return resp, err
 		}
+		if why == retryRateLimited && t.paced(req, ex) {
+			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
+		}
 		attrs := []any{"method", req.Method, "path", ex.target, "attempt", ex.attempts, "reason", why, "wait", wait, "idempotency_key", ex.idemKey}
 		if resp != nil {
 			attrs = append(attrs, "upstream_status", resp.StatusCode)
-			discard(resp.Body)
 		} else if err != nil {
 			attrs = append(attrs, "error", err)
 		}
 		t.log.Info("retrying upstream request", attrs...)
-		select {
-		case <-req.Context().Done():
-			return nil, req.Context().Err()
-		case <-time.After(wait):
+		// The limiter runs on the real clock; t.now may be a test's.
+		deadline := time.Now().Add(t.retryBudget - t.now().Sub(start))
+		ok, cerr := t.waitToRetry(req, ex, wait, deadline)
+		switch {
+		case cerr != nil:
+			if resp != nil {
+				discard(resp.Body)
+			}
+			return nil, cerr
+		case !ok:
+			return resp, err // no token in time: the last answer stands
+		}
+		if resp != nil {
+			discard(resp.Body)
 		}
 	}
 }
