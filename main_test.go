@@ -174,6 +174,8 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "khproxy")
 	cmd := exec.Command("sh", "-c", string(m[1])+" -o "+bin+" .")
+	const stamped = "v0.0.0-dockerfile-test"
+	cmd.Env = append(os.Environ(), "VERSION="+stamped) // the Dockerfile's ARG
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", cmd, err, out)
 	}
@@ -188,6 +190,15 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	f.Close()
 
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "version").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(out), "khproxy "+stamped+" go") {
+			t.Errorf("khproxy version = %q, want the version stamped with -ldflags -X", out)
+		}
+	})
 	t.Run("SIGTERM", func(t *testing.T) { testBinarySIGTERM(t, bin) })
 	t.Run("HTTP_PROXY", func(t *testing.T) { testBinaryForwardProxy(t, bin) })
 }

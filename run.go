@@ -54,6 +54,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	case "emulator":
 		log := newLogger(stderr, lookup(environ, "KH_LOG_LEVEL"), orDefault(lookup(environ, "KH_LOG_FORMAT"), "auto"))
 		return emulator.Run(ctx, args, func(k string) string { return lookup(environ, k) }, stdout, log)
+	case "version", "-version", "--version":
+		printVersion(stdout)
+		return nil
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -73,6 +76,7 @@ Usage:
   khproxy demo       run the proxy in front of a built-in API emulator:
                      no credentials needed (KH_LISTEN and KH_LOG_* apply)
   khproxy emulator   run the API emulator alone (khproxy emulator -h)
+  khproxy version    print the version
   khproxy -h         show this help
 
 Environment:
