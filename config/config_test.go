@@ -49,6 +49,7 @@ func TestLoadDefaults(t *testing.T) {
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
 		Logging:           config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
+		Ops:               config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
@@ -147,9 +148,9 @@ func TestLoadSecretFile(t *testing.T) {
 
 func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
-	// Config's own fields, plus the embedded Logging group's, minus the
-	// Logging field itself.
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-1+reflect.TypeFor[config.Logging]().NumField(); got != want {
+	// Config's own fields, plus the embedded groups' fields, minus the
+	// group fields themselves.
+	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-2+reflect.TypeFor[config.Logging]().NumField()+reflect.TypeFor[config.Ops]().NumField(); got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {
