@@ -127,7 +127,7 @@ func TestServeSignsAndShutsDownGracefully(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs := &testutil.SyncBuffer{}
-	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 	addr := waitListening(t, logs, errc)
@@ -219,7 +219,7 @@ func TestDockerfileBuild(t *testing.T) {
 func startBinary(t *testing.T, bin string, env ...string) (*exec.Cmd, string) {
 	t.Helper()
 	proc := exec.Command(bin)
-	proc.Env = append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0"}, env...)
+	proc.Env = append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s"}, env...)
 	stderr, _ := proc.StderrPipe()
 	if err := proc.Start(); err != nil {
 		t.Fatal(err)
@@ -359,7 +359,7 @@ func TestSecretFileRotation(t *testing.T) {
 	defer cancel()
 	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + key, "KH_SECRET_FILE=" + path, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
-		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 	addr := waitListening(t, logs, errc)

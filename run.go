@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 
+	"khproxy/admin"
 	"khproxy/config"
 	"khproxy/emulator"
 	"khproxy/internal/httpserve"
@@ -77,24 +77,37 @@ func load(environ []string, stderr io.Writer) (config.Config, *slog.Logger, erro
 // serve runs the proxy until ctx is done. ready, when not nil, is called
 // with the listening address once requests are accepted.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
+	// One registry for every room's metrics; the admin listener serves it.
+	reg := admin.NewRegistry()
+	metrics, err := admin.NewMetrics(reg, buildVersion())
+	if err != nil {
+		return err
+	}
 	secret, err := secretSource(cfg, log)
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(proxyOptions(cfg, secret, log))
+	countReloads(secret, metrics)
+	opts := proxyOptions(cfg, secret, log)
+	opts.Metrics = metrics
+	p, err := proxy.New(opts)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("KH_LISTEN: %w", err)
+		return err
 	}
-	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Redacted(), "key", cfg.Key)
+	ops, err := newOpsServer(cfg, reg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Redacted(), "key", cfg.Key, "version", buildVersion())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	return httpserve.Serve(ctx, httpserve.Options{Logger: log},
-		httpserve.Server{Name: "proxy", Listener: ln, Handler: p})
+	return ops.serve(ctx, httpserve.Server{Name: "proxy", Listener: ln, Handler: p})
 }
 
 // proxyOptions copies the configuration into the proxy's options.
