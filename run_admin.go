@@ -25,8 +25,8 @@ var _ proxy.Metrics = (*admin.Metrics)(nil)
 
 // apiHealthInterval is how often the API's GET /v1/health is polled for
 // /readyz. The readiness probe's own period and failureThreshold add the
-// hysteresis.
-const apiHealthInterval = 5 * time.Second
+// hysteresis. A variable so that tests can shorten it.
+var apiHealthInterval = 5 * time.Second
 
 // opsServer is the admin listener (probes and metrics), the background
 // check of the API's health, and the shutdown sequence around the proxy.
