@@ -20,9 +20,6 @@ import (
 	"khproxy/signer"
 )
 
-// admin.Metrics is what the proxy reports to.
-var _ proxy.Metrics = (*admin.Metrics)(nil)
-
 // apiHealthInterval is how often the API's GET /v1/health is polled for
 // /readyz. The readiness probe's own period and failureThreshold add the
 // hysteresis. A variable so that tests can shorten it.

@@ -9,8 +9,8 @@
 //   - /metrics exposes a prometheus.Gatherer (one registry built by the
 //     caller and handed to every package that has metrics).
 //
-// The package knows nothing of signing or of the proxy: checks and metrics
-// are what the caller gives it.
+// The package knows nothing of signing: readiness checks are what the caller
+// gives it, and Metrics implements the proxy's Metrics interface.
 package admin
 
 import (

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"khproxy/apiroute"
+	"khproxy/proxy"
 )
 
 // NewRegistry returns the registry a khproxy process shares between its
@@ -25,16 +26,8 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Idempotency-Key sources, the values of khproxy_idempotency_keys_total's
-// source label.
-const (
-	KeyAuto   = "auto"   // khproxy generated a new key
-	KeyClient = "client" // the client sent its own
-	KeyReused = "reused" // khproxy gave the key of an identical, unanswered or in-flight request
-)
-
-// AttemptFirst is the reason label of every request's first upstream attempt.
-const AttemptFirst = "first"
+// Metrics is what the proxy reports to.
+var _ proxy.Metrics = (*Metrics)(nil)
 
 // durationBuckets cover a fast API answer up to a request that used the
 // whole default retry budget (30 s) and then some.
@@ -102,10 +95,10 @@ func NewMetrics(reg prometheus.Registerer, version string) (*Metrics, error) {
 	build.Set(1)
 	// Series that exist from the start, so that rate() and alerts see 0
 	// rather than nothing.
-	for _, s := range []string{KeyAuto, KeyClient, KeyReused} {
+	for _, s := range []string{proxy.KeyAuto, proxy.KeyClient, proxy.KeyReused} {
 		m.idemKeys.WithLabelValues(s)
 	}
-	m.attempts.WithLabelValues(AttemptFirst)
+	m.attempts.WithLabelValues(proxy.AttemptFirst)
 	m.secretReloads.WithLabelValues("ok")
 	m.secretReloads.WithLabelValues("error")
 
@@ -147,16 +140,16 @@ func (m *Metrics) RequestDone(method, route string, status int, kind string, d t
 	}
 }
 
-// UpstreamAttempt counts one attempt sent to the API: AttemptFirst, or the
-// reason for a retry, which must come from a fixed set.
+// UpstreamAttempt counts one attempt sent to the API: proxy.AttemptFirst,
+// or the reason for a retry, which must come from a fixed set.
 func (m *Metrics) UpstreamAttempt(reason string) {
 	if m != nil {
 		m.attempts.WithLabelValues(reason).Inc()
 	}
 }
 
-// IdempotencyKey counts a request sent with a key from source (KeyAuto,
-// KeyClient or KeyReused).
+// IdempotencyKey counts a request sent with a key from source
+// (proxy.KeyAuto, proxy.KeyClient or proxy.KeyReused).
 func (m *Metrics) IdempotencyKey(source string) {
 	if m != nil {
 		m.idemKeys.WithLabelValues(source).Inc()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"khproxy/internal/testutil"
+	"khproxy/proxy"
 )
 
 func TestMetrics(t *testing.T) {
@@ -40,11 +41,11 @@ func TestMetrics(t *testing.T) {
 	m.RequestStarted()
 	m.RequestDone("GET", "/v1/services/{id}", 200, "", 250*time.Millisecond)
 	m.RequestDone("POST", "/v1/orders", 502, "upstream_unreachable", 2*time.Second)
-	m.UpstreamAttempt(AttemptFirst)
-	m.UpstreamAttempt(AttemptFirst)
+	m.UpstreamAttempt(proxy.AttemptFirst)
+	m.UpstreamAttempt(proxy.AttemptFirst)
 	m.UpstreamAttempt("timeout")
-	m.IdempotencyKey(KeyAuto)
-	m.IdempotencyKey(KeyReused)
+	m.IdempotencyKey(proxy.KeyAuto)
+	m.IdempotencyKey(proxy.KeyReused)
 	m.ClockOffset(-42 * time.Second)
 	m.SecretReload(nil)
 	m.SecretReload(errors.New("unreadable"))
@@ -142,8 +143,8 @@ func TestNilMetrics(t *testing.T) {
 	var m *Metrics
 	m.RequestStarted()
 	m.RequestDone("GET", "/v1/me", 200, "", time.Second)
-	m.UpstreamAttempt(AttemptFirst)
-	m.IdempotencyKey(KeyAuto)
+	m.UpstreamAttempt(proxy.AttemptFirst)
+	m.IdempotencyKey(proxy.KeyAuto)
 	m.ClockOffset(time.Second)
 	m.SecretReload(nil)
 }

@@ -34,18 +34,6 @@ func startEmulator(t testing.TB) (*emulator.Emulator, string) {
 	return emu, srv.URL + emu.BasePath() + "/v1/health"
 }
 
-// waitFor polls cond until it holds, failing t after 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // runPoller starts p.Run until the test ends.
 func runPoller(t testing.TB, p *Poller) {
 	t.Helper()
@@ -79,12 +67,12 @@ func TestPollerFollowsTheAPI(t *testing.T) {
 		t.Errorf("before Run: /readyz = %d %q", code, body)
 	}
 	runPoller(t, p)
-	waitFor(t, "ready", func() bool { code, _ := probe(); return code == 200 })
+	testutil.WaitFor(t, "ready", func() bool { code, _ := probe(); return code == 200 })
 
 	if err := emu.SetFaults(emulator.Faults{FailCount: 1 << 30, FailStatus: 503}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "unready", func() bool { code, _ := probe(); return code == 503 })
+	testutil.WaitFor(t, "unready", func() bool { code, _ := probe(); return code == 503 })
 	_, body := probe()
 	if want := "not ready: upstream API: GET " + health + ": 503 Service Unavailable\n"; body != want {
 		t.Errorf("/readyz with the API failing = %q, want %q", body, want)
@@ -97,8 +85,8 @@ func TestPollerFollowsTheAPI(t *testing.T) {
 	if err := emu.SetFaults(emulator.Faults{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "ready again", func() bool { code, _ := probe(); return code == 200 })
-	waitFor(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), "readiness check passing again") })
+	testutil.WaitFor(t, "ready again", func() bool { code, _ := probe(); return code == 200 })
+	testutil.WaitFor(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), "readiness check passing again") })
 	if !strings.Contains(logs.String(), `"msg":"readiness check failing","check":"upstream API"`) {
 		t.Errorf("the failure was not logged:\n%s", logs)
 	}
@@ -113,7 +101,7 @@ func TestPollerOneCallPerInterval(t *testing.T) {
 	a.Started()
 	base := serve(t, a)
 	runPoller(t, p)
-	waitFor(t, "ready", func() bool { code, _ := get(t, "GET", base+PathReadyz); return code == 200 })
+	testutil.WaitFor(t, "ready", func() bool { code, _ := get(t, "GET", base+PathReadyz); return code == 200 })
 	for range 50 {
 		if code, _ := get(t, "GET", base+PathReadyz); code != 200 {
 			t.Fatalf("/readyz = %d", code)
@@ -160,7 +148,7 @@ func TestPollerStates(t *testing.T) {
 		clock := &fakeClock{t: time.Unix(1_750_000_000, 0)}
 		p := NewPoller("api", CheckFunc(func(context.Context) error { return nil }), PollOptions{Interval: time.Hour, Timeout: time.Minute, Now: clock.Now})
 		runPoller(t, p)
-		waitFor(t, "the first result", func() bool { return p.Check(context.Background()) == nil })
+		testutil.WaitFor(t, "the first result", func() bool { return p.Check(context.Background()) == nil })
 		clock.Advance(time.Hour + time.Minute)
 		if err := p.Check(context.Background()); err != nil {
 			t.Errorf("Check at interval+timeout = %v, want nil", err)
@@ -174,7 +162,7 @@ func TestPollerStates(t *testing.T) {
 		errDown := errors.New("down")
 		p := NewPoller("api", CheckFunc(func(context.Context) error { return errDown }), PollOptions{Interval: time.Hour})
 		runPoller(t, p)
-		waitFor(t, "the first result", func() bool { return errors.Is(p.Check(context.Background()), errDown) })
+		testutil.WaitFor(t, "the first result", func() bool { return errors.Is(p.Check(context.Background()), errDown) })
 		if got := p.Check(context.Background()).Error(); got != "api: down" {
 			t.Errorf("Check = %q, want api: down", got)
 		}
@@ -185,7 +173,7 @@ func TestPollerStates(t *testing.T) {
 			return ctx.Err()
 		}), PollOptions{Interval: time.Hour, Timeout: 10 * time.Millisecond})
 		runPoller(t, p)
-		waitFor(t, "the timeout", func() bool { return errors.Is(p.Check(context.Background()), context.DeadlineExceeded) })
+		testutil.WaitFor(t, "the timeout", func() bool { return errors.Is(p.Check(context.Background()), context.DeadlineExceeded) })
 	})
 }
 

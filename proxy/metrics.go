@@ -12,8 +12,8 @@ import (
 // set: methods as clients sent them (the implementation bounds them), routes
 // from package apiroute's templates, kinds from the Kind table, reasons from
 // AttemptFirst and the retry reasons, sources from the KeySource constants.
-// Implementations must be safe for concurrent use; admin.Metrics is the one
-// khproxy uses.
+// Implementations must be safe for concurrent use; khproxy uses
+// admin.Metrics, which exposes them to Prometheus.
 type Metrics interface {
 	// RequestStarted is called when a request arrives; RequestDone follows
 	// once it has been answered.
