@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -112,24 +111,6 @@ func TestPollerOneCallPerInterval(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // TestPollerStates covers the results a Poller can give without the API.
 func TestPollerStates(t *testing.T) {
 	t.Run("not checked yet", func(t *testing.T) {
@@ -145,7 +126,7 @@ func TestPollerStates(t *testing.T) {
 		}
 	})
 	t.Run("stale", func(t *testing.T) {
-		clock := &fakeClock{t: time.Unix(1_750_000_000, 0)}
+		clock := testutil.NewClock(time.Unix(1_750_000_000, 0))
 		p := NewPoller("api", CheckFunc(func(context.Context) error { return nil }), PollOptions{Interval: time.Hour, Timeout: time.Minute, Now: clock.Now})
 		runPoller(t, p)
 		testutil.WaitFor(t, "the first result", func() bool { return p.Check(context.Background()) == nil })
