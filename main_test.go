@@ -212,6 +212,7 @@ func TestDockerfileBuild(t *testing.T) {
 		}
 	})
 	t.Run("SIGTERM", func(t *testing.T) { testBinarySIGTERM(t, bin) })
+	t.Run("second SIGTERM", func(t *testing.T) { testBinarySecondSignal(t, bin) })
 	t.Run("HTTP_PROXY", func(t *testing.T) { testBinaryForwardProxy(t, bin) })
 }
 

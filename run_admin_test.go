@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -473,5 +475,35 @@ func TestAdminListenErrors(t *testing.T) {
 	err = run(context.Background(), nil, env, io.Discard, io.Discard)
 	if err == nil || !strings.HasPrefix(err.Error(), "KH_ADMIN_LISTEN: ") {
 		t.Errorf("run with the admin port taken = %v, want an error naming KH_ADMIN_LISTEN", err)
+	}
+}
+
+// testBinarySecondSignal: a second SIGTERM during the shutdown delay ends
+// the built binary at once, by the signal, instead of after the delay.
+func testBinarySecondSignal(t *testing.T, bin string) {
+	a := startAPI(t, false)
+	proc, _ := startBinary(t, bin, "KH_UPSTREAM="+a.upstream(), "KH_SHUTDOWN_DELAY=10m")
+	exited := make(chan error, 1)
+	go func() { exited <- proc.Wait() }()
+	// The first signal starts the shutdown; once main has seen it, the next
+	// one kills. Signal until the process is gone.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	giveUp := time.After(10 * time.Second) // the delay is 10 minutes
+	for {
+		if err := proc.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-exited:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() {
+				t.Errorf("after two SIGTERMs: %v, want death by the signal", err)
+			}
+			return
+		case <-giveUp:
+			t.Fatal("still running after repeated SIGTERMs: the second signal did not end it")
+		case <-tick.C:
+		}
 	}
 }
