@@ -98,7 +98,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	ops, err := newOpsServer(cfg, reg, log)
+	ops, err := newOpsServer(cfg, reg, log, secretChecks(secret)...)
 	if err != nil {
 		ln.Close()
 		return err

@@ -99,6 +99,22 @@ func countReloads(secret signer.SecretSource, m *admin.Metrics) {
 	}
 }
 
+// secretChecks makes a secret file that became unusable fail readiness:
+// the API's old secret stops working at once on rotation, so the last good
+// one, which khproxy goes on signing with, most likely no longer works.
+func secretChecks(secret signer.SecretSource) []admin.Check {
+	f, ok := secret.(*signer.FileSecret)
+	if !ok {
+		return nil
+	}
+	return []admin.Check{admin.CheckFunc(func(context.Context) error {
+		if err := f.Err(); err != nil {
+			return fmt.Errorf("KH_SECRET_FILE: %w", err)
+		}
+		return nil
+	})}
+}
+
 // listen opens the signing listener: TCP, or a Unix socket for
 // KH_LISTEN=unix:/path.
 func listen(cfg config.Config) (net.Listener, error) {

@@ -288,6 +288,9 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 		send("GET", "/v1/me", "", 200) // signing looks at the file
 		return scrape()[`khproxy_secret_reloads_total{result="error"}`] == 1
 	})
+	if code, body := get(r.admin + admin.PathReadyz); code != 503 || !strings.HasPrefix(body, "not ready: KH_SECRET_FILE: ") {
+		t.Errorf("/readyz with the secret file unusable = %d %q, want 503 naming KH_SECRET_FILE", code, body)
+	}
 	writeFile(t, dir, "secret.new", a.secret)
 	if err := os.Rename(filepath.Join(dir, "secret.new"), secretFile); err != nil {
 		t.Fatal(err)
@@ -296,6 +299,9 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 		send("GET", "/v1/me", "", 200)
 		return scrape()[`khproxy_secret_reloads_total{result="ok"}`] == 1
 	})
+	if code, body := get(r.admin + admin.PathReadyz); code != 200 {
+		t.Errorf("/readyz with the secret file good again = %d %q, want 200", code, body)
+	}
 
 	got := scrape()
 	meCount := got[`khproxy_requests_total{code="200",method="GET",route="/v1/me"}`]
