@@ -135,3 +135,14 @@ func TestMethod(t *testing.T) {
 		})
 	}
 }
+
+// go test ./apiroute -run '^$' -bench Of -benchmem
+func BenchmarkOf(b *testing.B) {
+	for _, path := range []string{"/v1/services/5001/credentials", "/v1/billing/invoices?page=2", "/v1/no/such/route"} {
+		b.Run(path, func(b *testing.B) {
+			for b.Loop() {
+				Of(path)
+			}
+		})
+	}
+}
