@@ -200,47 +200,76 @@ func TestProbesThroughTheLifecycle(t *testing.T) {
 		}
 		testutil.WaitFor(t, "/readyz 200 again", func() bool { code, _ := readyz(); return code == 200 })
 	})
-	t.Run("shutdown", func(t *testing.T) {
-		slow := make(chan int, 1)
-		go func() { code, _ := proxied("/v1/slow"); slow <- code }()
-		<-a.slowArrived
+	t.Run("shutdown", func(t *testing.T) { testShutdown(t, r, a) })
+}
 
-		r.cancel() // what SIGTERM does in main
-		testutil.WaitFor(t, "/readyz: shutting down", func() bool {
-			code, body := readyz()
-			return code == 503 && body == "not ready: shutting down\n"
-		})
-		if code := healthz(); code != 200 {
-			t.Errorf("/healthz during shutdown = %d, want 200", code)
-		}
-		time.Sleep(time.Second)
-		if code, body := proxied("/v1/me"); code != 200 {
-			t.Errorf("GET /v1/me 1 s after the signal = %d %s, want 200 (KH_SHUTDOWN_DELAY is 3s)", code, body)
-		}
+// testShutdown cancels r's context, as SIGTERM does, with a request in
+// flight, and follows the probes and the proxy until run returns.
+func testShutdown(t *testing.T, r *running, a *api) {
+	readyz := func() (int, string) { return get(r.admin + admin.PathReadyz) }
+	healthz := func() int { code, _ := get(r.admin + admin.PathHealthz); return code }
+	proxied := func(path string) (int, string) { return get("http://" + r.proxy + path) }
+	slow := make(chan int, 1)
+	go func() { code, _ := proxied("/v1/slow"); slow <- code }()
+	<-a.slowArrived
 
-		// After the delay the proxy stops accepting; the in-flight request
-		// holds the grace period, and the admin listener still answers.
-		testutil.WaitFor(t, "the proxy to stop accepting", func() bool {
-			c, err := net.Dial("tcp", r.proxy)
-			if err == nil {
-				c.Close()
-			}
-			return err != nil
-		})
-		if code, body := readyz(); code != 503 || body != "not ready: shutting down\n" {
-			t.Errorf("/readyz while draining = %d %q", code, body)
-		}
-		close(a.slowRelease)
-		if code := <-slow; code != 200 {
-			t.Errorf("the in-flight request got %d, want 200", code)
-		}
-		if err := <-r.errc; err != nil {
-			t.Errorf("run = %v, want nil", err)
-		}
-		if code, _ := get(r.admin + admin.PathHealthz); code != 0 {
-			t.Errorf("the admin listener still answers after run returned: %d", code)
-		}
+	r.cancel() // what SIGTERM does in main
+	testutil.WaitFor(t, "/readyz: shutting down", func() bool {
+		code, body := readyz()
+		return code == 503 && body == "not ready: shutting down\n"
 	})
+	if code := healthz(); code != 200 {
+		t.Errorf("/healthz during shutdown = %d, want 200", code)
+	}
+	time.Sleep(time.Second)
+	if code, body := proxied("/v1/me"); code != 200 {
+		t.Errorf("GET /v1/me 1 s after the signal = %d %s, want 200 (KH_SHUTDOWN_DELAY is 3s)", code, body)
+	}
+
+	// After the delay the proxy stops accepting; the in-flight request
+	// holds the grace period, and the admin listener still answers.
+	testutil.WaitFor(t, "the proxy to stop accepting", func() bool {
+		c, err := net.Dial("tcp", r.proxy)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if code, body := readyz(); code != 503 || body != "not ready: shutting down\n" {
+		t.Errorf("/readyz while draining = %d %q", code, body)
+	}
+	close(a.slowRelease)
+	if code := <-slow; code != 200 {
+		t.Errorf("the in-flight request got %d, want 200", code)
+	}
+	if err := <-r.errc; err != nil {
+		t.Errorf("run = %v, want nil", err)
+	}
+	if code, _ := get(r.admin + admin.PathHealthz); code != 0 {
+		t.Errorf("the admin listener still answers after run returned: %d", code)
+	}
+}
+
+// send sends a request through the proxy and fails t unless the answer has
+// status want.
+func (r *running) send(t testing.TB, method, path, body string, want int) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+r.proxy+path, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %d, want %d", method, path, resp.StatusCode, want)
+	}
+}
+
+// scrape reads the admin listener's /metrics.
+func (r *running) scrape(t testing.TB) map[string]float64 {
+	t.Helper()
+	return testutil.Scrape(t, r.admin+admin.PathMetrics)
 }
 
 // TestMetricsAfterKnownRequests sends a known set of requests, one of them
@@ -251,80 +280,48 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 	version = "v0.0.0-metrics-test"
 	t.Cleanup(func() { version = old })
 	a := startAPI(t, false)
-	dir := t.TempDir()
-	secretFile := writeFile(t, dir, "secret", a.secret)
-	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET_FILE="+secretFile, "KH_UPSTREAM="+a.upstream(),
+	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET="+a.secret, "KH_UPSTREAM="+a.upstream(),
 		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s")
 	testutil.WaitFor(t, "ready", func() bool { code, _ := get(r.admin + admin.PathReadyz); return code == 200 })
 
-	send := func(method, path, body string, want int) {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+r.proxy+path, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Fatalf("%s %s = %d, want %d", method, path, resp.StatusCode, want)
-		}
-	}
-	send("GET", "/v1/products", "", 200)
-	send("GET", "/v1/products/42?full=1", "", 200)
-	send("GET", "/v1/no/such/route/4711", "", 404)
+	r.send(t, "GET", "/v1/products", "", 200)
+	r.send(t, "GET", "/v1/products/42?full=1", "", 200)
+	r.send(t, "GET", "/v1/no/such/route/4711", "", 404)
 	if err := a.emu.SetFaults(emulator.Faults{FailCount: 1, FailStatus: 503}); err != nil {
 		t.Fatal(err)
 	}
-	send("GET", "/v1/me", "", 200) // 503, retried
-	send("POST", "/v1/orders", testutil.OrderBody, 201)
+	r.send(t, "GET", "/v1/me", "", 200) // 503, retried
+	r.send(t, "POST", "/v1/orders", testutil.OrderBody, 201)
 
-	// A secret file made unusable, then good again: two reloads.
-	if err := os.WriteFile(secretFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	scrape := func() map[string]float64 { return testutil.Scrape(t, r.admin+admin.PathMetrics) }
-	testutil.WaitFor(t, "the failed reload counted", func() bool {
-		send("GET", "/v1/me", "", 200) // signing looks at the file
-		return scrape()[`khproxy_secret_reloads_total{result="error"}`] == 1
+	// Requests are counted once answered: wait for the last.
+	var got map[string]float64
+	testutil.WaitFor(t, "5 requests counted", func() bool {
+		got = r.scrape(t)
+		n := 0.0
+		for k, v := range got {
+			if strings.HasPrefix(k, "khproxy_requests_total{") {
+				n += v
+			}
+		}
+		return n == 5 && got["khproxy_inflight_requests"] == 0
 	})
-	if code, body := get(r.admin + admin.PathReadyz); code != 503 || !strings.HasPrefix(body, "not ready: KH_SECRET_FILE: ") {
-		t.Errorf("/readyz with the secret file unusable = %d %q, want 503 naming KH_SECRET_FILE", code, body)
-	}
-	writeFile(t, dir, "secret.new", a.secret)
-	if err := os.Rename(filepath.Join(dir, "secret.new"), secretFile); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, "the good reload counted", func() bool {
-		send("GET", "/v1/me", "", 200)
-		return scrape()[`khproxy_secret_reloads_total{result="ok"}`] == 1
-	})
-	if code, body := get(r.admin + admin.PathReadyz); code != 200 {
-		t.Errorf("/readyz with the secret file good again = %d %q, want 200", code, body)
-	}
-
-	got := scrape()
-	meCount := got[`khproxy_requests_total{code="200",method="GET",route="/v1/me"}`]
-	if meCount < 3 {
-		t.Fatalf("GET /v1/me counted %v times, want at least 3", meCount)
-	}
 	want := map[string]float64{
 		`khproxy_requests_total{code="200",method="GET",route="/v1/products"}`:                1,
 		`khproxy_requests_total{code="200",method="GET",route="/v1/products/{id}"}`:           1,
 		`khproxy_requests_total{code="404",method="GET",route="other"}`:                       1,
+		`khproxy_requests_total{code="200",method="GET",route="/v1/me"}`:                      1,
 		`khproxy_requests_total{code="201",method="POST",route="/v1/orders"}`:                 1,
 		`khproxy_request_duration_seconds_count{method="GET",route="/v1/products"}`:           1,
+		`khproxy_request_duration_seconds_count{method="GET",route="other"}`:                  1,
+		`khproxy_request_duration_seconds_count{method="GET",route="/v1/me"}`:                 1,
 		`khproxy_request_duration_seconds_count{method="POST",route="/v1/orders"}`:            1,
-		`khproxy_request_duration_seconds_count{method="GET",route="/v1/me"}`:                 meCount,
-		`khproxy_upstream_attempts_total{reason="first"}`:                                     4 + meCount,
+		`khproxy_upstream_attempts_total{reason="first"}`:                                     5,
 		`khproxy_upstream_attempts_total{reason="unavailable"}`:                               1,
 		`khproxy_idempotency_keys_total{source="auto"}`:                                       1,
 		`khproxy_idempotency_keys_total{source="client"}`:                                     0,
 		`khproxy_idempotency_keys_total{source="reused"}`:                                     0,
-		`khproxy_inflight_requests`:                                                           0,
 		`khproxy_clock_offset_seconds`:                                                        0,
-		`khproxy_secret_reloads_total{result="error"}`:                                        1,
-		`khproxy_secret_reloads_total{result="ok"}`:                                           1,
+		`khproxy_secret_reloads_total{result="error"}`:                                        0,
 		`khproxy_build_info{goversion="` + runtime.Version() + `",version="` + version + `"}`: 1,
 	}
 	for k, w := range want {
@@ -341,6 +338,44 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 		t.Errorf("the startup line says version %q, want %q", v, version)
 	}
 	checkAccessLogKeys(t, r.logs.String())
+}
+
+// TestSecretFileReloads: a secret file made unusable, then good again, is
+// counted twice and fails readiness meanwhile.
+func TestSecretFileReloads(t *testing.T) {
+	setHealthInterval(t, time.Hour)
+	a := startAPI(t, false)
+	dir := t.TempDir()
+	secretFile := writeFile(t, dir, "secret", a.secret)
+	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET_FILE="+secretFile, "KH_UPSTREAM="+a.upstream(),
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s")
+	testutil.WaitFor(t, "ready", func() bool { code, _ := get(r.admin + admin.PathReadyz); return code == 200 })
+
+	if err := os.WriteFile(secretFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the failed reload counted", func() bool {
+		r.send(t, "GET", "/v1/me", "", 200) // the last good secret signs; signing looks at the file
+		return r.scrape(t)[`khproxy_secret_reloads_total{result="error"}`] == 1
+	})
+	if code, body := get(r.admin + admin.PathReadyz); code != 503 || !strings.HasPrefix(body, "not ready: KH_SECRET_FILE: ") {
+		t.Errorf("/readyz with the secret file unusable = %d %q, want 503 naming KH_SECRET_FILE", code, body)
+	}
+
+	writeFile(t, dir, "secret.new", a.secret)
+	if err := os.Rename(filepath.Join(dir, "secret.new"), secretFile); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the good reload counted", func() bool {
+		r.send(t, "GET", "/v1/me", "", 200)
+		return r.scrape(t)[`khproxy_secret_reloads_total{result="ok"}`] == 1
+	})
+	if code, body := get(r.admin + admin.PathReadyz); code != 200 {
+		t.Errorf("/readyz with the secret file good again = %d %q, want 200", code, body)
+	}
+	if got := r.scrape(t)[`khproxy_secret_reloads_total{result="error"}`]; got != 1 {
+		t.Errorf("failed reloads = %v, want 1", got)
+	}
 }
 
 // accessLogKeys are the access log's keys that the README documents as
