@@ -90,11 +90,18 @@ func TestRunErrors(t *testing.T) {
 // its address.
 func waitListening(t testing.TB, logs *testutil.SyncBuffer, errc <-chan error) string {
 	t.Helper()
+	return waitLogAddr(t, logs, errc, "khproxy listening")
+}
+
+// waitLogAddr reads the JSON log until a line with message msg and returns
+// its addr.
+func waitLogAddr(t testing.TB, logs *testutil.SyncBuffer, errc <-chan error, msg string) string {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for line := range strings.SplitSeq(logs.String(), "\n") {
 			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "khproxy listening" {
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
 				return m["addr"].(string)
 			}
 		}

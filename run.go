@@ -74,9 +74,16 @@ func load(environ []string, stderr io.Writer) (config.Config, *slog.Logger, erro
 	return cfg, log, nil
 }
 
-// serve runs the proxy until ctx is done. ready, when not nil, is called
-// with the listening address once requests are accepted.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
+// listening is what serve reports once its listeners accept requests.
+type listening struct {
+	proxy   string // the signing listener's address
+	webhook string // the webhook listener's address; "" when it is off
+}
+
+// serve runs the proxy, and the webhook receiver when configured, until ctx
+// is done. ready, when not nil, is called with the listening addresses once
+// requests are accepted.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(listening)) error {
 	// One registry for every room's metrics; the admin listener serves it.
 	reg := admin.NewRegistry()
 	metrics, err := admin.NewMetrics(reg, buildVersion())
@@ -98,16 +105,29 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	ops, err := newOpsServer(cfg, reg, log, secretChecks(secret)...)
+	servers := []httpserve.Server{{Name: "proxy", Listener: ln, Handler: p}}
+	hook, err := webhookServer(cfg, log, servers[0])
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Redacted(), "key", cfg.Key, "version", buildVersion())
-	if ready != nil {
-		ready(ln.Addr().String())
+	addrs := listening{proxy: ln.Addr().String()}
+	if hook != nil {
+		servers = append(servers, *hook)
+		addrs.webhook = hook.Listener.Addr().String()
 	}
-	return ops.serve(ctx, httpserve.Server{Name: "proxy", Listener: ln, Handler: p})
+	ops, err := newOpsServer(cfg, reg, log, secretChecks(secret)...)
+	if err != nil {
+		for _, s := range servers {
+			s.Listener.Close()
+		}
+		return err
+	}
+	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", cfg.Upstream.Redacted(), "key", cfg.Key, "version", buildVersion())
+	if ready != nil {
+		ready(addrs)
+	}
+	return ops.serve(ctx, servers...)
 }
 
 // proxyOptions copies the configuration into the proxy's options.
@@ -129,25 +149,33 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 	}
 }
 
-// secretSource returns the configured secret, judged by package signer's
-// rule; a secret file is read here, once, and again whenever it changes.
+// secretSource returns the configured API secret, judged by package
+// signer's rule; a secret file is read here, once, and again whenever it
+// changes.
 func secretSource(cfg config.Config, log *slog.Logger) (signer.SecretSource, error) {
-	if cfg.SecretFile == "" {
-		if err := signer.ValidateSecret([]byte(cfg.Secret)); err != nil {
-			return nil, fmt.Errorf("configuration:\nKH_SECRET: %w", err)
+	return loadSecret(cfg.Secret, cfg.SecretFile, "KH_SECRET", "signing", log)
+}
+
+// loadSecret returns secret, or the rotating content of file when that is
+// set; name is the secret's variable (the file's is name+"_FILE") and use
+// what the secret is for, both for messages.
+func loadSecret(secret, file, name, use string, log *slog.Logger) (signer.SecretSource, error) {
+	if file == "" {
+		if err := signer.ValidateSecret([]byte(secret)); err != nil {
+			return nil, fmt.Errorf("configuration:\n%s: %w", name, err)
 		}
-		return signer.StaticSecret(cfg.Secret), nil
+		return signer.StaticSecret(secret), nil
 	}
-	fs, err := signer.NewFileSecret(cfg.SecretFile)
+	fs, err := signer.NewFileSecret(file)
 	if err != nil {
-		return nil, fmt.Errorf("configuration:\nKH_SECRET_FILE: %w", err)
+		return nil, fmt.Errorf("configuration:\n%s_FILE: %w", name, err)
 	}
 	fs.OnChange = func(err error) {
 		if err != nil {
-			log.Warn("secret file unusable; signing with the last good secret", "var", "KH_SECRET_FILE", "error", err)
+			log.Warn("secret file unusable; "+use+" with the last good secret", "var", name+"_FILE", "error", err)
 			return
 		}
-		log.Info("secret file changed; signing with the new secret", "var", "KH_SECRET_FILE")
+		log.Info("secret file changed; "+use+" with the new secret", "var", name+"_FILE")
 	}
 	return fs, nil
 }

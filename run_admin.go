@@ -58,12 +58,11 @@ func newOpsServer(cfg config.Config, reg *prometheus.Registry, log *slog.Logger,
 	return o, nil
 }
 
-// serve serves the proxy (and the admin listener) until ctx is done, then
-// fails readiness at once, serves on for KH_SHUTDOWN_DELAY, lets in-flight
-// requests finish within KH_SHUTDOWN_TIMEOUT, and stops the admin listener
-// last.
-func (o *opsServer) serve(ctx context.Context, proxySrv httpserve.Server) error {
-	servers := []httpserve.Server{proxySrv}
+// serve serves servers (the proxy first) and the admin listener until ctx
+// is done, then fails readiness at once, serves on for KH_SHUTDOWN_DELAY,
+// lets in-flight requests finish within KH_SHUTDOWN_TIMEOUT, and stops the
+// admin listener last.
+func (o *opsServer) serve(ctx context.Context, servers ...httpserve.Server) error {
 	if o.ln != nil {
 		servers = append(servers, httpserve.Server{Name: "admin", Listener: o.ln, Handler: o.admin.Handler(),
 			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second})

@@ -47,6 +47,7 @@ type Config struct {
 
 	Logging
 	Ops
+	Webhook
 }
 
 // Logging is the part of the configuration that every subcommand reads,
@@ -142,6 +143,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateLimits(&v)
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)
+	c.Webhook.validate(&v, c.Listen)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
 	}

@@ -50,6 +50,7 @@ func TestLoadDefaults(t *testing.T) {
 		IdempotencyWindow: 10 * time.Minute,
 		Logging:           config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
 		Ops:               config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second},
+		Webhook:           config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
@@ -85,6 +86,23 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"log level", environ("KH_LOG_LEVEL", "verbose"), "KH_LOG_LEVEL"},
 		{"log level offset", environ("KH_LOG_LEVEL", "info+2"), "KH_LOG_LEVEL"},
 		{"log format", environ("KH_LOG_FORMAT", "xml"), "KH_LOG_FORMAT"},
+		{"webhook listen set but empty", webhookEnv("KH_WEBHOOK_LISTEN", ""), "KH_WEBHOOK_LISTEN"},
+		{"webhook listen without port", webhookEnv("KH_WEBHOOK_LISTEN", "0.0.0.0"), "KH_WEBHOOK_LISTEN"},
+		{"webhook listen on KH_LISTEN's port", webhookEnv("KH_LISTEN", "127.0.0.1:8080", "KH_WEBHOOK_LISTEN", ":8080"), "KH_WEBHOOK_LISTEN"},
+		{"webhook no secret", webhookEnv("KH_WEBHOOK_SECRET", "<unset>"), "KH_WEBHOOK_SECRET"},
+		{"webhook both secrets", webhookEnv("KH_WEBHOOK_SECRET_FILE", "/x"), "KH_WEBHOOK_SECRET_FILE"},
+		{"webhook no forward", webhookEnv("KH_WEBHOOK_FORWARD", "<unset>"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward relative", webhookEnv("KH_WEBHOOK_FORWARD", "/hooks"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward ftp", webhookEnv("KH_WEBHOOK_FORWARD", "ftp://app/hooks"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward with user info", webhookEnv("KH_WEBHOOK_FORWARD", "http://u:s3cr3t@app/hooks"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward unparsable", webhookEnv("KH_WEBHOOK_FORWARD", "http://app:port/"), "KH_WEBHOOK_FORWARD"},
+		{"webhook header with space", webhookEnv("KH_WEBHOOK_SIGNATURE_HEADER", "Stripe Signature"), "KH_WEBHOOK_SIGNATURE_HEADER"},
+		{"webhook header with colon", webhookEnv("KH_WEBHOOK_SIGNATURE_HEADER", "Stripe-Signature:"), "KH_WEBHOOK_SIGNATURE_HEADER"},
+		{"webhook header non-ASCII", webhookEnv("KH_WEBHOOK_SIGNATURE_HEADER", "Signatür"), "KH_WEBHOOK_SIGNATURE_HEADER"},
+		{"webhook tolerance not a duration", webhookEnv("KH_WEBHOOK_TOLERANCE", "300"), "KH_WEBHOOK_TOLERANCE"},
+		{"webhook tolerance zero", webhookEnv("KH_WEBHOOK_TOLERANCE", "0s"), "KH_WEBHOOK_TOLERANCE"},
+		{"webhook tolerance negative", webhookEnv("KH_WEBHOOK_TOLERANCE", "-5m"), "KH_WEBHOOK_TOLERANCE"},
+		{"webhook forward timeout zero", webhookEnv("KH_WEBHOOK_FORWARD_TIMEOUT", "0s"), "KH_WEBHOOK_FORWARD_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,7 +114,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 				t.Errorf("error %q does not name %s", err, tt.wantVar)
 			}
 			if strings.Contains(err.Error(), "s3cr3t") {
-				t.Errorf("error %q quotes the secret", err)
+				t.Errorf("error %q quotes a secret", err)
 			}
 		})
 	}
@@ -112,6 +130,9 @@ func TestLoadWarnings(t *testing.T) {
 		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp"), "KH_UPSTREAM"},
 		{"listen everywhere", environ("KH_LISTEN", ":8080"), "KH_LISTEN"},
 		{"listen on a LAN address", environ("KH_LISTEN", "10.1.2.3:8080"), "KH_LISTEN"},
+		{"webhook secret without listener", environ("KH_WEBHOOK_SECRET", "whsec_x"), "KH_WEBHOOK_SECRET"},
+		{"webhook forward without listener", environ("KH_WEBHOOK_FORWARD", "http://127.0.0.1:3000/"), "KH_WEBHOOK_FORWARD"},
+		{"webhook tolerance over an hour", webhookEnv("KH_WEBHOOK_TOLERANCE", "2h"), "KH_WEBHOOK_TOLERANCE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,7 +171,7 @@ func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
 	// Config's own fields, plus the embedded groups' fields, minus the
 	// group fields themselves.
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-2+reflect.TypeFor[config.Logging]().NumField()+reflect.TypeFor[config.Ops]().NumField(); got != want {
+	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-3+reflect.TypeFor[config.Logging]().NumField()+reflect.TypeFor[config.Ops]().NumField()+reflect.TypeFor[config.Webhook]().NumField(); got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {
