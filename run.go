@@ -106,7 +106,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return err
 	}
 	servers := []httpserve.Server{{Name: "proxy", Listener: ln, Handler: p}}
-	hook, err := webhookServer(cfg, log, servers[0])
+	hook, err := webhookServer(cfg, log, servers[0], reg)
 	if err != nil {
 		ln.Close()
 		return err

@@ -548,3 +548,31 @@ func testBinarySecondSignal(t *testing.T, bin string) {
 		}
 	}
 }
+
+// TestWebhookOutcomesCounted: the webhook receiver's outcomes are counted on
+// the one registry that /metrics serves.
+func TestWebhookOutcomesCounted(t *testing.T) {
+	setHealthInterval(t, time.Hour)
+	a := startAPI(t, false)
+	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET="+a.secret, "KH_UPSTREAM="+a.upstream(),
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s",
+		"KH_WEBHOOK_LISTEN=127.0.0.1:0", "KH_WEBHOOK_SECRET=whsec_test", "KH_WEBHOOK_FORWARD=http://127.0.0.1:9/hooks")
+	hook := logValue(r.logs, "webhook receiver listening", "addr")
+	if hook == "" {
+		t.Fatalf("no webhook listener:\n%s", r.logs)
+	}
+	resp, err := http.Post("http://"+hook+"/", "application/json", strings.NewReader(`{"type":"order.paid"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("unsigned webhook = %d, want 400", resp.StatusCode)
+	}
+	testutil.WaitFor(t, "the rejection counted", func() bool {
+		return r.scrape(t)[`khproxy_webhooks_total{outcome="no_signature"}`] == 1
+	})
+	if v, ok := r.scrape(t)[`khproxy_webhooks_total{outcome="forwarded"}`]; !ok || v != 0 {
+		t.Errorf(`khproxy_webhooks_total{outcome="forwarded"} = %v (present: %v), want 0`, v, ok)
+	}
+}
