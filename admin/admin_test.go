@@ -3,31 +3,24 @@ package admin
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"khproxy/internal/testutil"
 )
 
-// get sends method to srv's path and returns the status and body.
+// get sends method to url and returns the status and body.
 func get(t testing.TB, method, url string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := testutil.Do(t, http.DefaultClient, req)
 	return resp.StatusCode, string(b)
 }
 
