@@ -35,10 +35,13 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 
 	// The proxy is configured exactly as in production, through the
 	// environment, with the credentials and upstream of this run.
-	env := append([]string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + upstream}, hooks.env()...)
+	// Locally, the admin listener goes on a free loopback port (its log
+	// line names it) and Ctrl-C stops at once; both can be set as usual.
+	env := append([]string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + upstream,
+		"KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s"}, hooks.env()...)
 	for _, kv := range environ {
 		switch name, _, _ := strings.Cut(kv, "="); name {
-		case "KH_KEY", "KH_SECRET", "KH_SECRET_FILE", "KH_UPSTREAM", "KH_WEBHOOK_SECRET", "KH_WEBHOOK_SECRET_FILE":
+		case "KH_KEY", "KH_KEY_FILE", "KH_SECRET", "KH_SECRET_FILE", "KH_UPSTREAM", "KH_WEBHOOK_SECRET", "KH_WEBHOOK_SECRET_FILE":
 		default:
 			env = append(env, kv)
 		}

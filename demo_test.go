@@ -26,6 +26,8 @@ func TestDemoEndToEnd(t *testing.T) {
 	go func() { errc <- run(ctx, []string{"demo"}, env, stdout, stderr) }()
 	addr := waitListening(t, stderr, errc)
 	base := "http://" + addr
+	// The banner follows the log line that waitListening reads.
+	testutil.WaitFor(t, "the banner", func() bool { return strings.Contains(stdout.String(), "Ctrl-C stops it.") })
 
 	var urls []string
 	for _, m := range regexp.MustCompile(`curl -s (?:-X POST )?(\S+)`).FindAllStringSubmatch(stdout.String(), -1) {

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 
+	"khproxy/admin"
 	"khproxy/config"
 	"khproxy/emulator"
 	"khproxy/internal/httpserve"
@@ -51,6 +51,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		}
 		log := newLogger(stderr, lc)
 		return emulator.Run(ctx, args, func(k string) string { return lookup(environ, k) }, stdout, log)
+	case "version", "-version", "--version":
+		printVersion(stdout)
+		return nil
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -83,27 +86,35 @@ type listening struct {
 // is done. ready, when not nil, is called with the listening addresses once
 // requests are accepted.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(listening)) error {
+	// One registry for every room's metrics; the admin listener serves it.
+	reg := admin.NewRegistry()
+	metrics, err := admin.NewMetrics(reg, buildVersion())
+	if err != nil {
+		return err
+	}
 	secret, err := secretSource(cfg, log)
 	if err != nil {
 		return err
 	}
-	rl, err := newRateLimiting(cfg, log, nil)
+	countReloads(secret, metrics)
+	rl, err := newRateLimiting(cfg, log, reg)
 	if err != nil {
 		return err
 	}
 	defer rl.close()
 	opts := proxyOptions(cfg, secret, log)
+	opts.Metrics = metrics
 	rl.apply(&opts)
 	p, err := proxy.New(opts)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("KH_LISTEN: %w", err)
+		return err
 	}
 	servers := []httpserve.Server{{Name: "proxy", Listener: ln, Handler: p}}
-	hook, err := webhookServer(cfg, log, servers[0])
+	hook, err := webhookServer(cfg, log, servers[0], reg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -113,11 +124,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		servers = append(servers, *hook)
 		addrs.webhook = hook.Listener.Addr().String()
 	}
-	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", cfg.Upstream.Redacted(), "key", cfg.Key)
+	ops, err := newOpsServer(cfg, reg, log, secretChecks(secret)...)
+	if err != nil {
+		for _, s := range servers {
+			s.Listener.Close()
+		}
+		return err
+	}
+	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", cfg.Upstream.Redacted(), "key", cfg.Key, "version", buildVersion())
 	if ready != nil {
 		ready(addrs)
 	}
-	return httpserve.Serve(ctx, httpserve.Options{Logger: log}, servers...)
+	return ops.serve(ctx, servers...)
 }
 
 // proxyOptions copies the configuration into the proxy's options.

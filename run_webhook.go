@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"khproxy/config"
 	"khproxy/internal/httpserve"
 	"khproxy/webhook"
@@ -13,8 +15,9 @@ import (
 
 // webhookServer builds the webhook listener when KH_WEBHOOK_LISTEN is set,
 // and returns nil when it is not. The server copies like, the signing
-// listener's, so that both have the same timeouts and bounds.
-func webhookServer(cfg config.Config, log *slog.Logger, like httpserve.Server) (*httpserve.Server, error) {
+// listener's, so that both have the same timeouts and bounds. Deliveries are
+// counted by outcome on reg.
+func webhookServer(cfg config.Config, log *slog.Logger, like httpserve.Server, reg prometheus.Registerer) (*httpserve.Server, error) {
 	if !cfg.WebhookOn() {
 		return nil, nil
 	}
@@ -30,6 +33,17 @@ func webhookServer(cfg config.Config, log *slog.Logger, like httpserve.Server) (
 		Next:      &webhook.Forwarder{URL: cfg.WebhookForward, Timeout: cfg.WebhookForwardTimeout, Logger: log},
 		Logger:    log,
 	}
+	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "khproxy_webhooks_total",
+		Help: "Inbound webhook deliveries, by outcome (forwarded, replay, mismatch, …; see package webhook).",
+	}, []string{"outcome"})
+	for _, o := range webhook.Outcomes() {
+		outcomes.WithLabelValues(string(o))
+	}
+	if err := reg.Register(outcomes); err != nil {
+		return nil, err
+	}
+	rc.OnOutcome = func(o webhook.Outcome) { outcomes.WithLabelValues(string(o)).Inc() }
 	ln, err := net.Listen("tcp", cfg.WebhookListen)
 	if err != nil {
 		return nil, fmt.Errorf("KH_WEBHOOK_LISTEN: %w", err)

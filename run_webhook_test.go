@@ -90,7 +90,7 @@ func TestServeWebhooks(t *testing.T) {
 	defer cancel()
 	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + api.URL + emulator.DefaultBasePath,
-		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json",
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s", "KH_LOG_FORMAT=json",
 		"KH_WEBHOOK_LISTEN=127.0.0.1:0", "KH_WEBHOOK_SECRET_FILE=" + secretFile,
 		"KH_WEBHOOK_FORWARD=" + appSrv.URL + "/hooks/kernelhost", "KH_WEBHOOK_SIGNATURE_HEADER=Stripe-Signature"}
 	errc := make(chan error, 1)
@@ -140,7 +140,7 @@ func TestRunWebhookErrors(t *testing.T) {
 	if err := os.WriteFile(spaced, []byte("two words\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0",
+	base := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=",
 		"KH_WEBHOOK_LISTEN=127.0.0.1:0", "KH_WEBHOOK_FORWARD=http://127.0.0.1:9/"}
 	tests := []struct {
 		name string

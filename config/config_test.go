@@ -54,6 +54,7 @@ func TestLoadDefaults(t *testing.T) {
 			RateWait:  30 * time.Second,
 		},
 		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
+		Ops:     config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second},
 		Webhook: config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -180,8 +181,8 @@ func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
 	// Config's own fields, plus the embedded groups' fields, minus the
 	// group fields themselves.
-	groups := reflect.TypeFor[config.Logging]().NumField() + reflect.TypeFor[config.RateLimiting]().NumField() + reflect.TypeFor[config.Webhook]().NumField()
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-3+groups; got != want {
+	groups := reflect.TypeFor[config.Logging]().NumField() + reflect.TypeFor[config.RateLimiting]().NumField() + reflect.TypeFor[config.Ops]().NumField() + reflect.TypeFor[config.Webhook]().NumField()
+	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-4+groups; got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {

@@ -61,7 +61,7 @@ func TestConnectIsRefusedWithTheReason(t *testing.T) {
 		t.Errorf("%d requests reached the upstream", n)
 	}
 	testutil.WaitFor(t, "the access-log line of the CONNECT", func() bool {
-		return strings.Contains(h.logs.String(), `"method":"CONNECT","path":"","status":405`)
+		return strings.Contains(h.logs.String(), `"method":"CONNECT","route":"other","path":"","status":405`)
 	})
 }
 

@@ -106,9 +106,13 @@ func (fs *flights) forget(f *flight) {
 func (p *Proxy) joinFlight(ctx context.Context, w *recorder, r *http.Request, ex *exchange) (*flight, bool) {
 	fp := fingerprint(r.Method, ex.target, ex.bodyHash)
 	key := ex.idemKey
+	generated := key
 	for {
 		f, leader := p.flights.join(fp, key)
 		ex.idemKey = f.key
+		if !leader || f.key != generated {
+			ex.keySource = KeyReused
+		}
 		r.Header.Set("Idempotency-Key", f.key)
 		if leader {
 			return f, true

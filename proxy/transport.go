@@ -66,6 +66,7 @@ type signingTransport struct {
 	retryBudget time.Duration
 	limiter     *ratelimit.Limiter // nil: no pacing
 	log         *slog.Logger
+	metrics     Metrics
 
 	// skew is the upstream clock minus ours, in seconds, learned from a
 	// 401 timestamp_out_of_window; every signature adds it.
@@ -99,8 +100,9 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err := t.paceFirst(req, ex); err != nil {
 		return nil, err
 	}
+	reason := AttemptFirst
 	for retry := 0; ; retry++ {
-		resp, connected, err := t.attempt(req, ex)
+		resp, connected, err := t.attempt(req, ex, reason)
 		t.observe(req, ex, resp)
 		why, wait := t.shouldRetry(req, ex, resp, err, connected)
 		switch {
@@ -151,6 +153,7 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		if resp != nil {
 			discard(resp.Body)
 		}
+		reason = string(why)
 	}
 }
 
@@ -209,8 +212,9 @@ func safeToRepeat(method string, ex *exchange) bool {
 // attempt sends one signed copy of req. Its deadline covers the time until
 // response headers; the body may then stream for as long as it takes.
 // connected reports whether a connection to the upstream was obtained, after
-// which the request's bytes may have reached it.
-func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.Response, connected bool, err error) {
+// which the request's bytes may have reached it. reason is AttemptFirst or
+// why this attempt is a retry, for the metrics.
+func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason string) (resp *http.Response, connected bool, err error) {
 	ex.attempts++
 	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
 	h, err := t.signer.Sign(req.Method, ex.target, ex.bodyHash, now)
@@ -237,6 +241,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 	out.ContentLength = int64(len(ex.body))
 	out.TransferEncoding = nil
 
+	t.metrics.UpstreamAttempt(reason)
 	resp, err = t.next.RoundTrip(out)
 	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), errAttemptTimeout) {
 		err = errors.Join(errAttemptTimeout, err)
@@ -259,6 +264,7 @@ func (t *signingTransport) learnSkew(resp *http.Response) bool {
 	}
 	skew := date.Sub(t.now()).Round(time.Second)
 	t.skew.Store(int64(skew / time.Second))
+	t.metrics.ClockOffset(skew)
 	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
 	return true
 }
