@@ -378,6 +378,37 @@ func TestSecretFileReloads(t *testing.T) {
 	}
 }
 
+// TestReadinessFollowsTheSecretFileWithoutTraffic: /readyz itself looks at
+// the secret file, so that a pod whose file became unusable turns unready,
+// and ready again once it is fixed, even when no request arrives (an unready
+// replica behind a Service gets none).
+func TestReadinessFollowsTheSecretFileWithoutTraffic(t *testing.T) {
+	setHealthInterval(t, time.Hour)
+	a := startAPI(t, false)
+	dir := t.TempDir()
+	secretFile := writeFile(t, dir, "secret", a.secret)
+	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET_FILE="+secretFile, "KH_UPSTREAM="+a.upstream(),
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s")
+	testutil.WaitFor(t, "ready", func() bool { code, _ := get(r.admin + admin.PathReadyz); return code == 200 })
+
+	if err := os.WriteFile(secretFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "unready with the secret file empty", func() bool {
+		code, body := get(r.admin + admin.PathReadyz)
+		return code == 503 && strings.HasPrefix(body, "not ready: KH_SECRET_FILE: ")
+	})
+
+	writeFile(t, dir, "secret.new", a.secret)
+	if err := os.Rename(filepath.Join(dir, "secret.new"), secretFile); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "ready again with the secret file fixed", func() bool {
+		code, _ := get(r.admin + admin.PathReadyz)
+		return code == 200
+	})
+}
+
 // accessLogKeys are the access log's keys that the README documents as
 // always present.
 var accessLogKeys = []string{"time", "level", "msg", "method", "route", "path", "status", "duration_ms", "attempts", "idempotency_key", "request_id"}
