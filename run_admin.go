@@ -101,12 +101,16 @@ func countReloads(secret signer.SecretSource, m *admin.Metrics) {
 // secretChecks makes a secret file that became unusable fail readiness:
 // the API's old secret stops working at once on rotation, so the last good
 // one, which khproxy goes on signing with, most likely no longer works.
+// The probe looks at the file itself (Secret re-reads it at most once per
+// signer.DefaultCheckEvery): FileSecret only notices a change when asked,
+// and an unready replica behind a Service gets no request that would ask.
 func secretChecks(secret signer.SecretSource) []admin.Check {
 	f, ok := secret.(*signer.FileSecret)
 	if !ok {
 		return nil
 	}
 	return []admin.Check{admin.CheckFunc(func(context.Context) error {
+		_, _ = f.Secret() // reads the file again if it changed; Err tells how that went
 		if err := f.Err(); err != nil {
 			return fmt.Errorf("KH_SECRET_FILE: %w", err)
 		}

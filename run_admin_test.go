@@ -340,20 +340,35 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 	checkAccessLogKeys(t, r.logs.String())
 }
 
-// TestSecretFileReloads: a secret file made unusable, then good again, is
-// counted twice and fails readiness meanwhile.
-func TestSecretFileReloads(t *testing.T) {
+// startWithBrokenSecretFile runs khproxy with its secret in a file, waits
+// until it is ready, then empties the file; fixSecret puts the secret back
+// as Kubernetes does, by renaming a new file over it.
+func startWithBrokenSecretFile(t *testing.T) (r *running, fixSecret func()) {
+	t.Helper()
 	setHealthInterval(t, time.Hour)
 	a := startAPI(t, false)
 	dir := t.TempDir()
 	secretFile := writeFile(t, dir, "secret", a.secret)
-	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET_FILE="+secretFile, "KH_UPSTREAM="+a.upstream(),
+	r = startRun(t, "KH_KEY="+a.key, "KH_SECRET_FILE="+secretFile, "KH_UPSTREAM="+a.upstream(),
 		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s")
 	testutil.WaitFor(t, "ready", func() bool { code, _ := get(r.admin + admin.PathReadyz); return code == 200 })
 
 	if err := os.WriteFile(secretFile, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return r, func() {
+		t.Helper()
+		writeFile(t, dir, "secret.new", a.secret)
+		if err := os.Rename(filepath.Join(dir, "secret.new"), secretFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSecretFileReloads: a secret file made unusable, then good again, is
+// counted twice and fails readiness meanwhile.
+func TestSecretFileReloads(t *testing.T) {
+	r, fixSecret := startWithBrokenSecretFile(t)
 	testutil.WaitFor(t, "the failed reload counted", func() bool {
 		r.send(t, "GET", "/v1/me", "", 200) // the last good secret signs; signing looks at the file
 		return r.scrape(t)[`khproxy_secret_reloads_total{result="error"}`] == 1
@@ -362,10 +377,7 @@ func TestSecretFileReloads(t *testing.T) {
 		t.Errorf("/readyz with the secret file unusable = %d %q, want 503 naming KH_SECRET_FILE", code, body)
 	}
 
-	writeFile(t, dir, "secret.new", a.secret)
-	if err := os.Rename(filepath.Join(dir, "secret.new"), secretFile); err != nil {
-		t.Fatal(err)
-	}
+	fixSecret()
 	testutil.WaitFor(t, "the good reload counted", func() bool {
 		r.send(t, "GET", "/v1/me", "", 200)
 		return r.scrape(t)[`khproxy_secret_reloads_total{result="ok"}`] == 1
@@ -376,6 +388,24 @@ func TestSecretFileReloads(t *testing.T) {
 	if got := r.scrape(t)[`khproxy_secret_reloads_total{result="error"}`]; got != 1 {
 		t.Errorf("failed reloads = %v, want 1", got)
 	}
+}
+
+// TestReadinessFollowsTheSecretFileWithoutTraffic: /readyz itself looks at
+// the secret file, so that a pod whose file became unusable turns unready,
+// and ready again once it is fixed, even when no request arrives (an unready
+// replica behind a Service gets none).
+func TestReadinessFollowsTheSecretFileWithoutTraffic(t *testing.T) {
+	r, fixSecret := startWithBrokenSecretFile(t)
+	testutil.WaitFor(t, "unready with the secret file empty", func() bool {
+		code, body := get(r.admin + admin.PathReadyz)
+		return code == 503 && strings.HasPrefix(body, "not ready: KH_SECRET_FILE: ")
+	})
+
+	fixSecret()
+	testutil.WaitFor(t, "ready again with the secret file fixed", func() bool {
+		code, _ := get(r.admin + admin.PathReadyz)
+		return code == 200
+	})
 }
 
 // accessLogKeys are the access log's keys that the README documents as

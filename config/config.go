@@ -146,7 +146,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)
-	c.Webhook.validate(&v, c.Listen)
+	c.Webhook.validate(&v, c.Listen, c.AdminListen)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
 	}

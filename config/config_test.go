@@ -94,6 +94,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"webhook listen set but empty", webhookEnv("KH_WEBHOOK_LISTEN", ""), "KH_WEBHOOK_LISTEN"},
 		{"webhook listen without port", webhookEnv("KH_WEBHOOK_LISTEN", "0.0.0.0"), "KH_WEBHOOK_LISTEN"},
 		{"webhook listen on KH_LISTEN's port", webhookEnv("KH_LISTEN", "127.0.0.1:8080", "KH_WEBHOOK_LISTEN", ":8080"), "KH_WEBHOOK_LISTEN"},
+		{"webhook listen on KH_ADMIN_LISTEN's port", webhookEnv("KH_WEBHOOK_LISTEN", ":9090"), "KH_WEBHOOK_LISTEN"},
 		{"webhook no secret", webhookEnv("KH_WEBHOOK_SECRET", "<unset>"), "KH_WEBHOOK_SECRET"},
 		{"webhook both secrets", webhookEnv("KH_WEBHOOK_SECRET_FILE", "/x"), "KH_WEBHOOK_SECRET_FILE"},
 		{"webhook no forward", webhookEnv("KH_WEBHOOK_FORWARD", "<unset>"), "KH_WEBHOOK_FORWARD"},

@@ -24,9 +24,9 @@ type Webhook struct {
 func (w *Webhook) WebhookOn() bool { return w.WebhookListen != "" }
 
 // validate checks the webhook settings; listen is KH_LISTEN, which the
-// webhook listener must not share: one faces the internet, the other must
-// not.
-func (w *Webhook) validate(v *validation, listen string) {
+// webhook listener must not share (one faces the internet, the other must
+// not), and admin KH_ADMIN_LISTEN, which it cannot share either.
+func (w *Webhook) validate(v *validation, listen, admin string) {
 	if !w.WebhookOn() {
 		for _, s := range []struct {
 			name string
@@ -44,8 +44,10 @@ func (w *Webhook) validate(v *validation, listen string) {
 	}
 	if _, port, err := net.SplitHostPort(w.WebhookListen); err != nil {
 		v.fail("KH_WEBHOOK_LISTEN", "must be host:port, like :8443: %w", err)
-	} else if _, listenPort, err := net.SplitHostPort(listen); err == nil && port != "0" && port == listenPort {
+	} else if port != "0" && port == portOf(listen) {
 		v.fail("KH_WEBHOOK_LISTEN", "must not use KH_LISTEN's port %s: the webhook listener faces the internet, the signing one must not", port)
+	} else if port != "0" && port == portOf(admin) {
+		v.fail("KH_WEBHOOK_LISTEN", "must not use KH_ADMIN_LISTEN's port %s (set KH_ADMIN_LISTEN to another port, or empty to turn it off)", port)
 	}
 	switch {
 	case w.WebhookSecret != "" && w.WebhookSecretFile != "":
