@@ -20,8 +20,13 @@ where the API needs one) and forwards the request upstream.
 Usage:
   khproxy            run the proxy, configured by the environment below
   khproxy demo       run the proxy in front of a built-in API emulator:
-                     no credentials needed (KH_LISTEN and KH_LOG_* apply)
+                     no credentials needed; its webhooks are printed
+                     (KH_LISTEN, KH_ADMIN_LISTEN, KH_WEBHOOK_LISTEN,
+                     KH_WEBHOOK_FORWARD, KH_LOG_* apply)
   khproxy emulator   run the API emulator alone (khproxy emulator -h)
+  khproxy check      check the configuration, secret, network, TLS, clock and
+                     key against the API (two requests, no order placed)
+  khproxy version    print the version
   khproxy -h         show this help
 
 Environment:

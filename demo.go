@@ -27,13 +27,21 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return fmt.Errorf("demo: emulator listener: %w", err)
 	}
 	upstream := "http://" + ln.Addr().String() + emulator.DefaultBasePath
+	hooks, err := newDemoWebhooks(environ, stdout)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 
 	// The proxy is configured exactly as in production, through the
 	// environment, with the credentials and upstream of this run.
-	env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + upstream}
+	// Locally, the admin listener goes on a free loopback port (its log
+	// line names it) and Ctrl-C stops at once; both can be set as usual.
+	env := append([]string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + upstream,
+		"KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s"}, hooks.env()...)
 	for _, kv := range environ {
 		switch name, _, _ := strings.Cut(kv, "="); name {
-		case "KH_KEY", "KH_SECRET", "KH_SECRET_FILE", "KH_UPSTREAM":
+		case "KH_KEY", "KH_KEY_FILE", "KH_SECRET", "KH_SECRET_FILE", "KH_UPSTREAM", "KH_WEBHOOK_SECRET", "KH_WEBHOOK_SECRET_FILE":
 		default:
 			env = append(env, kv)
 		}
@@ -41,14 +49,20 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	cfg, log, err := load(env, stderr)
 	if err != nil {
 		ln.Close()
+		hooks.close()
 		return err
 	}
-	emu, err := emulator.New(emulator.Options{
+	// A new real key is read-only (spec §4.2); the demo asks for every
+	// scope so that every suggested command works, and its banner says so.
+	opts := emulator.Options{
 		Keys:   []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
 		Logger: log.With("component", "emulator"),
-	})
+	}
+	hooks.emulatorOptions(&opts, cfg.WebhookSignatureHeader)
+	emu, err := emulator.New(opts)
 	if err != nil {
 		ln.Close()
+		hooks.close()
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer emu.Close()
@@ -60,20 +74,26 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	emuDone := make(chan error, 1)
 	go func() {
 		emuDone <- httpserve.Serve(emuCtx, httpserve.Options{Logger: log.With("component", "emulator"), BeforeShutdown: func() { _ = emu.Close() }},
-			httpserve.Server{Name: "emulator", Listener: ln, Handler: emu})
+			append([]httpserve.Server{{Name: "emulator", Listener: ln, Handler: emu}}, hooks.servers()...)...)
 	}()
 
-	err = serve(ctx, cfg, log, func(addr string) { banner(stdout, addr, upstream) })
+	err = serve(ctx, cfg, log, func(l listening) {
+		banner(stdout, l.proxy, upstream, hooks.start(l, upstream, key, secret, cfg, log))
+	})
 	stopEmu()
 	return errors.Join(err, <-emuDone)
 }
 
-func banner(w io.Writer, addr, upstream string) {
+// banner tells what runs where and what to try; webhooks is its paragraph
+// on webhooks.
+func banner(w io.Writer, addr, upstream, webhooks string) {
 	base := "http://" + addr
 	fmt.Fprintf(w, `
 khproxy demo: the signing proxy listens on %[1]s, in front of a local
 KernelHost API emulator at %[2]s with a key generated for this run.
-Send plain HTTP; khproxy signs it. Try:
+The key has all scopes, asked for explicitly: a new real key is read-only
+until you enable write scopes in the portal. Send plain HTTP; khproxy
+signs it. Try:
 
   curl -s %[1]s/v1/products/42
   curl -s -X POST %[1]s/v1/orders -H 'Content-Type: application/json' \
@@ -82,7 +102,7 @@ Send plain HTTP; khproxy signs it. Try:
   curl -s %[1]s/v1/billing/balance
   curl -s %[1]s/v1/billing/invoices/9001/pdf -o invoice.pdf
 
-Ctrl-C stops it.
+%[3]sCtrl-C stops it.
 
-`, base, upstream)
+`, base, upstream, webhooks)
 }

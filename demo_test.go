@@ -26,6 +26,8 @@ func TestDemoEndToEnd(t *testing.T) {
 	go func() { errc <- run(ctx, []string{"demo"}, env, stdout, stderr) }()
 	addr := waitListening(t, stderr, errc)
 	base := "http://" + addr
+	// The banner follows the log line that waitListening reads.
+	testutil.WaitFor(t, "the banner", func() bool { return strings.Contains(stdout.String(), "Ctrl-C stops it.") })
 
 	var urls []string
 	for _, m := range regexp.MustCompile(`curl -s (?:-X POST )?(\S+)`).FindAllStringSubmatch(stdout.String(), -1) {
@@ -33,6 +35,9 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	if len(urls) < 4 || !strings.HasPrefix(urls[0], base) {
 		t.Fatalf("banner curl commands %q do not use %s:\n%s", urls, base, stdout)
+	}
+	if !strings.Contains(stdout.String(), "all scopes") || !strings.Contains(stdout.String(), "read-only") {
+		t.Errorf("the banner does not say the key has all scopes, unlike a new real key:\n%s", stdout)
 	}
 
 	get := func(url string) (int, string, []byte) {
@@ -63,9 +68,10 @@ func TestDemoEndToEnd(t *testing.T) {
 	if code, _, body := get(fmt.Sprintf("%s/v1/orders/%d", base, order.ID)); code != 200 || !strings.Contains(string(body), `"product_id":42`) {
 		t.Errorf("read back: %d %s", code, body)
 	}
-	// Every command the banner suggests works after one order.
+	// Every command the banner suggests to the proxy works after one order
+	// (TestDemoPrintsWebhooks tries the webhook one).
 	for _, u := range urls {
-		if strings.HasSuffix(u, "/v1/orders") {
+		if strings.HasSuffix(u, "/v1/orders") || !strings.HasPrefix(u, base) {
 			continue
 		}
 		code, ctype, body := get(u)

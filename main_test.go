@@ -63,6 +63,7 @@ func TestRunErrors(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, nil, "frobnicate", errUsage},
 		{"no key", nil, []string{"KH_SECRET=x"}, "KH_KEY", nil},
 		{"bad listen", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=nope"}, "KH_LISTEN", nil},
+		{"upstream ends in /v1", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_UPSTREAM=https://www.kernelhost.com/cp/kh_reseller_api/v1"}, "KH_UPSTREAM=https://www.kernelhost.com/cp/kh_reseller_api", nil},
 		{"port taken", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=256.0.0.1:1"}, "KH_LISTEN", nil},
 		{"secret with newline", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=abc\n"}, "KH_SECRET", nil},
 		{"secret with control", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=a\x00b"}, "KH_SECRET", nil},
@@ -90,11 +91,18 @@ func TestRunErrors(t *testing.T) {
 // its address.
 func waitListening(t testing.TB, logs *testutil.SyncBuffer, errc <-chan error) string {
 	t.Helper()
+	return waitLogAddr(t, logs, errc, "khproxy listening")
+}
+
+// waitLogAddr reads the JSON log until a line with message msg and returns
+// its addr.
+func waitLogAddr(t testing.TB, logs *testutil.SyncBuffer, errc <-chan error, msg string) string {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for line := range strings.SplitSeq(logs.String(), "\n") {
 			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "khproxy listening" {
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
 				return m["addr"].(string)
 			}
 		}
@@ -127,7 +135,7 @@ func TestServeSignsAndShutsDownGracefully(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs := &testutil.SyncBuffer{}
-	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 	addr := waitListening(t, logs, errc)
@@ -186,6 +194,8 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "khproxy")
 	cmd := exec.Command("sh", "-c", string(m[1])+" -o "+bin+" .")
+	const stamped = "v0.0.0-dockerfile-test"
+	cmd.Env = append(os.Environ(), "VERSION="+stamped) // the Dockerfile's ARG
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", cmd, err, out)
 	}
@@ -200,7 +210,17 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	f.Close()
 
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "version").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(out), "khproxy "+stamped+" go") {
+			t.Errorf("khproxy version = %q, want the version stamped with -ldflags -X", out)
+		}
+	})
 	t.Run("SIGTERM", func(t *testing.T) { testBinarySIGTERM(t, bin) })
+	t.Run("second SIGTERM", func(t *testing.T) { testBinarySecondSignal(t, bin) })
 	t.Run("HTTP_PROXY", func(t *testing.T) { testBinaryForwardProxy(t, bin) })
 }
 
@@ -208,7 +228,7 @@ func TestDockerfileBuild(t *testing.T) {
 func startBinary(t *testing.T, bin string, env ...string) (*exec.Cmd, string) {
 	t.Helper()
 	proc := exec.Command(bin)
-	proc.Env = append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0"}, env...)
+	proc.Env = append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s"}, env...)
 	stderr, _ := proc.StderrPipe()
 	if err := proc.Start(); err != nil {
 		t.Fatal(err)
@@ -348,7 +368,7 @@ func TestSecretFileRotation(t *testing.T) {
 	defer cancel()
 	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + key, "KH_SECRET_FILE=" + path, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
-		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_SHUTDOWN_DELAY=0s", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 	addr := waitListening(t, logs, errc)

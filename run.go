@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 
+	"khproxy/admin"
 	"khproxy/config"
 	"khproxy/emulator"
 	"khproxy/internal/httpserve"
@@ -42,6 +42,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return serve(ctx, cfg, log, nil)
 	case "demo":
 		return demo(ctx, args, environ, stdout, stderr)
+	case "check":
+		return check(ctx, args, environ, stdout)
 	case "emulator":
 		lc, err := config.LoadLogging(environ)
 		if err != nil {
@@ -49,6 +51,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		}
 		log := newLogger(stderr, lc)
 		return emulator.Run(ctx, args, func(k string) string { return lookup(environ, k) }, stdout, log)
+	case "version", "-version", "--version":
+		printVersion(stdout)
+		return nil
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -71,31 +76,72 @@ func load(environ []string, stderr io.Writer) (config.Config, *slog.Logger, erro
 	return cfg, log, nil
 }
 
-// serve runs the proxy until ctx is done. ready, when not nil, is called
-// with the listening address once requests are accepted.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
+// listening is what serve reports once its listeners accept requests.
+type listening struct {
+	proxy   string // the signing listener's address
+	webhook string // the webhook listener's address; "" when it is off
+}
+
+// serve runs the proxy, and the webhook receiver when configured, until ctx
+// is done. ready, when not nil, is called with the listening addresses once
+// requests are accepted.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(listening)) error {
+	// One registry for every room's metrics; the admin listener serves it.
+	reg := admin.NewRegistry()
+	metrics, err := admin.NewMetrics(reg, buildVersion())
+	if err != nil {
+		return err
+	}
 	secret, err := secretSource(cfg, log)
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(proxyOptions(cfg, secret, log))
+	countReloads(secret, metrics)
+	rl, err := newRateLimiting(cfg, log, reg)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	defer rl.close()
+	opts := proxyOptions(cfg, secret, log)
+	opts.Metrics = metrics
+	rl.apply(&opts)
+	p, err := proxy.New(opts)
 	if err != nil {
-		return fmt.Errorf("KH_LISTEN: %w", err)
+		return err
 	}
-	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", config.RedactURL(cfg.Upstream), "key", cfg.Key)
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	// The webhook listener gets the same limits on slow clients and
+	// connections; the proxy's own answers and in-doubt log are its alone.
+	servers := []httpserve.Server{{Name: "proxy", Listener: ln, Handler: p,
+		ReadTimeout: cfg.ReadTimeout, MaxConns: cfg.MaxConns}}
+	hook, err := webhookServer(cfg, log, servers[0], reg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	servers[0].Refuse = p.Refuse
+	servers[0].BeforeClose = func() { p.LogInDoubt() }
+	addrs := listening{proxy: ln.Addr().String()}
+	if hook != nil {
+		servers = append(servers, *hook)
+		addrs.webhook = hook.Listener.Addr().String()
+	}
+	ops, err := newOpsServer(cfg, reg, log, secretChecks(secret)...)
+	if err != nil {
+		for _, s := range servers {
+			s.Listener.Close()
+		}
+		return err
+	}
+	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", config.RedactURL(cfg.Upstream), "key", cfg.Key, "version", buildVersion())
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(addrs)
 	}
-	warnOpenFileLimit(log, cfg.MaxConns)
-	return httpserve.Serve(ctx, httpserve.Options{Logger: log}, httpserve.Server{
-		Name: "proxy", Listener: ln, Handler: p,
-		ReadTimeout: cfg.ReadTimeout, MaxConns: cfg.MaxConns, Refuse: p.Refuse,
-		BeforeClose: func() { p.LogInDoubt() },
-	})
+	warnOpenFileLimit(log, cfg.MaxConns, len(servers))
+	return ops.serve(ctx, servers...)
 }
 
 // proxyOptions copies the configuration into the proxy's options.
@@ -120,25 +166,33 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 	}
 }
 
-// secretSource returns the configured secret, judged by package signer's
-// rule; a secret file is read here, once, and again whenever it changes.
+// secretSource returns the configured API secret, judged by package
+// signer's rule; a secret file is read here, once, and again whenever it
+// changes.
 func secretSource(cfg config.Config, log *slog.Logger) (signer.SecretSource, error) {
-	if cfg.SecretFile == "" {
-		if err := signer.ValidateSecret([]byte(cfg.Secret)); err != nil {
-			return nil, fmt.Errorf("configuration:\nKH_SECRET: %w", err)
+	return loadSecret(cfg.Secret, cfg.SecretFile, "KH_SECRET", "signing", log)
+}
+
+// loadSecret returns secret, or the rotating content of file when that is
+// set; name is the secret's variable (the file's is name+"_FILE") and use
+// what the secret is for, both for messages.
+func loadSecret(secret, file, name, use string, log *slog.Logger) (signer.SecretSource, error) {
+	if file == "" {
+		if err := signer.ValidateSecret([]byte(secret)); err != nil {
+			return nil, fmt.Errorf("configuration:\n%s: %w", name, err)
 		}
-		return signer.StaticSecret(cfg.Secret), nil
+		return signer.StaticSecret(secret), nil
 	}
-	fs, err := signer.NewFileSecret(cfg.SecretFile)
+	fs, err := signer.NewFileSecret(file)
 	if err != nil {
-		return nil, fmt.Errorf("configuration:\nKH_SECRET_FILE: %w", err)
+		return nil, fmt.Errorf("configuration:\n%s_FILE: %w", name, err)
 	}
 	fs.OnChange = func(err error) {
 		if err != nil {
-			log.Warn("secret file unusable; signing with the last good secret", "var", "KH_SECRET_FILE", "error", err)
+			log.Warn("secret file unusable; "+use+" with the last good secret", "var", name+"_FILE", "error", err)
 			return
 		}
-		log.Info("secret file changed; signing with the new secret", "var", "KH_SECRET_FILE")
+		log.Info("secret file changed; "+use+" with the new secret", "var", name+"_FILE")
 	}
 	return fs, nil
 }

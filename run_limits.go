@@ -11,15 +11,16 @@ import (
 // client connections: upstream connections, the secret file, the runtime.
 const fdReserve = 128
 
-// warnOpenFileLimit warns when KH_MAX_CONNS does not leave fdReserve file
-// descriptors under the process's open-file limit: slow clients could then
-// take the descriptors that good requests need to reach the API.
-func warnOpenFileLimit(log *slog.Logger, maxConns int) {
+// warnOpenFileLimit warns when KH_MAX_CONNS, on each of listeners, does not
+// leave fdReserve file descriptors under the process's open-file limit: slow
+// clients could then take the descriptors that good requests need to reach
+// the API.
+func warnOpenFileLimit(log *slog.Logger, maxConns, listeners int) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return
 	}
-	need := uint64(httpserve.OpenConns(maxConns) + fdReserve)
+	need := uint64(listeners*httpserve.OpenConns(maxConns) + fdReserve)
 	if lim.Cur < need {
 		log.Warn("KH_MAX_CONNS leaves too few file descriptors under the open-file limit for upstream connections: lower it or raise the limit (ulimit -n)",
 			"var", "KH_MAX_CONNS", "max_conns", maxConns, "open_file_limit", lim.Cur, "needed", need)

@@ -31,12 +31,13 @@ import (
 // value is not a usable configuration. A Config is plain data, safe to share
 // once loaded; Upstream and IdempotentRoutes must not be modified.
 type Config struct {
-	Key        string `env:"KH_KEY" help:"API key id sent as KH-Key (kh_live_ + 32 characters). Required."`
+	Key        string `env:"KH_KEY" help:"API key id sent as KH-Key (kh_live_ + 32 characters). Set this or KH_KEY_FILE."`
+	KeyFile    string `env:"KH_KEY_FILE" help:"File holding the API key id (one trailing newline ignored), e.g. from a mounted Kubernetes secret; read once at start."`
 	Secret     string `env:"KH_SECRET" help:"API secret used as the HMAC key. Set this or KH_SECRET_FILE, not both."`
 	SecretFile string `env:"KH_SECRET_FILE" help:"File holding the API secret (one trailing newline ignored); read again when it changes, e.g. a rotated Kubernetes secret."`
 
-	Upstream          *url.URL      `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
-	Listen            string        `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on. Anyone who can reach it can spend the account's money: keep it on loopback."`
+	Upstream          *url.URL      `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API, without /v1; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
+	Listen            string        `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on (host:port), or unix:/path for a Unix socket (mode 0660). Anyone who can reach it can spend the account's money: keep it on loopback."`
 	MaxBodyBytes      int64         `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
 	UpstreamTimeout   time.Duration `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
 	IdempotentRoutes  []Route       `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
@@ -45,7 +46,10 @@ type Config struct {
 	IdempotencyWindow time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
 	Safety
+	RateLimiting
 	Logging
+	Ops
+	Webhook
 }
 
 // Logging is the part of the configuration that every subcommand reads,
@@ -135,11 +139,16 @@ func Load(environ []string) (Config, []Warning, error) {
 		return Config{}, nil, err
 	}
 	var v validation
+	c.loadKeyFile(&v)
 	c.validateCredentials(&v)
 	c.validateNetwork(&v)
+	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
 	c.validateSafety(&v)
+	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
+	c.Ops.validate(&v, c.Listen)
+	c.Webhook.validate(&v, c.Listen, c.AdminListen)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
 	}
@@ -165,7 +174,7 @@ func parse(dst any, environ []string) error {
 	t := reflect.TypeOf(dst).Elem()
 	var errs []error
 	for _, f := range fields(t) {
-		if val, ok := vars[f.Tag.Get("env")]; ok && val == "" {
+		if val, ok := vars[f.Tag.Get("env")]; ok && val == "" && !allowedEmpty(f) {
 			errs = append(errs, fmt.Errorf("%s: is set but empty; unset it or give it a value", f.Tag.Get("env")))
 		}
 	}
@@ -183,6 +192,7 @@ func parse(dst any, environ []string) error {
 	if err := env.ParseWithOptions(dst, opts); err != nil {
 		return nameVars(err, t)
 	}
+	clearEmpty(reflect.ValueOf(dst), vars)
 	return nil
 }
 
@@ -261,6 +271,8 @@ func typeName(t reflect.Type) string {
 		return "URL"
 	case reflect.TypeFor[[]Route]():
 		return "route list"
+	case reflect.TypeFor[Rate]():
+		return "rate (like 60/m, or off)"
 	}
 	return t.String()
 }
@@ -284,13 +296,19 @@ func (v *validation) warn(name, msg string) {
 // validateCredentials checks the key and that exactly one secret source is
 // set. The secret's content is judged by package signer when it is read.
 func (c *Config) validateCredentials(v *validation) {
+	keyVar := "KH_KEY"
+	if c.KeyFile != "" {
+		keyVar = "KH_KEY_FILE"
+	}
 	switch {
+	case c.Key == "" && c.KeyFile != "":
+		// loadKeyFile said why.
 	case c.Key == "":
-		v.fail("KH_KEY", "required: set it to your API key id (kh_live_…)")
+		v.fail("KH_KEY", "required: set it to your API key id (kh_live_…), or KH_KEY_FILE to a file holding it")
 	case checkKey(c.Key) != "":
-		v.fail("KH_KEY", "%s", checkKey(c.Key))
+		v.fail(keyVar, "%s", checkKey(c.Key))
 	case !KeyPattern.MatchString(c.Key):
-		v.warn("KH_KEY", "does not match the documented format kh_live_ + 32 uppercase letters or digits; the API will likely answer 401 bad_key")
+		v.warn(keyVar, "does not match the documented format kh_live_ + 32 uppercase letters or digits; the API will likely answer 401 bad_key")
 	}
 	switch {
 	case c.Secret != "" && c.SecretFile != "":
@@ -310,11 +328,7 @@ func (c *Config) validateNetwork(v *validation) {
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
 		v.warn("KH_UPSTREAM", "plain http to a non-loopback host: requests, bodies and signatures cross the network unencrypted")
 	}
-	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
-		v.fail("KH_LISTEN", "must be host:port, like 127.0.0.1:8080: %w", err)
-	} else if !isLoopbackHost(host) {
-		v.warn("KH_LISTEN", "listening beyond loopback: anyone who can reach this port can sign requests with your key and spend the account's money")
-	}
+	c.validateListen(v)
 }
 
 // validateLimits checks sizes, timeouts and retry settings.

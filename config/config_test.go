@@ -55,7 +55,14 @@ func TestLoadDefaults(t *testing.T) {
 			MaxConns:            512,
 			UpstreamIdleTimeout: 60 * time.Second,
 		},
+		RateLimiting: config.RateLimiting{
+			RateLimit: config.Rate{Count: 60, Per: time.Minute},
+			RateBurst: 20,
+			RateWait:  30 * time.Second,
+		},
 		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
+		Ops:     config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second},
+		Webhook: config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)
@@ -91,20 +98,43 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"log level", environ("KH_LOG_LEVEL", "verbose"), "KH_LOG_LEVEL"},
 		{"log level offset", environ("KH_LOG_LEVEL", "info+2"), "KH_LOG_LEVEL"},
 		{"log format", environ("KH_LOG_FORMAT", "xml"), "KH_LOG_FORMAT"},
+		{"webhook listen set but empty", webhookEnv("KH_WEBHOOK_LISTEN", ""), "KH_WEBHOOK_LISTEN"},
+		{"webhook listen without port", webhookEnv("KH_WEBHOOK_LISTEN", "0.0.0.0"), "KH_WEBHOOK_LISTEN"},
+		{"webhook listen on KH_LISTEN's port", webhookEnv("KH_LISTEN", "127.0.0.1:8080", "KH_WEBHOOK_LISTEN", ":8080"), "KH_WEBHOOK_LISTEN"},
+		{"webhook listen on KH_ADMIN_LISTEN's port", webhookEnv("KH_WEBHOOK_LISTEN", ":9090"), "KH_WEBHOOK_LISTEN"},
+		{"webhook no secret", webhookEnv("KH_WEBHOOK_SECRET", "<unset>"), "KH_WEBHOOK_SECRET"},
+		{"webhook both secrets", webhookEnv("KH_WEBHOOK_SECRET_FILE", "/x"), "KH_WEBHOOK_SECRET_FILE"},
+		{"webhook no forward", webhookEnv("KH_WEBHOOK_FORWARD", "<unset>"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward relative", webhookEnv("KH_WEBHOOK_FORWARD", "/hooks"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward ftp", webhookEnv("KH_WEBHOOK_FORWARD", "ftp://app/hooks"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward with user info", webhookEnv("KH_WEBHOOK_FORWARD", "http://u:s3cr3t@app/hooks"), "KH_WEBHOOK_FORWARD"},
+		{"webhook forward unparsable", webhookEnv("KH_WEBHOOK_FORWARD", "http://app:port/"), "KH_WEBHOOK_FORWARD"},
+		{"webhook header with space", webhookEnv("KH_WEBHOOK_SIGNATURE_HEADER", "Stripe Signature"), "KH_WEBHOOK_SIGNATURE_HEADER"},
+		{"webhook header with colon", webhookEnv("KH_WEBHOOK_SIGNATURE_HEADER", "Stripe-Signature:"), "KH_WEBHOOK_SIGNATURE_HEADER"},
+		{"webhook header non-ASCII", webhookEnv("KH_WEBHOOK_SIGNATURE_HEADER", "Signatür"), "KH_WEBHOOK_SIGNATURE_HEADER"},
+		{"webhook tolerance not a duration", webhookEnv("KH_WEBHOOK_TOLERANCE", "300"), "KH_WEBHOOK_TOLERANCE"},
+		{"webhook tolerance zero", webhookEnv("KH_WEBHOOK_TOLERANCE", "0s"), "KH_WEBHOOK_TOLERANCE"},
+		{"webhook tolerance negative", webhookEnv("KH_WEBHOOK_TOLERANCE", "-5m"), "KH_WEBHOOK_TOLERANCE"},
+		{"webhook forward timeout zero", webhookEnv("KH_WEBHOOK_FORWARD_TIMEOUT", "0s"), "KH_WEBHOOK_FORWARD_TIMEOUT"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := config.Load(tt.env)
-			if err == nil {
-				t.Fatal("Load succeeded, want an error")
-			}
-			if !strings.Contains(err.Error(), tt.wantVar) {
-				t.Errorf("error %q does not name %s", err, tt.wantVar)
-			}
-			if strings.Contains(err.Error(), "s3cr3t") {
-				t.Errorf("error %q quotes the secret", err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantErrorNaming(t, tt.env, tt.wantVar) })
+	}
+}
+
+// wantErrorNaming checks that Load(env) fails with an error that names
+// wantVar and quotes no secret or password ("s3cr3t" in these tests).
+func wantErrorNaming(t *testing.T, env []string, wantVar string) {
+	t.Helper()
+	_, _, err := config.Load(env)
+	if err == nil {
+		t.Fatal("Load succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), wantVar) {
+		t.Errorf("error %q does not name %s", err, wantVar)
+	}
+	if strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("error %q quotes a secret", err)
 	}
 }
 
@@ -115,9 +145,12 @@ func TestLoadWarnings(t *testing.T) {
 		wantVar string
 	}{
 		{"odd key", environ("KH_KEY", "my-key"), "KH_KEY"},
-		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp"), "KH_UPSTREAM"},
+		{"plain http remote", environ("KH_UPSTREAM", "http://api.example.com/cp/kh_reseller_api"), "KH_UPSTREAM"},
 		{"listen everywhere", environ("KH_LISTEN", ":8080"), "KH_LISTEN"},
 		{"listen on a LAN address", environ("KH_LISTEN", "10.1.2.3:8080"), "KH_LISTEN"},
+		{"webhook secret without listener", environ("KH_WEBHOOK_SECRET", "whsec_x"), "KH_WEBHOOK_SECRET"},
+		{"webhook forward without listener", environ("KH_WEBHOOK_FORWARD", "http://127.0.0.1:3000/"), "KH_WEBHOOK_FORWARD"},
+		{"webhook tolerance over an hour", webhookEnv("KH_WEBHOOK_TOLERANCE", "2h"), "KH_WEBHOOK_TOLERANCE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,7 +163,7 @@ func TestLoadWarnings(t *testing.T) {
 			}
 		})
 	}
-	for _, ok := range []string{"http://127.0.0.1:9/cp", "http://localhost:9", "http://[::1]:9"} {
+	for _, ok := range []string{"http://127.0.0.1:9/cp/kh_reseller_api", "http://localhost:9/cp/kh_reseller_api", "http://[::1]:9/cp/kh_reseller_api"} {
 		if _, warns, err := config.Load(environ("KH_UPSTREAM", ok)); err != nil || len(warns) != 0 {
 			t.Errorf("KH_UPSTREAM=%s: warnings %v, err %v; want neither", ok, warns, err)
 		}
@@ -154,8 +187,9 @@ func TestLoadSecretFile(t *testing.T) {
 
 func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
-	// Config's own fields, plus those of its embedded groups (Logging,
-	// Safety), minus the group fields themselves.
+	// Config's own fields, plus the embedded groups' fields (Safety,
+	// RateLimiting, Logging, Ops, Webhook), minus the group fields
+	// themselves.
 	if got, want := len(vars), countFields(reflect.TypeFor[config.Config]()); got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}

@@ -85,6 +85,11 @@ func (e *Emulator) authenticate(r *http.Request, signedPath string, serverNow ti
 	if !hmac.Equal(want, got) {
 		return nil, nil, authError("signature_mismatch", "The signature does not match the request.")
 	}
+	// After the signature, so that only the key's holder learns that the
+	// key has a whitelist; before the nonce, so a refused request burns none.
+	if !ks.ipAllowed(r.RemoteAddr) {
+		return nil, nil, authError("ip_not_allowed", "The client address is not on this key's IP whitelist.")
+	}
 	ok, retry := e.nonces.use(keyID+"\x00"+nonce, serverNow)
 	if !ok && retry == 0 {
 		return nil, nil, authError("replay_detected", "This nonce was already used within the last 600 s.")
@@ -133,6 +138,13 @@ type nonceCache struct {
 	m       map[string]time.Time // value: expiry
 	max     int
 	inserts int
+}
+
+// reset forgets every nonce.
+func (c *nonceCache) reset() {
+	c.mu.Lock()
+	c.m, c.inserts = nil, 0
+	c.mu.Unlock()
 }
 
 // use records k as used at now. It returns ok=true on first use; ok=false

@@ -207,24 +207,18 @@ func TestXRequestIDEverywhere(t *testing.T) {
 	}
 }
 
-func TestScopes(t *testing.T) {
-	ro := Key{ID: padKey("R"), Secret: "ro-secret", Scopes: []string{ScopeReadProducts}}
-	env := newEnv(t, func(o *Options) { o.Keys = append(o.Keys, ro) })
-	tests := []struct {
-		method, path, body, idem string
-		status                   int
-	}{
-		{"GET", "/v1/products", "", "", 200},
-		{"GET", "/v1/me", "", "", 200},
-		{"POST", "/v1/orders", testutil.OrderBody, "k1", 403},
-		{"GET", "/v1/services", "", "", 403},
-		{"GET", "/v1/billing/balance", "", "", 403},
-		{"PUT", "/v1/webhooks", `{"url":null}`, "", 403},
-		{"GET", "/v1/webhooks", "", "", 403},
-	}
-	for _, tc := range tests {
+// scopeCase is one request and the status a key's scopes allow.
+type scopeCase struct {
+	method, path, body, idem string
+	status                   int
+}
+
+// checkScopes sends each case as key k; a 403 must be missing_scope.
+func checkScopes(t *testing.T, env *testEnv, k Key, cases []scopeCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-			resp, body := env.do(t, rq{method: tc.method, path: tc.path, body: tc.body, idem: tc.idem, key: ro.ID, secret: ro.Secret})
+			resp, body := env.do(t, rq{method: tc.method, path: tc.path, body: tc.body, idem: tc.idem, key: k.ID, secret: k.Secret})
 			if tc.status == 403 {
 				wantProblem(t, resp, body, 403, codeForbidden, "missing_scope")
 				return
@@ -234,6 +228,20 @@ func TestScopes(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestScopes(t *testing.T) {
+	ro := Key{ID: padKey("R"), Secret: "ro-secret", Scopes: []string{ScopeReadProducts}}
+	env := newEnv(t, func(o *Options) { o.Keys = append(o.Keys, ro) })
+	checkScopes(t, env, ro, []scopeCase{
+		{"GET", "/v1/products", "", "", 200},
+		{"GET", "/v1/me", "", "", 200},
+		{"POST", "/v1/orders", testutil.OrderBody, "k1", 403},
+		{"GET", "/v1/services", "", "", 403},
+		{"GET", "/v1/billing/balance", "", "", 403},
+		{"PUT", "/v1/webhooks", `{"url":null}`, "", 403},
+		{"GET", "/v1/webhooks", "", "", 403},
+	})
 	if got := env.emu.OrderCount(); got != 0 {
 		t.Errorf("orders: got %d, want 0", got)
 	}

@@ -32,6 +32,115 @@ func parseMoney(s string) (int64, error) {
 	return whole*100 + frac, nil
 }
 
+// cliFlags is the command line of "khproxy emulator". Its defaults are
+// the realistic ones (read-only key, lifecycle delays, production webhook
+// retries), unlike the Go API's zero values; see the package doc.
+type cliFlags struct {
+	listen, key, secret, scopes, allowIP, basePath, balance string
+	hookSecret, hookHeader, hookRetries, card               string
+	perMinute, burst, perDay                                int
+	noLimit, insecure, noControl                            bool
+	faults                                                  Faults
+	life                                                    Lifecycle
+}
+
+func (c *cliFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8081", "address to listen on (keep it on loopback unless you mean otherwise)")
+	fs.StringVar(&c.key, "key", "", "API key id kh_live_[A-Z0-9]{32} (env KH_KEY; generated if neither key nor secret is set)")
+	fs.StringVar(&c.secret, "secret", "", "API secret (env KH_SECRET)")
+	fs.StringVar(&c.scopes, "scopes", "read-only", "the key's scopes: read-only (a new key, spec §4.2), all, none, or a list such as read:products,write:orders")
+	fs.StringVar(&c.allowIP, "allow-ip", "", "the key's IP whitelist, CIDRs or addresses, comma-separated (empty: any); others get 401 ip_not_allowed")
+	fs.StringVar(&c.basePath, "base-path", DefaultBasePath, `path prefix before /v1 ("/" for none)`)
+	fs.IntVar(&c.perMinute, "rate-per-minute", DefaultRatePerMinute, "per-key requests per minute (0: the default; see -no-rate-limit)")
+	fs.IntVar(&c.burst, "burst", DefaultBurst, "per-key burst (0: the default)")
+	fs.IntVar(&c.perDay, "rate-per-day", DefaultRatePerDay, "per-key requests per day (0: the default)")
+	fs.BoolVar(&c.noLimit, "no-rate-limit", false, "disable all rate limits")
+	fs.StringVar(&c.balance, "balance", money(DefaultInitialBalance), "initial credit balance, e.g. 500 or 12.50 (0 for none)")
+	fs.StringVar(&c.card, "card", string(CardNone), "card on file: none, valid, declining (402 card_declined) or expired (402 card_expired)")
+	fs.DurationVar(&c.life.PaymentDelay, "payment-delay", DefaultPaymentDelay, "an order is pending this long before it is paid (0: paid inside the request)")
+	fs.DurationVar(&c.life.ProvisionDelay, "provision-delay", DefaultProvisionDelay, "a paid order's service is provisioning this long (0: active at once)")
+	fs.DurationVar(&c.life.ActionDelay, "action-delay", DefaultActionDelay, "start/stop/reboot/reinstall answer 202 pending and complete after this long (0: at once)")
+	fs.BoolVar(&c.life.Manual, "manual-lifecycle", false, "lifecycle steps wait for POST /__emulator/advance instead of their delays")
+	fs.StringVar(&c.hookSecret, "webhook-secret", "", "webhook signing secret (env KH_WEBHOOK_SECRET; generated and printed if empty)")
+	fs.StringVar(&c.hookHeader, "webhook-header", DefaultWebhookHeader, "webhook signature header name")
+	fs.StringVar(&c.hookRetries, "webhook-retries", "production", "waits between webhook attempts: production (1m,5m,30m,2h,6h,12h,24h), fast, none, or e.g. 1s,10s,1m")
+	fs.BoolVar(&c.insecure, "allow-insecure-webhooks", false, "allow http:// and loopback/private webhook URLs (local testing)")
+	fs.BoolVar(&c.noControl, "no-control", false, "turn off the control endpoint "+ControlPath)
+	fs.IntVar(&c.faults.DropAfterCommit, "drop-after-commit", 0, "fault: drop the connection after the next N committed writes")
+	fs.DurationVar(&c.faults.Delay, "delay", 0, "fault: delay answers by this duration")
+	fs.IntVar(&c.faults.DelayCount, "delay-count", 0, "fault: delay only the next N requests (0: all)")
+	fs.IntVar(&c.faults.FailCount, "fail-count", 0, "fault: answer the next N requests with -fail-status")
+	fs.IntVar(&c.faults.FailStatus, "fail-status", 503, "fault: status for -fail-count (429 or 5xx)")
+	fs.DurationVar(&c.faults.RetryAfter, "retry-after", 0, "fault: Retry-After for injected 429/5xx")
+	fs.DurationVar(&c.faults.ClockOffset, "clock-offset", 0, "fault: run the server clock with this offset")
+	fs.IntVar(&c.faults.DuplicateWebhooks, "duplicate-webhooks", 0, "fault: send the next N webhook deliveries twice")
+}
+
+// options builds New's Options from the flags (credentials already set).
+func (c *cliFlags) options(logger *slog.Logger) (Options, error) {
+	bal, err := parseMoney(c.balance)
+	if err != nil {
+		return Options{}, fmt.Errorf("emulator: -balance: %w", err)
+	}
+	if bal == 0 {
+		bal = -1 // Options: negative means "start at zero"
+	}
+	scopes, err := ParseScopes(c.scopes)
+	if err != nil {
+		return Options{}, fmt.Errorf("emulator: -scopes: %w", err)
+	}
+	allow, err := ParseAllowIPs(c.allowIP)
+	if err != nil {
+		return Options{}, fmt.Errorf("emulator: -allow-ip: %w", err)
+	}
+	retries, err := ParseWebhookRetries(c.hookRetries)
+	if err != nil {
+		return Options{}, fmt.Errorf("emulator: -webhook-retries: %w", err)
+	}
+	card, err := ParseCard(c.card)
+	if err != nil {
+		return Options{}, fmt.Errorf("emulator: -card: %w", err)
+	}
+	return Options{
+		Keys:                  []Key{{ID: c.key, Secret: c.secret, Scopes: scopes, AllowIPs: allow}},
+		BasePath:              c.basePath,
+		RateLimit:             RateLimit{Disabled: c.noLimit, PerMinute: c.perMinute, Burst: c.burst, PerDay: c.perDay},
+		InitialBalance:        bal,
+		Card:                  card,
+		WebhookSecret:         c.hookSecret,
+		WebhookHeader:         c.hookHeader,
+		WebhookRetries:        retries,
+		AllowInsecureWebhooks: c.insecure,
+		Faults:                c.faults,
+		Lifecycle:             c.life,
+		NoControl:             c.noControl,
+		Logger:                logger,
+	}, nil
+}
+
+// banner prints what a user of this run needs: generated credentials
+// (once), the address, the key's scopes and the control endpoint.
+func (c *cliFlags) banner(w io.Writer, emu *Emulator, addr string, generated bool) {
+	if generated {
+		fmt.Fprintf(w, "Generated credentials for this emulator run (shown once):\nexport KH_KEY=%s\nexport KH_SECRET=%s\n", c.key, c.secret)
+	}
+	if c.hookSecret == "" {
+		fmt.Fprintf(w, "export KH_WEBHOOK_SECRET=%s\n", emu.WebhookSecret())
+	}
+	fmt.Fprintf(w, "listening on http://%s\nexport KH_UPSTREAM=http://%s%s  # for khproxy in front of it\n", addr, addr, emu.BasePath())
+	emu.mu.Lock()
+	scopes := emu.keys[c.key].Scopes
+	emu.mu.Unlock()
+	note := ""
+	if c.scopes == "read-only" {
+		note = " (read-only, as a new key is; -scopes all to place orders)"
+	}
+	fmt.Fprintf(w, "key scopes: %s%s\n", strings.Join(scopes, ","), note)
+	if !c.noControl {
+		fmt.Fprintf(w, "control endpoint: http://%s%s (faults, keys, lifecycle, reset; see the README)\n", addr, ControlPath)
+	}
+}
+
 // Run runs the emulator as a standalone server (the "khproxy emulator"
 // subcommand) until ctx is done, then shuts down gracefully and returns
 // nil. args are the arguments after the subcommand; getenv supplies
@@ -39,8 +148,8 @@ func parseMoney(s string) (int64, error) {
 // neither -key/-secret nor the environment provide credentials, fresh ones
 // are generated and printed once to stdout as export lines. Run prints
 // "listening on http://ADDR" with the actual bound address (so -listen
-// 127.0.0.1:0 works). -h prints usage to stdout and returns nil. Bad flags
-// or values return an error.
+// 127.0.0.1:0 works) and the key's scopes. -h prints usage to stdout and
+// returns nil. Bad flags or values return an error.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -50,27 +159,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	fs := flag.NewFlagSet("khproxy emulator", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, and printed once by the caller
-	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on (keep it on loopback unless you mean otherwise)")
-	key := fs.String("key", "", "API key id kh_live_[A-Z0-9]{32} (env KH_KEY; generated if neither key nor secret is set)")
-	secret := fs.String("secret", "", "API secret (env KH_SECRET)")
-	scopes := fs.String("scopes", strings.Join(allScopes, ","), "comma-separated scopes of the key")
-	basePath := fs.String("base-path", DefaultBasePath, `path prefix before /v1 ("/" for none)`)
-	perMinute := fs.Int("rate-per-minute", DefaultRatePerMinute, "per-key requests per minute (0: the default; see -no-rate-limit)")
-	burst := fs.Int("burst", DefaultBurst, "per-key burst (0: the default)")
-	perDay := fs.Int("rate-per-day", DefaultRatePerDay, "per-key requests per day (0: the default)")
-	noLimit := fs.Bool("no-rate-limit", false, "disable all rate limits")
-	balance := fs.String("balance", money(DefaultInitialBalance), "initial credit balance, e.g. 500 or 12.50 (0 for none)")
-	hookSecret := fs.String("webhook-secret", "", "webhook signing secret (env KH_WEBHOOK_SECRET; generated and printed if empty)")
-	hookHeader := fs.String("webhook-header", DefaultWebhookHeader, "webhook signature header name")
-	insecure := fs.Bool("allow-insecure-webhooks", false, "allow http:// and loopback/private webhook URLs (local testing)")
-	var f Faults
-	fs.IntVar(&f.DropAfterCommit, "drop-after-commit", 0, "fault: drop the connection after the next N committed writes")
-	fs.DurationVar(&f.Delay, "delay", 0, "fault: delay answers by this duration")
-	fs.IntVar(&f.DelayCount, "delay-count", 0, "fault: delay only the next N requests (0: all)")
-	fs.IntVar(&f.FailCount, "fail-count", 0, "fault: answer the next N requests with -fail-status")
-	fs.IntVar(&f.FailStatus, "fail-status", 503, "fault: status for -fail-count (429 or 5xx)")
-	fs.DurationVar(&f.RetryAfter, "retry-after", 0, "fault: Retry-After for injected 429/5xx")
-	fs.DurationVar(&f.ClockOffset, "clock-offset", 0, "fault: run the server clock with this offset")
+	var c cliFlags
+	c.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "Usage: khproxy emulator [flags]\n\nRuns the KernelHost Reseller API emulator alone.\n\nFlags:")
@@ -83,70 +173,45 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("emulator: unexpected arguments: %q", fs.Args())
 	}
-	if *key == "" {
-		*key = getenv("KH_KEY")
+	if c.key == "" {
+		c.key = getenv("KH_KEY")
 	}
-	if *secret == "" {
-		*secret = getenv("KH_SECRET")
+	if c.secret == "" {
+		c.secret = getenv("KH_SECRET")
 	}
-	if *hookSecret == "" {
-		*hookSecret = getenv("KH_WEBHOOK_SECRET")
+	if c.hookSecret == "" {
+		c.hookSecret = getenv("KH_WEBHOOK_SECRET")
 	}
 	generated := false
 	switch {
-	case *key == "" && *secret == "":
+	case c.key == "" && c.secret == "":
 		id, sec, err := NewCredentials()
 		if err != nil {
 			return fmt.Errorf("emulator: generating credentials: %w", err)
 		}
-		*key, *secret, generated = id, sec, true
-	case *key == "" || *secret == "":
+		c.key, c.secret, generated = id, sec, true
+	case c.key == "" || c.secret == "":
 		return errors.New("emulator: set both -key and -secret (or KH_KEY and KH_SECRET), or neither to generate them")
 	}
-	bal, err := parseMoney(*balance)
+	opts, err := c.options(logger)
 	if err != nil {
-		return fmt.Errorf("emulator: -balance: %w", err)
+		return err
 	}
-	if bal == 0 {
-		bal = -1 // Options: negative means "start at zero"
-	}
-	var scopeList []string
-	for _, s := range strings.Split(*scopes, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			scopeList = append(scopeList, s)
-		}
-	}
-	emu, err := New(Options{
-		Keys:                  []Key{{ID: *key, Secret: *secret, Scopes: scopeList}},
-		BasePath:              *basePath,
-		RateLimit:             RateLimit{Disabled: *noLimit, PerMinute: *perMinute, Burst: *burst, PerDay: *perDay},
-		InitialBalance:        bal,
-		WebhookSecret:         *hookSecret,
-		WebhookHeader:         *hookHeader,
-		AllowInsecureWebhooks: *insecure,
-		Faults:                f,
-		Logger:                logger,
-	})
+	emu, err := New(opts)
 	if err != nil {
 		return err
 	}
 	defer emu.Close()
 
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("emulator: listen: %w", err)
-	}
-	if generated {
-		fmt.Fprintf(stdout, "Generated credentials for this emulator run (shown once):\nexport KH_KEY=%s\nexport KH_SECRET=%s\n", *key, *secret)
-	}
-	if *hookSecret == "" {
-		fmt.Fprintf(stdout, "export KH_WEBHOOK_SECRET=%s\n", emu.WebhookSecret())
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 		logger.Warn("emulator listening on a non-loopback address", "addr", ln.Addr().String())
 	}
-	fmt.Fprintf(stdout, "listening on http://%s (API base http://%s%s/v1)\n", ln.Addr(), ln.Addr(), emu.BasePath())
-	logger.Info("emulator started", "addr", ln.Addr().String(), "key", *key)
+	c.banner(stdout, emu, ln.Addr().String(), generated)
+	logger.Info("emulator started", "addr", ln.Addr().String(), "key", c.key)
 	err = httpserve.Serve(ctx, httpserve.Options{
 		Grace:          5 * time.Second,
 		BeforeShutdown: func() { _ = emu.Close() }, // ends injected delays, so that shutdown does not wait on them
@@ -156,7 +221,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Listener:     ln,
 		Handler:      emu,
 		ReadTimeout:  30 * time.Second,
-		WriteTimeout: 30*time.Second + f.Delay,
+		WriteTimeout: 30*time.Second + c.faults.Delay,
 	})
 	if err != nil {
 		return fmt.Errorf("emulator: %w", err)

@@ -3,9 +3,11 @@ package emulator
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,22 +17,7 @@ import (
 )
 
 func TestRun(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out testutil.SyncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, []string{"-listen", "127.0.0.1:0"}, func(string) string { return "" }, &out, nil)
-	}()
-	addrRe := regexp.MustCompile(`listening on http://(\S+)`)
-	var addr string
-	testutil.WaitFor(t, "listening line", func() bool {
-		if m := addrRe.FindStringSubmatch(out.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
+	addr, out := startRun(t)
 	vars := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(out.String()))
 	for sc.Scan() {
@@ -64,17 +51,34 @@ func TestRun(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("/v1/me: status %d body %s", resp.StatusCode, body)
+	if resp.StatusCode != 200 || resp.Header.Get(HeaderEmulator) != "1" {
+		t.Errorf("/v1/me: status %d, %s %q, body %s", resp.StatusCode, HeaderEmulator, resp.Header.Get(HeaderEmulator), body)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not stop")
+	// The generated key is read-only (spec §4.2), and the output says so.
+	var me struct{ Key struct{ Scopes []string } }
+	json.Unmarshal(body, &me)
+	if !slices.Equal(me.Key.Scopes, slices.Sorted(slices.Values(ReadOnlyScopes()))) {
+		t.Errorf("generated key's scopes: %v, want read-only", me.Key.Scopes)
+	}
+	// The other realistic CLI defaults: lifecycle delays, production retries.
+	resp, err = http.Get("http://" + addr + ControlPath + "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Lifecycle map[string]any
+		Retries   []string `json:"webhook_retries"`
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if st.Lifecycle["provision_delay"] != "2s" || st.Lifecycle["payment_delay"] != "1s" || st.Lifecycle["action_delay"] != "2s" || st.Lifecycle["manual"] != false {
+		t.Errorf("default lifecycle: %v", st.Lifecycle)
+	}
+	if len(st.Retries) != len(ProductionWebhookRetries()) || st.Retries[0] != "1m0s" {
+		t.Errorf("default webhook retries: %v", st.Retries)
+	}
+	if !strings.Contains(out.String(), "read-only") || !strings.Contains(out.String(), ControlPath) {
+		t.Errorf("output does not name the read-only scopes and the control endpoint:\n%s", out.String())
 	}
 }
 
@@ -99,6 +103,12 @@ func TestRunFlags(t *testing.T) {
 		{"bad scope", []string{"-scopes", "read:everything"}, nil, "scope"},
 		{"bad listen", []string{"-listen", "256.0.0.1:99999"}, getenv, "listen"},
 		{"bad base path", []string{"-base-path", "nope/"}, getenv, "base path"},
+		{"unknown scope list", []string{"-scopes", "read:products,write:everything"}, getenv, "-scopes"},
+		{"bad allow-ip", []string{"-allow-ip", "10.0.0.0/99"}, getenv, "-allow-ip"},
+		{"bad card", []string{"-card", "gold"}, getenv, "-card"},
+		{"bad webhook retries", []string{"-webhook-retries", "often"}, getenv, "-webhook-retries"},
+		{"negative provision delay", []string{"-provision-delay", "-2s"}, getenv, "negative"},
+		{"negative duplicates", []string{"-duplicate-webhooks", "-1"}, getenv, "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,5 +180,92 @@ func TestNewValidation(t *testing.T) {
 	defer e.Close()
 	if e.BasePath() != "" || e.WebhookSecret() == "" {
 		t.Errorf("BasePath %q, WebhookSecret empty=%v", e.BasePath(), e.WebhookSecret() == "")
+	}
+}
+
+// startRun runs Run with args until the test ends and returns its
+// address and output.
+func startRun(t *testing.T, args ...string) (string, *testutil.SyncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &testutil.SyncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), nil, out, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not stop")
+		}
+	})
+	addrRe := regexp.MustCompile(`listening on http://(\S+)`)
+	var addr string
+	testutil.WaitFor(t, "listening line", func() bool {
+		if m := addrRe.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	return addr, out
+}
+
+func TestRunFlagsReachTheEmulator(t *testing.T) {
+	addr, _ := startRun(t, "-scopes", "write:orders,read:orders", "-card", "expired", "-balance", "0",
+		"-allow-ip", "127.0.0.1,::1", "-payment-delay", "3s", "-provision-delay", "0", "-action-delay", "250ms",
+		"-manual-lifecycle", "-duplicate-webhooks", "2", "-webhook-retries", "1s,1m")
+	resp, err := http.Get("http://" + addr + ControlPath + "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Keys []struct {
+			Scopes   []string `json:"scopes"`
+			AllowIPs []string `json:"allow_ips"`
+		}
+		Accounts  []struct{ Balance, Card string }
+		Lifecycle map[string]any
+		Faults    map[string]any
+		Retries   []string `json:"webhook_retries"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || len(st.Keys) != 1 || len(st.Accounts) != 1 {
+		t.Fatalf("state: %v %+v", err, st)
+	}
+	if got, want := st.Keys[0].Scopes, []string{"read:orders", "write:orders"}; !slices.Equal(got, want) {
+		t.Errorf("scopes: got %v, want %v", got, want)
+	}
+	if got, want := st.Keys[0].AllowIPs, []string{"127.0.0.1/32", "::1/128"}; !slices.Equal(got, want) {
+		t.Errorf("allow_ips: got %v, want %v", got, want)
+	}
+	if a := st.Accounts[0]; a.Balance != "0.00" || a.Card != "expired" {
+		t.Errorf("account: %+v", a)
+	}
+	want := map[string]any{"payment_delay": "3s", "provision_delay": "0s", "action_delay": "250ms", "manual": true}
+	for k, v := range want {
+		if st.Lifecycle[k] != v {
+			t.Errorf("lifecycle.%s: got %v, want %v", k, st.Lifecycle[k], v)
+		}
+	}
+	if !slices.Equal(st.Retries, []string{"1s", "1m0s"}) {
+		t.Errorf("webhook_retries: %v", st.Retries)
+	}
+	if st.Faults["duplicate_webhooks"] != 2.0 {
+		t.Errorf("faults: %v", st.Faults)
+	}
+
+	off, _ := startRun(t, "-no-control")
+	resp, err = http.Get("http://" + off + ControlPath + "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("-no-control: control answered %d", resp.StatusCode)
 	}
 }

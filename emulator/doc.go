@@ -1,17 +1,94 @@
 // Package emulator is an in-process emulator of the KernelHost Reseller
-// API (see shared/spec/kernelhost-reseller-api.md). An *Emulator is an
-// http.Handler that judges request signatures like the real API, keeps
-// orders, services, invoices and balances in memory, sends signed
-// webhooks, and can inject faults for retry-safety tests. It backs
-// "khproxy demo", "khproxy emulator" (see Run) and the tests.
+// API (see shared/spec/kernelhost-reseller-api.md), built as an
+// integration-test double. An *Emulator is an http.Handler that judges
+// request signatures like the real API (with its own code, not khproxy's
+// signer), keeps orders, services, invoices and balances in memory, runs
+// them through a lifecycle, sends signed webhooks, and produces on demand
+// the failures an app must handle. It backs "khproxy demo", "khproxy
+// emulator" (see Run) and the tests.
+//
+// It is not the real API, and says so: every answer, and every webhook
+// request it sends, carries "X-KH-Emulator: 1" (HeaderEmulator), so that a
+// log or a recorded response never passes for the real thing. Where the
+// spec is silent the emulator had to choose; the table below says which
+// behaviours come from the spec and which are the emulator's choice. Code
+// written against an "emulator's choice" row must be checked against the
+// real API.
+//
+// # Provenance
+//
+//	Behaviour                                                          Source
+//	------------------------------------------------------------------ --------------------------------
+//	Base path /cp/kh_reseller_api; signed PATH starts at /v1           spec §0, §1.2 (examples)
+//	KH-Key/-Timestamp/-Nonce/-Signature formats, ±300 s, nonce 600 s   spec §1.1, §1.3
+//	Signing string, lowercase hex, SHA-256 of the raw body             spec §1.2
+//	GET /v1/health unsigned                                            spec §1.4
+//	401 auth_failed and its ten reasons                                spec §1.5, §6
+//	Order in which the auth checks run                                 emulator's choice (spec §7.12)
+//	Rotated secret fails at once, no grace period                      spec §1.5
+//	IP whitelist (CIDR, v4/v6) -> 401 ip_not_allowed                   spec §4.4
+//	  ... checked after the signature, before the nonce                emulator's choice
+//	Idempotency-Key on POST /v1/orders and .../actions, format, 24 h,  spec §2
+//	  same key + other body -> 409 idempotency_conflict
+//	Idempotency per API key; missing key 400; in-progress 409 reason   emulator's choice (spec §2)
+//	  request_in_progress; 5xx not stored; Idempotent-Replayed header
+//	Scope names, 403 forbidden_scope / missing_scope                   spec §4.2, §5
+//	A new key is read-only (Key.Scopes nil, CLI default)               spec §4.2
+//	  ... read-only excludes the sensitive read:credentials            spec §4.2 (reading)
+//	Rate limits 60/min burst 20, 5000/day, 600/min per IP; 429 +       spec §4.3
+//	  Retry-After; X-RateLimit-Remaining and -Reset present
+//	X-RateLimit-Reset as delta seconds; which answers carry them       emulator's choice (spec §4.3)
+//	The 15 endpoints, their methods and scopes                         spec §5
+//	405 method_not_allowed with Allow; HEAD on GET routes              emulator's choice
+//	Problem+JSON fields; type URI .../reseller-api/errors/<code>       spec §6, §9.5
+//	errors[] element {"field","message"}                               emulator's choice (spec §6)
+//	503 capacity_exceeded; reason injected_fault; 409 reasons          emulator's choice
+//	X-Request-Id on every answer, repeated as request_id               spec §0
+//	  ... a ULID (26 Crockford base32 characters)                      spec §0 (example looks like one)
+//	Date header from the emulator clock                                emulator's choice (HTTP)
+//	X-KH-Emulator: 1; the control endpoint /__emulator/                emulator only
+//	Credit first, then the card; 402 payment_required reasons          spec §0, §6
+//	  insufficient_credit_and_no_card, card_declined, card_expired
+//	The card pays the whole amount (no split); credit reserved when    emulator's choice
+//	  the order is accepted
+//	Order status pending -> paid | payment_failed, failure_reason      emulator's choice
+//	Service status provisioning -> active; power_state                 emulator's choice
+//	The seven actions, unsuspend included                              spec §5 (endpoints page)
+//	Action body {"action","os"}; which transitions are allowed         emulator's choice (spec §5)
+//	Slow actions answer 202 pending; the action answer                 emulator's choice
+//	  {id,action,status,service_id,requested_at,completed_at,service}
+//	Response bodies: product, order, service, credentials, /v1/me,     emulator's choice (spec §5)
+//	  balance, invoice, health; Location; pdf_url
+//	The order's config object; billing cycles monthly, quarterly,      emulator's choice (spec §5:
+//	  annually                                                           only "monthly" in an example)
+//	Catalog (products 7, 42, 108, 230, 301), prices, EUR, decimal      emulator's choice
+//	  strings for money
+//	Pagination page/per_page, {"data","pagination"} envelope           emulator's choice (spec §5)
+//	Invoice PDF is application/pdf                                     spec §5, §9.4
+//	Other accounts' resources are 404 not_found                        spec §4.5
+//	Credentials reads are audit-logged                                 spec §4.2 (the log line is ours)
+//	One webhook URL per key; GET/PUT /v1/webhooks; https and public    spec §3
+//	  addresses only
+//	PUT /v1/webhooks body {"url":...}, null or "" clears               emulator's choice (spec §3)
+//	Webhook signature "t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>"    spec §3 ("Stripe-compatible");
+//	                                                                     the exact format is Stripe's,
+//	                                                                     unconfirmed
+//	Webhook header KH-Webhook-Signature; a separate whsec_ secret      emulator's choice (spec §3, §9.9)
+//	Webhook envelope {"id","type","created","data"}                    emulator's choice (spec §3)
+//	Events order.paid, service.provisioned, invoice.created            spec §3
+//	Events order.payment_failed, service.action_completed              emulator's choice
+//	Retry schedule, any 2xx is success, per-endpoint delivery,         emulator's choice (spec §3)
+//	  deliberate duplicates
 //
 // # Request pipeline
 //
 // Every request, in this order:
 //
+//  0. A request-target under ControlPath goes to the control endpoint
+//     (unless Options.NoControl), outside everything below.
 //  1. An X-Request-Id (26-char ULID, Crockford base32) is assigned. Every
-//     answer carries it, plus Date from the emulator clock (Now() +
-//     Faults.ClockOffset) so clients can learn the offset.
+//     answer carries it, plus X-KH-Emulator: 1 and Date from the emulator
+//     clock (Now() + Faults.ClockOffset) so clients can learn the offset.
 //  2. Faults.FailCount: answer with FailStatus before any work.
 //  3. Per client IP token bucket (r.RemoteAddr; X-Forwarded-For is not
 //     trusted): 429 rate_limited, reason ip_rate_limit.
@@ -22,12 +99,12 @@
 //     a header sent twice counts as malformed), timestamp_out_of_window
 //     (|server - ts| > 300 s; exactly 300 passes), unknown_or_locked_key,
 //     then the body is read (max 1 MiB, else 400 validation_failed),
-//     signature_mismatch (hmac.Equal), replay_detected. The nonce is
-//     recorded only after the signature verified, so unsigned garbage can
-//     not burn nonces; nonces are per key and remembered 600 s. The signed
-//     PATH is the raw request-target (r.RequestURI) after BasePath, query
-//     included, never a re-encoded URL. ip_not_allowed is never produced:
-//     keys have no IP whitelist (spec §4.4) in the emulator.
+//     signature_mismatch (hmac.Equal), ip_not_allowed (Key.AllowIPs, the
+//     client address r.RemoteAddr), replay_detected. The nonce is recorded
+//     only after the signature verified and the address was allowed, so
+//     refused requests burn no nonces; nonces are per key and remembered
+//     600 s. The signed PATH is the raw request-target (r.RequestURI)
+//     after BasePath, query included, never a re-encoded URL.
 //  6. Per-key token buckets: 429 rate_limited, reason key_rate_limit.
 //  7. Routing on the raw path: unknown path 404 not_found; known path with
 //     another method 405 method_not_allowed with an Allow header. HEAD is
@@ -37,14 +114,112 @@
 //  10. The handler; then Faults.Delay, the idempotency record is finished,
 //     Faults.DropAfterCommit, and the answer is written.
 //
-// # Choices where the spec is silent
+// # Lifecycle
 //
-// Errors: application/problem+json with type
-// https://www.kernelhost.com/en/reseller-api/errors/<code>. Besides the
-// documented codes the emulator uses method_not_allowed (405) and
-// capacity_exceeded (503, an emulator cap was hit and nothing was done;
-// Retry-After when temporary). Injected 5xx use internal_error with the
-// injected status and reason injected_fault. 409 conflicts carry reason
+// Accepting a request and carrying it out are separate steps, each on its
+// own timer (see Lifecycle), each sending its webhook when it happens:
+//
+//   - POST /v1/orders decides at once how the order is paid: from credit
+//     when the balance covers it (the amount is reserved now), else from a
+//     valid card on file; otherwise 402 payment_required with
+//     insufficient_credit_and_no_card, card_expired or card_declined, and
+//     no order. An accepted order is 201 "pending", with service_id,
+//     invoice_id and paid_at null.
+//   - After PaymentDelay the payment settles: "paid" (order.paid, then
+//     invoice.created; the service is created "provisioning" with
+//     power_state "stopped"), or, for a card payment whose card has since
+//     started to decline, expired or been removed, "payment_failed" with
+//     failure_reason (order.payment_failed; no service, no invoice).
+//   - After ProvisionDelay the service is "active" and "running"
+//     (service.provisioned). Actions on a provisioning service are 400.
+//   - start, stop, reboot and reinstall are slow: answered 202 with status
+//     "pending" (completed_at null; the service shows pending_action), and
+//     completed after ActionDelay. suspend, unsuspend and terminate
+//     complete inside the request (200). Either way the completion sends
+//     service.action_completed with the action answer as data. While an
+//     action is pending, other actions on the service are 400.
+//
+// With the zero Lifecycle every step runs inside the request, in the order
+// above: the 201 says paid, the service is active, actions answer 200
+// completed. With Lifecycle.Manual no step runs until Advance (or POST
+// /__emulator/advance), one round of steps per call. An idempotent replay
+// returns the answer stored at the time (for example a 201 "pending"),
+// not the order's current state: read GET /v1/orders/{id} for that.
+//
+// # Failures on demand
+//
+// All of them from the Go API at any time, from the command line at start
+// and from the control endpoint at run time:
+//
+//   - A card on file that declines or has expired: Options.Card, SetCard,
+//     -card, PUT /__emulator/card.
+//   - A key locked at run time: LockKey, POST /__emulator/keys/{id}/lock.
+//   - A secret rotated at run time, the old one failing at once:
+//     RotateSecret, POST /__emulator/keys/{id}/rotate-secret.
+//   - An IP whitelist: Key.AllowIPs, SetAllowIPs, -allow-ip,
+//     PUT /__emulator/keys/{id}/allow-ips.
+//   - A chosen scope set: Key.Scopes, SetScopes, -scopes (the spec's names,
+//     "all", "read-only" or "none"; see ParseScopes),
+//     PUT /__emulator/keys/{id}/scopes.
+//   - Transport faults (errors, delays, dropped connections, clock skew,
+//     duplicate webhooks): Faults, SetFaults, the fault flags,
+//     PUT /__emulator/faults.
+//
+// # Webhooks
+//
+// One URL per key (PUT /v1/webhooks {"url":"https://..."}; null or ""
+// clears). Without AllowInsecureWebhooks only https URLs whose host is, or
+// resolves only to, public addresses are accepted, and the default client
+// re-checks the dialled address and follows no redirects. Each event is
+// POSTed to every distinct URL of the account's keys as
+// {"id","type","created","data"} with header WebhookHeader:
+// "t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" (a fresh t on each
+// attempt) and X-KH-Emulator: 1. Any 2xx is success.
+//
+// Delivery works like a production sender's: each URL has its own queue
+// and worker, so a slow or failing receiver never delays another; a failed
+// delivery waits for its retry without holding up the deliveries behind
+// it; attempts follow Options.WebhookRetries (the waits before each retry).
+// Faults.DuplicateWebhooks sends deliveries twice on purpose and Redeliver
+// resends a finished event; receivers must process each event id once. At
+// most 1024 deliveries are pending (beyond that a delivery is recorded as
+// failed, never blocking API requests); WebhookDeliveries keeps the last
+// 1000 outcomes. Close discards pending deliveries.
+//
+// # Control endpoint
+//
+// See ControlPath for the routes; the README has curl examples. It is
+// meant for tests in other languages: set faults, lock a key, rotate a
+// secret, change scopes, whitelist or card, drive the lifecycle, resend a
+// webhook, reset everything. It is not authenticated.
+//
+// # Defaults: the Go API and the command line
+//
+// The Go API's zero values keep the emulator deterministic for tests in
+// Go, where a test drives each step itself; "khproxy emulator" defaults to
+// what an app meets against the real API, because that is what it is run
+// for:
+//
+//	Setting            Go API zero value              khproxy emulator default
+//	-----------------  -----------------------------  ------------------------------------
+//	Lifecycle          instant (inside the request)   payment 1 s, provisioning 2 s,
+//	                                                  slow actions 2 s
+//	Webhook retries    FastWebhookRetries: 100 ms,    ProductionWebhookRetries: 1 m, 5 m,
+//	                   300 ms, 1 s                    30 m, 2 h, 6 h, 12 h, 24 h
+//	Key scopes         nil: read-only (spec §4.2)     read-only (spec §4.2)
+//	Card on file       none                           none
+//	Rate limits        spec defaults                  spec defaults
+//	Control endpoint   on                             on
+//
+// Tests that need everything to succeed at once pass AllScopes and leave
+// Lifecycle zero; "khproxy demo" does the same and says so in its banner.
+//
+// # Other choices where the spec is silent
+//
+// Errors: besides the documented codes the emulator uses method_not_allowed
+// (405) and capacity_exceeded (503, an emulator cap was hit and nothing was
+// done; Retry-After when temporary). Injected 5xx use internal_error with
+// the injected status and reason injected_fault. 409 conflicts carry reason
 // body_mismatch or request_in_progress.
 //
 // Idempotency: keys are scoped per API key; the fingerprint is method,
@@ -77,38 +252,24 @@
 // a page past the end has empty data. Bad values are 400 with errors[].
 //
 // Money: amounts are decimal strings ("9.99") with a currency code;
-// Options.InitialBalance and Order.Amount are minor units. Orders are paid
-// from the account's credit; there is never a card on file, so an order
-// above the balance is 402 payment_required, reason
-// insufficient_credit_and_no_card. A paid order creates a service (status
-// active, power_state running) and a paid invoice. Unknown fields in JSON
-// bodies are rejected.
+// Options.InitialBalance and Order.Amount are minor units. Unknown fields
+// in JSON bodies are rejected.
 //
-// Service actions (body {"action":"reboot"}, optional "os" for
-// reinstall): start/stop set power_state (idempotent), reboot needs a
-// running service, suspend/unsuspend toggle status, terminate is final.
-// A transition that is not allowed is 400 validation_failed on field
-// action. Answers are 200 with the updated service.
+// Service actions (body {"action":"reboot"}, optional "os" for reinstall):
+// start/stop set power_state (idempotent), reboot needs a running service,
+// suspend/unsuspend toggle status, terminate is final. A transition that is
+// not allowed is 400 validation_failed on field action. The answer is
+// {"id","action","status","service_id","requested_at","completed_at",
+// "service"}: 200 with status "completed", or 202 with status "pending"
+// and completed_at null for a slow action that completes later.
 //
-// Tenant isolation: keys with the same Key.Account share resources; other
-// accounts' resources are 404 not_found.
-//
-// Webhooks: one URL per key (PUT /v1/webhooks {"url":"https://..."};
-// null or "" clears). Without AllowInsecureWebhooks only https URLs whose
-// host is, or resolves only to, public addresses are accepted, and the
-// default client re-checks the dialled address and follows no redirects.
-// After an order, order.paid, service.provisioned and invoice.created are
-// POSTed to every distinct URL of the account's keys as
-// {"id","type","created","data"} with header WebhookHeader:
-// "t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>". One worker
-// delivers from a queue of 256 (full: the delivery is recorded as failed,
-// never blocking API requests), with 4 attempts and exponential backoff
-// from 500 ms; any 2xx is success. Close discards queued events.
+// Tenant isolation: keys with the same Key.Account share resources and the
+// card; other accounts' resources are 404 not_found.
 //
 // Bounds: nonce cache 200k entries (full: 429 reason nonce_cache_full),
-// idempotency store 20k entries, 10k orders (each with one service and one
-// invoice), 10k client IP buckets, 1000 webhook delivery records, 1 MiB
-// request bodies.
+// idempotency store 20k entries, 10k orders (each with at most one service
+// and one invoice), 10k client IP buckets, 1024 pending and 1000 logged
+// webhook deliveries, 1 MiB request bodies.
 //
 // # Faults in tests
 //

@@ -28,41 +28,6 @@ const DefaultWebhookHeader = "KH-Webhook-Signature"
 // DefaultAccount is the account of keys whose Key.Account is empty.
 const DefaultAccount = "acct_default"
 
-// Scopes (spec §4.2, §5). GET /v1/health needs none and GET /v1/me any.
-const (
-	ScopeReadProducts    = "read:products"
-	ScopeWriteOrders     = "write:orders"
-	ScopeReadOrders      = "read:orders"
-	ScopeReadServices    = "read:services"
-	ScopeWriteServices   = "write:services"
-	ScopeReadCredentials = "read:credentials"
-	ScopeReadBilling     = "read:billing"
-	ScopeReadWebhooks    = "read:webhooks"
-	ScopeWriteWebhooks   = "write:webhooks"
-)
-
-var allScopes = []string{
-	ScopeReadProducts, ScopeWriteOrders, ScopeReadOrders, ScopeReadServices, ScopeWriteServices,
-	ScopeReadCredentials, ScopeReadBilling, ScopeReadWebhooks, ScopeWriteWebhooks,
-}
-
-// AllScopes returns a new slice with every scope of spec §5.
-func AllScopes() []string { return slices.Clone(allScopes) }
-
-// Key is one API key the emulator accepts. ID must match
-// ^kh_live_[A-Z0-9]{32}$ and Secret must not be empty; its bytes are the
-// HMAC key. Scopes must be names from AllScopes (nil: none, so only
-// /v1/me and /v1/health work). A Locked key is rejected with
-// unknown_or_locked_key. Keys with the same Account share orders, services,
-// invoices and balance; an empty Account means DefaultAccount.
-type Key struct {
-	ID      string
-	Secret  string
-	Scopes  []string
-	Locked  bool
-	Account string
-}
-
 // Options configure New. Only Keys is required; every other zero value
 // selects the documented default.
 type Options struct {
@@ -94,8 +59,22 @@ type Options struct {
 	// whose dialer refuses non-public addresses unless
 	// AllowInsecureWebhooks. A custom client gets no such guard.
 	WebhookClient *http.Client
+	// WebhookRetries are the waits before each retry of a failed webhook
+	// delivery; the number of attempts is len+1. Nil means
+	// FastWebhookRetries (for tests); an empty non-nil slice means one
+	// attempt only. "khproxy emulator" uses ProductionWebhookRetries.
+	WebhookRetries []time.Duration
 	// Faults is the initial fault configuration (see Emulator.SetFaults).
 	Faults Faults
+	// Lifecycle times the steps after an order or action is accepted. The
+	// zero value settles them inside the request (see Lifecycle).
+	Lifecycle Lifecycle
+	// Card is every account's initial card on file ("": CardNone, so an
+	// order above the balance is 402 insufficient_credit_and_no_card).
+	Card Card
+	// NoControl turns off the control endpoint under ControlPath (it is
+	// on by default; see Emulator.ServeHTTP).
+	NoControl bool
 	// Logger receives one line per request (never secrets); nil discards.
 	Logger *slog.Logger
 }
@@ -111,12 +90,16 @@ type Emulator struct {
 	initialBalance int64
 	rateCfg        RateLimit
 
-	maxBody     int64
-	maxOrders   int
-	lookupIP    func(ctx context.Context, host string) ([]string, error)
-	hookBackoff time.Duration
+	maxBody   int64
+	maxOrders int
+	lookupIP  func(ctx context.Context, host string) ([]string, error)
+
+	initial     Options // what Reset returns to (keys cloned)
+	initialCard Card
+	noControl   bool
 
 	mu          sync.Mutex // guards everything below up to faultMu
+	epoch       int64      // bumped by Reset; lifecycle steps of another epoch do nothing
 	keys        map[string]*keyState
 	accounts    map[string]*account
 	orders      map[int64]*Order
@@ -138,94 +121,39 @@ type Emulator struct {
 	idem    idemStore
 	limiter *limiter
 	hooks   *webhookSender
+	life    *scheduler
 }
 
-// keyState is a configured key plus its per-key state (guarded by e.mu).
-type keyState struct {
-	Key
-	scopes     map[string]bool
-	webhookURL string
-}
-
-// New validates opts and returns a running emulator (its webhook worker
+// New validates opts and returns a running emulator (its webhook sender
 // is started). It returns an error for missing or malformed keys, unknown
-// scopes, a bad BasePath, Currency or WebhookHeader, negative rate limits
-// or invalid faults.
+// scopes, a bad BasePath, Currency or WebhookHeader, negative rate limits,
+// delays or retry waits, an unknown Card or invalid faults.
 func New(opts Options) (*Emulator, error) {
-	if len(opts.Keys) == 0 {
-		return nil, errors.New("emulator: at least one key is required")
-	}
-	base := opts.BasePath
-	switch {
-	case base == "":
-		base = DefaultBasePath
-	case base == "/":
-		base = ""
-	case !strings.HasPrefix(base, "/") || strings.HasSuffix(base, "/") || strings.ContainsAny(base, "?#"):
-		return nil, fmt.Errorf("emulator: base path %q must start with / and not end with /", base)
-	}
-	rl, err := opts.RateLimit.withDefaults()
+	o, base, rl, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
-	}
-	if err := opts.Faults.validate(); err != nil {
-		return nil, err
-	}
-	currency := opts.Currency
-	if currency == "" {
-		currency = "EUR"
-	}
-	if !regexp.MustCompile(`^[A-Z]{3}$`).MatchString(currency) {
-		return nil, fmt.Errorf("emulator: currency %q must be three uppercase letters", currency)
-	}
-	header := opts.WebhookHeader
-	if header == "" {
-		header = DefaultWebhookHeader
-	}
-	if !regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`).MatchString(header) {
-		return nil, fmt.Errorf("emulator: webhook header %q is not a valid header name", header)
-	}
-	balance := opts.InitialBalance
-	if balance == 0 {
-		balance = DefaultInitialBalance
-	} else if balance < 0 {
-		balance = 0
-	}
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Emulator{
 		closing:        make(chan struct{}),
 		basePath:       base,
-		now:            now,
-		log:            logger,
-		currency:       currency,
-		initialBalance: balance,
+		now:            o.Now,
+		log:            o.Logger,
+		currency:       o.Currency,
+		initialBalance: o.InitialBalance,
+		initialCard:    o.Card,
+		noControl:      o.NoControl,
 		rateCfg:        rl,
 		maxBody:        1 << 20,
 		maxOrders:      10000,
 		lookupIP:       defaultLookup,
-		hookBackoff:    500 * time.Millisecond,
-		keys:           map[string]*keyState{},
-		accounts:       map[string]*account{},
-		orders:         map[int64]*Order{},
-		services:       map[int64]*service{},
-		invoices:       map[int64]*invoice{},
-		nextOrder:      1001,
-		nextService:    5001,
-		nextInvoice:    9001,
-		requests:       map[string]int{},
-		faults:         opts.Faults,
+		faults:         o.Faults,
 		nonces:         nonceCache{max: 200000},
 		idem:           idemStore{max: 20000},
 		limiter:        newLimiter(rl),
+		life:           newScheduler(o.Lifecycle),
 	}
-	for _, k := range opts.Keys {
+	e.clearLocked()
+	for _, k := range o.Keys {
 		if _, dup := e.keys[k.ID]; dup {
 			return nil, fmt.Errorf("emulator: duplicate key %s", k.ID)
 		}
@@ -233,63 +161,91 @@ func New(opts Options) (*Emulator, error) {
 			return nil, err
 		}
 	}
-	e.hooks = newWebhookSender(e, opts.WebhookSecret, header, opts.AllowInsecureWebhooks, opts.WebhookClient)
+	o.Keys = slices.Clone(o.Keys)
+	e.initial = o
+	e.hooks = newWebhookSender(e, o.WebhookSecret, o.WebhookHeader, o.AllowInsecureWebhooks, o.WebhookClient, o.WebhookRetries)
 	return e, nil
 }
 
-// SetKey adds a key or replaces the key with the same ID (for example to
-// rotate its secret, which takes effect immediately, or to lock it). The
-// key's webhook URL and rate-limit buckets survive a replacement. It is
-// safe for concurrent use and returns an error for a malformed key.
-func (e *Emulator) SetKey(k Key) error {
-	if !keyPattern.MatchString(k.ID) {
-		return fmt.Errorf("emulator: key id must match %s", keyPattern)
+// withDefaults validates opts and fills in every default. base is the
+// effective base path ("" for none); rl the effective rate limits.
+func (opts Options) withDefaults() (o Options, base string, rl RateLimit, err error) {
+	o = opts
+	if len(o.Keys) == 0 {
+		return o, "", rl, errors.New("emulator: at least one key is required")
 	}
-	if k.Secret == "" {
-		return fmt.Errorf("emulator: key %s: empty secret", k.ID)
+	switch base = o.BasePath; {
+	case base == "":
+		base = DefaultBasePath
+	case base == "/":
+		base = ""
+	case !strings.HasPrefix(base, "/") || strings.HasSuffix(base, "/") || strings.ContainsAny(base, "?#"):
+		return o, "", rl, fmt.Errorf("emulator: base path %q must start with / and not end with /", base)
+	case base == strings.TrimSuffix(ControlPath, "/") || strings.HasPrefix(base, ControlPath):
+		return o, "", rl, fmt.Errorf("emulator: base path %q collides with the control endpoint %s", base, ControlPath)
 	}
-	scopes := map[string]bool{}
-	for _, s := range k.Scopes {
-		if !slices.Contains(allScopes, s) {
-			return fmt.Errorf("emulator: key %s: unknown scope %q", k.ID, s)
-		}
-		scopes[s] = true
+	if rl, err = o.RateLimit.withDefaults(); err != nil {
+		return o, "", rl, err
 	}
-	if k.Account == "" {
-		k.Account = DefaultAccount
+	if err = errors.Join(o.Faults.validate(), o.Lifecycle.validate(), validateRetries(o.WebhookRetries)); err != nil {
+		return o, "", rl, err
 	}
-	k.Scopes = slices.Clone(k.Scopes)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ks := &keyState{Key: k, scopes: scopes}
-	if old := e.keys[k.ID]; old != nil {
-		ks.webhookURL = old.webhookURL
+	if o.Card, err = ParseCard(string(o.Card)); err != nil {
+		return o, "", rl, err
 	}
-	e.keys[k.ID] = ks
-	if e.accounts[k.Account] == nil {
-		e.accounts[k.Account] = &account{id: k.Account, balance: e.initialBalance}
+	if o.Currency == "" {
+		o.Currency = "EUR"
 	}
-	return nil
+	if !currencyPattern.MatchString(o.Currency) {
+		return o, "", rl, fmt.Errorf("emulator: currency %q must be three uppercase letters", o.Currency)
+	}
+	if o.WebhookHeader == "" {
+		o.WebhookHeader = DefaultWebhookHeader
+	}
+	if !headerPattern.MatchString(o.WebhookHeader) {
+		return o, "", rl, fmt.Errorf("emulator: webhook header %q is not a valid header name", o.WebhookHeader)
+	}
+	switch {
+	case o.InitialBalance == 0:
+		o.InitialBalance = DefaultInitialBalance
+	case o.InitialBalance < 0:
+		o.InitialBalance = 0
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, base, rl, nil
 }
 
-// lookupKey returns the secret and a snapshot of an unlocked key, or nil.
-// The snapshot's webhookURL is not maintained; read e.keys for it.
-func (e *Emulator) lookupKey(id string) (string, *keyState) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ks := e.keys[id]
-	if ks == nil || ks.Locked {
-		return "", nil
-	}
-	snap := *ks
-	return ks.Secret, &snap
+var (
+	currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
+	headerPattern   = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+)
+
+// clearLocked empties all resources and counters; e.mu must be held (or
+// e not yet shared).
+func (e *Emulator) clearLocked() {
+	e.keys = map[string]*keyState{}
+	e.accounts = map[string]*account{}
+	e.orders = map[int64]*Order{}
+	e.orderIDs = nil
+	e.services = map[int64]*service{}
+	e.invoices = map[int64]*invoice{}
+	e.nextOrder, e.nextService, e.nextInvoice = 1001, 5001, 9001
+	e.requests = map[string]int{}
 }
 
-// Close stops webhook delivery (queued events are discarded) and waits
-// for the worker. The handler keeps answering. Close is idempotent and
+// Close stops webhook delivery (queued and retrying deliveries are
+// discarded) and waits for the senders, and drops waiting lifecycle steps.
+// The handler keeps answering, but accepted orders and slow actions then
+// stay pending unless the lifecycle is instant. Close is idempotent and
 // always returns nil.
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() { close(e.closing) })
+	e.life.drop(true)
 	e.hooks.close()
 	return nil
 }
@@ -311,9 +267,19 @@ type call struct {
 	serverNow time.Time
 }
 
+// HeaderEmulator is set to "1" on every answer of the emulator, so that a
+// log or a recorded response never passes for the real API's.
+const HeaderEmulator = "X-KH-Emulator"
+
 // ServeHTTP answers one request; see the package documentation for the
-// order of checks.
+// order of checks. Requests under ControlPath go to the control endpoint
+// (unless Options.NoControl) before any of them.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(HeaderEmulator, "1")
+	if !e.noControl && strings.HasPrefix(rawTarget(r), ControlPath) {
+		e.serveControl(w, r)
+		return
+	}
 	start := e.now()
 	reqID := newULID(start)
 	routePath, signedPath, inBase := e.splitTarget(rawTarget(r))

@@ -44,10 +44,16 @@ type Faults struct {
 	// the nonce expiry, the Date header of every response, webhook
 	// timestamps and created_at fields all use Now()+ClockOffset.
 	ClockOffset time.Duration
+
+	// DuplicateWebhooks: the next N webhook deliveries (one event to one
+	// URL) are sent twice, the second a separate delivery with the same
+	// event id and body, as production senders do now and then. Receivers
+	// must process each event once.
+	DuplicateWebhooks int
 }
 
 func (f Faults) validate() error {
-	if f.DropAfterCommit < 0 || f.DelayCount < 0 || f.FailCount < 0 || f.Delay < 0 || f.RetryAfter < 0 {
+	if f.DropAfterCommit < 0 || f.DelayCount < 0 || f.FailCount < 0 || f.Delay < 0 || f.RetryAfter < 0 || f.DuplicateWebhooks < 0 {
 		return errors.New("emulator: fault counts and durations must not be negative")
 	}
 	if f.FailStatus != 0 && f.FailStatus != http.StatusTooManyRequests && (f.FailStatus < 500 || f.FailStatus > 599) {
@@ -129,6 +135,17 @@ func (e *Emulator) takeDrop() bool {
 		return false
 	}
 	e.faults.DropAfterCommit--
+	return true
+}
+
+// takeDuplicate consumes one DuplicateWebhooks.
+func (e *Emulator) takeDuplicate() bool {
+	e.faultMu.Lock()
+	defer e.faultMu.Unlock()
+	if e.faults.DuplicateWebhooks == 0 {
+		return false
+	}
+	e.faults.DuplicateWebhooks--
 	return true
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -16,8 +15,6 @@ import (
 
 	"khproxy/problem"
 )
-
-var serviceActions = []string{"start", "stop", "reboot", "reinstall", "suspend", "unsuspend", "terminate"}
 
 const (
 	defaultPerPage = 20
@@ -43,20 +40,35 @@ func (e *Emulator) productView(p *product) map[string]any {
 	}
 }
 
+// orderView renders an order; e.mu must be held. service_id, invoice_id
+// and paid_at are null until the order is paid.
 func (e *Emulator) orderView(o *Order) map[string]any {
+	var sid, iid, paid, failure any
+	if o.Status == "paid" {
+		sid, iid, paid = o.ServiceID, o.InvoiceID, rfc3339(o.PaidAt)
+	}
+	if o.FailureReason != "" {
+		failure = o.FailureReason
+	}
 	return map[string]any{
 		"id": o.ID, "status": o.Status, "product_id": o.ProductID, "billing_cycle": o.BillingCycle,
-		"amount": money(o.Amount), "currency": o.Currency, "service_id": o.ServiceID,
-		"invoice_id": o.InvoiceID, "created_at": rfc3339(o.CreatedAt),
+		"amount": money(o.Amount), "currency": o.Currency, "payment_method": o.PaymentMethod,
+		"failure_reason": failure, "service_id": sid, "invoice_id": iid,
+		"created_at": rfc3339(o.CreatedAt), "paid_at": paid,
 	}
 }
 
+// serviceView renders a service; e.mu must be held.
 func (e *Emulator) serviceView(s *service) map[string]any {
+	var pending any
+	if s.action != nil {
+		pending = map[string]any{"id": s.action.id, "action": s.action.name}
+	}
 	return map[string]any{
 		"id": s.id, "order_id": s.orderID, "product_id": s.productID, "product_name": s.productName,
 		"status": s.status, "power_state": s.power, "billing_cycle": s.billingCycle,
 		"hostname":   fmt.Sprintf("srv%d.customers.kernelhost.example", s.id),
-		"ip_address": serviceIP(s.id), "os": s.os,
+		"ip_address": serviceIP(s.id), "os": s.os, "pending_action": pending,
 		"created_at": rfc3339(s.createdAt), "updated_at": rfc3339(s.updatedAt),
 		"next_due_date": s.createdAt.UTC().AddDate(0, cycleMonths(s.billingCycle), 0).Format(time.DateOnly),
 	}
@@ -66,8 +78,9 @@ func (e *Emulator) invoiceView(inv *invoice) map[string]any {
 	return map[string]any{
 		"id": inv.id, "number": invoiceNumber(inv), "order_id": inv.orderID, "status": "paid",
 		"amount": money(inv.amount), "currency": inv.currency, "description": inv.text,
-		"created_at": rfc3339(inv.createdAt),
-		"pdf_url":    e.basePath + "/v1/billing/invoices/" + strconv.FormatInt(inv.id, 10) + "/pdf",
+		"payment_method": inv.method,
+		"created_at":     rfc3339(inv.createdAt),
+		"pdf_url":        e.basePath + "/v1/billing/invoices/" + strconv.FormatInt(inv.id, 10) + "/pdf",
 	}
 }
 
@@ -194,7 +207,7 @@ func (e *Emulator) handleHealth(c *call) *response {
 func (e *Emulator) handleMe(c *call) *response {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	acct := e.accounts[c.key.Account]
+	acct := e.accountLocked(c.key.Account)
 	scopes := slices.Sorted(slices.Values(c.key.Scopes))
 	if scopes == nil {
 		scopes = []string{}
@@ -203,6 +216,10 @@ func (e *Emulator) handleMe(c *call) *response {
 	if u := e.keys[c.key.ID].webhookURL; u != "" {
 		hook = u
 	}
+	whitelist := make([]string, 0, len(c.key.AllowIPs))
+	for _, p := range c.key.AllowIPs {
+		whitelist = append(whitelist, p.String())
+	}
 	var rl any
 	if !e.rateCfg.Disabled {
 		rl = map[string]int{"per_minute": e.rateCfg.PerMinute, "burst": e.rateCfg.Burst, "per_day": e.rateCfg.PerDay}
@@ -210,9 +227,10 @@ func (e *Emulator) handleMe(c *call) *response {
 	return jsonResponse(http.StatusOK, map[string]any{
 		"account": map[string]any{
 			"id": acct.id, "name": "Demo Reseller (" + acct.id + ")", "email": "reseller@example.com",
-			"currency": e.currency, "balance": money(acct.balance), "card_on_file": false,
+			"currency": e.currency, "balance": money(acct.balance), "card_on_file": acct.card != CardNone,
 		},
-		"key": map[string]any{"id": c.key.ID, "scopes": scopes, "webhook_url": hook, "rate_limit": rl},
+		"key": map[string]any{"id": c.key.ID, "scopes": scopes, "webhook_url": hook, "rate_limit": rl,
+			"ip_whitelist": whitelist},
 	})
 }
 
@@ -230,98 +248,6 @@ func (e *Emulator) handleProduct(c *call) *response {
 		return errorResponse(c.reqID, notFound("No such product."))
 	}
 	return jsonResponse(http.StatusOK, e.productView(p))
-}
-
-type orderRequest struct {
-	ProductID    *int64            `json:"product_id"`
-	BillingCycle *string           `json:"billing_cycle"`
-	Config       map[string]string `json:"config"`
-}
-
-func (e *Emulator) handleCreateOrder(c *call) *response {
-	var req orderRequest
-	if ae := decodeStrict(c.body, &req); ae != nil {
-		return errorResponse(c.reqID, ae)
-	}
-	var fields []problem.FieldError
-	bad := func(f, m string) { fields = append(fields, problem.FieldError{Field: f, Message: m}) }
-	var p *product
-	switch {
-	case req.ProductID == nil:
-		bad("product_id", "required")
-	case *req.ProductID < 1:
-		bad("product_id", "must be a positive integer")
-	default:
-		if p = findProduct(*req.ProductID); p == nil {
-			bad("product_id", "unknown product")
-		}
-	}
-	switch {
-	case req.BillingCycle == nil:
-		bad("billing_cycle", "required")
-	case !slices.Contains(billingCycles, *req.BillingCycle):
-		bad("billing_cycle", "must be one of "+strings.Join(billingCycles, ", "))
-	}
-	osName := osOption.Default
-	if p != nil {
-		for _, name := range slices.Sorted(maps.Keys(req.Config)) {
-			i := slices.IndexFunc(p.Options, func(o configOption) bool { return o.Name == name })
-			switch {
-			case i < 0:
-				bad("config."+name, "not a config option of this product")
-			case !slices.Contains(p.Options[i].Values, req.Config[name]):
-				bad("config."+name, "must be one of "+strings.Join(p.Options[i].Values, ", "))
-			case name == "os":
-				osName = req.Config[name]
-			}
-		}
-	}
-	if fields != nil {
-		return errorResponse(c.reqID, fieldErrors(fields))
-	}
-	price := p.Prices[*req.BillingCycle]
-	now := c.serverNow
-
-	e.mu.Lock()
-	acct := e.accounts[c.key.Account]
-	if len(e.orders) >= e.maxOrders {
-		e.mu.Unlock()
-		return errorResponse(c.reqID, &apiError{code: codeCapacity, reason: "order_limit",
-			detail: fmt.Sprintf("The emulator holds at most %d orders; nothing was charged.", e.maxOrders)})
-	}
-	if acct.balance < price {
-		bal := acct.balance
-		e.mu.Unlock()
-		return errorResponse(c.reqID, &apiError{code: codePayment, reason: "insufficient_credit_and_no_card",
-			detail: fmt.Sprintf("The order total of %s %s exceeds the credit balance of %s %s and no card is on file. Top up credit or add a card in the customer portal.",
-				money(price), e.currency, money(bal), e.currency)})
-	}
-	acct.balance -= price
-	o := &Order{ID: e.nextOrder, Account: acct.id, KeyID: c.key.ID, ProductID: p.ID,
-		BillingCycle: *req.BillingCycle, Amount: price, Currency: e.currency, Status: "paid",
-		ServiceID: e.nextService, InvoiceID: e.nextInvoice, IdempotencyKey: c.idemKey, CreatedAt: now}
-	svc := &service{id: e.nextService, account: acct.id, orderID: o.ID, productID: p.ID, productName: p.Name,
-		billingCycle: o.BillingCycle, status: "active", power: "running", os: osName,
-		password: randomString(20, alphanumeric), createdAt: now, updatedAt: now}
-	inv := &invoice{id: e.nextInvoice, account: acct.id, orderID: o.ID, amount: price, currency: e.currency,
-		text: fmt.Sprintf("%s (%s)", p.Name, o.BillingCycle), createdAt: now}
-	e.nextOrder++
-	e.nextService++
-	e.nextInvoice++
-	e.orders[o.ID] = o
-	e.orderIDs = append(e.orderIDs, o.ID)
-	e.services[svc.id] = svc
-	e.invoices[inv.id] = inv
-	acct.serviceIDs = append(acct.serviceIDs, svc.id)
-	acct.invoiceIDs = append(acct.invoiceIDs, inv.id)
-	ov, sv, iv := e.orderView(o), e.serviceView(svc), e.invoiceView(inv)
-	urls := e.webhookURLsLocked(acct.id)
-	e.mu.Unlock()
-
-	e.hooks.enqueue(urls, now, []event{{"order.paid", ov}, {"service.provisioned", sv}, {"invoice.created", iv}})
-	resp := jsonResponse(http.StatusCreated, ov)
-	resp.header.Set("Location", e.basePath+"/v1/orders/"+strconv.FormatInt(o.ID, 10))
-	return resp
 }
 
 func (e *Emulator) handleOrder(c *call) *response {
@@ -348,7 +274,7 @@ func (e *Emulator) listPage(c *call, ids func(*account) []int64, view func(id in
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	all := ids(e.accounts[c.key.Account])
+	all := ids(e.accountLocked(c.key.Account))
 	lo, hi := pageBounds(len(all), page, perPage)
 	items := make([]any, 0, hi-lo)
 	for _, id := range all[lo:hi] {
@@ -394,88 +320,12 @@ func (e *Emulator) handleCredentials(c *call) *response {
 	})
 }
 
-type actionRequest struct {
-	Action *string `json:"action"`
-	OS     *string `json:"os"`
-}
-
-func (e *Emulator) handleAction(c *call) *response {
-	var req actionRequest
-	if ae := decodeStrict(c.body, &req); ae != nil {
-		return errorResponse(c.reqID, ae)
-	}
-	switch {
-	case req.Action == nil:
-		return errorResponse(c.reqID, validationError("action", "required"))
-	case !slices.Contains(serviceActions, *req.Action):
-		return errorResponse(c.reqID, validationError("action", "must be one of "+strings.Join(serviceActions, ", ")))
-	case req.OS != nil && *req.Action != "reinstall":
-		return errorResponse(c.reqID, validationError("os", "only allowed with action reinstall"))
-	case req.OS != nil && !slices.Contains(osOption.Values, *req.OS):
-		return errorResponse(c.reqID, validationError("os", "must be one of "+strings.Join(osOption.Values, ", ")))
-	}
-	action := *req.Action
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.ownService(c)
-	if s == nil {
-		return errorResponse(c.reqID, notFound("No such service."))
-	}
-	if msg := transition(s, action, req.OS); msg != "" {
-		return errorResponse(c.reqID, validationError("action", msg))
-	}
-	s.updatedAt = c.serverNow
-	return jsonResponse(http.StatusOK, map[string]any{
-		"id": "act_" + newULID(e.now()), "action": action, "status": "completed",
-		"service_id": s.id, "completed_at": rfc3339(c.serverNow), "service": e.serviceView(s),
-	})
-}
-
-// transition applies action to s and returns "" or why it is not allowed.
-func transition(s *service, action string, osName *string) string {
-	if s.status == "terminated" {
-		return "the service is terminated"
-	}
-	notActive := fmt.Sprintf("cannot %s a %s service", action, s.status)
-	switch action {
-	case "start", "stop", "reboot", "reinstall", "suspend":
-		if s.status != "active" {
-			return notActive
-		}
-	}
-	switch action {
-	case "start":
-		s.power = "running"
-	case "stop":
-		s.power = "stopped"
-	case "reboot":
-		if s.power != "running" {
-			return "cannot reboot a stopped service; start it"
-		}
-	case "reinstall":
-		if osName != nil {
-			s.os = *osName
-		}
-		s.password = randomString(20, alphanumeric)
-		s.power = "running"
-	case "suspend":
-		s.status, s.power = "suspended", "stopped"
-	case "unsuspend":
-		if s.status != "suspended" {
-			return "the service is not suspended"
-		}
-		s.status, s.power = "active", "running"
-	case "terminate":
-		s.status, s.power = "terminated", "stopped"
-	}
-	return ""
-}
-
 func (e *Emulator) handleBalance(c *call) *response {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	acct := e.accountLocked(c.key.Account)
 	return jsonResponse(http.StatusOK, map[string]any{
-		"balance": money(e.accounts[c.key.Account].balance), "currency": e.currency, "card_on_file": false,
+		"balance": money(acct.balance), "currency": e.currency, "card_on_file": acct.card != CardNone,
 	})
 }
 
@@ -499,7 +349,7 @@ func (e *Emulator) handleInvoicePDF(c *call) *response {
 		"Account: " + cp.account,
 		"Order: " + strconv.FormatInt(cp.orderID, 10),
 		"Item: " + cp.text,
-		"Total: " + money(cp.amount) + " " + cp.currency + " (paid from credit balance)",
+		"Total: " + money(cp.amount) + " " + cp.currency + " (paid by " + map[string]string{"credit": "credit balance", "card": "card on file"}[cp.method] + ")",
 	})
 	h := http.Header{}
 	h.Set("Content-Type", "application/pdf")

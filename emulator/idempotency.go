@@ -54,6 +54,13 @@ func fingerprint(method, path string, body []byte) [32]byte {
 	return out
 }
 
+// reset forgets every record; running requests finish unrecorded.
+func (s *idemStore) reset() {
+	s.mu.Lock()
+	s.m = nil
+	s.mu.Unlock()
+}
+
 // begin claims (apiKey, idemKey). It returns either a ticket (run the
 // handler, then finish the ticket), a stored answer to replay, or an error.
 func (s *idemStore) begin(apiKey, idemKey string, fp [32]byte, now time.Time) (*idemTicket, *response, *apiError) {

@@ -84,6 +84,13 @@ func newLimiter(cfg RateLimit) *limiter {
 	return &limiter{cfg: cfg, keys: map[string]*[2]bucket{}, ips: map[string]*bucket{}}
 }
 
+// reset refills every bucket by forgetting them.
+func (l *limiter) reset() {
+	l.mu.Lock()
+	l.keys, l.ips = map[string]*[2]bucket{}, map[string]*bucket{}
+	l.mu.Unlock()
+}
+
 // takeIP takes one token from the client IP's bucket.
 func (l *limiter) takeIP(remoteAddr string, now time.Time) *apiError {
 	if l.cfg.Disabled {

@@ -100,8 +100,8 @@ func TestWebhookFailureLogsNoURLQuery(t *testing.T) {
 	env := newEnv(t, func(o *Options) {
 		o.AllowInsecureWebhooks = true
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		o.WebhookRetries = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}
 	})
-	env.emu.hookBackoff = time.Millisecond
 	resp, body := env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: `{"url":"http://127.0.0.1:1/hook?token=SUPERSECRET"}`})
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)

@@ -8,23 +8,60 @@ import (
 // Order is a placed order as seen by test-inspection methods. Amount is in
 // minor units of Currency.
 type Order struct {
-	ID             int64
-	Account        string
-	KeyID          string
-	ProductID      int64
-	BillingCycle   string
-	Amount         int64
-	Currency       string
-	Status         string // always "paid": orders are only created when paid
-	ServiceID      int64
-	InvoiceID      int64
+	ID           int64
+	Account      string
+	KeyID        string
+	ProductID    int64
+	BillingCycle string
+	Amount       int64
+	Currency     string
+	// Status is "pending" until the payment settles, then "paid" or
+	// "payment_failed" (see Lifecycle).
+	Status string
+	// PaymentMethod is "credit" (reserved from the balance when the order
+	// was accepted) or "card" (charged when the payment settles).
+	PaymentMethod string
+	// FailureReason says why a payment_failed order failed: card_declined,
+	// card_expired or insufficient_credit_and_no_card (card removed).
+	FailureReason  string
+	ServiceID      int64 // 0 until paid
+	InvoiceID      int64 // 0 until paid
 	IdempotencyKey string
 	CreatedAt      time.Time
+	PaidAt         time.Time // zero until paid
+
+	osName string // config option for the service
+}
+
+// Card is the state of an account's card on file. Charges come from the
+// credit balance first, then from the card (spec §0); the card is what
+// the 402 reasons card_declined and card_expired are about (spec §6).
+type Card string
+
+// Card states. An empty Card means CardNone.
+const (
+	CardNone      Card = "none"      // no card: an order above the balance is 402 insufficient_credit_and_no_card
+	CardValid     Card = "valid"     // the card pays what the credit does not cover
+	CardDeclining Card = "declining" // 402 card_declined; payment_failed when it starts declining after acceptance
+	CardExpired   Card = "expired"   // 402 card_expired; payment_failed when it expires after acceptance
+)
+
+// ParseCard reads a card state by name ("" is none) and returns an error
+// for any other name.
+func ParseCard(s string) (Card, error) {
+	switch c := Card(s); c {
+	case "", CardNone:
+		return CardNone, nil
+	case CardValid, CardDeclining, CardExpired:
+		return c, nil
+	}
+	return "", fmt.Errorf("emulator: unknown card state %q (want none, valid, declining or expired)", s)
 }
 
 type account struct {
 	id         string
 	balance    int64
+	card       Card
 	serviceIDs []int64
 	invoiceIDs []int64
 }
@@ -36,8 +73,9 @@ type service struct {
 	productID    int64
 	productName  string
 	billingCycle string
-	status       string // active, suspended, terminated
-	power        string // running, stopped
+	status       string  // provisioning, active, suspended, terminated
+	power        string  // running, stopped
+	action       *action // the slow action still running, or nil
 	os           string
 	password     string
 	createdAt    time.Time
@@ -50,6 +88,7 @@ type invoice struct {
 	orderID   int64
 	amount    int64
 	currency  string
+	method    string // credit or card
 	text      string
 	createdAt time.Time
 }
@@ -152,4 +191,62 @@ func (e *Emulator) Balance(accountID string) (int64, bool) {
 		return 0, false
 	}
 	return a.balance, true
+}
+
+// SetCard sets the card on file of an account ("" means DefaultAccount)
+// at run time; an unknown account is created with the initial balance.
+// It is safe for concurrent use and returns an error for an invalid card
+// state.
+func (e *Emulator) SetCard(accountID string, c Card) error {
+	c, err := ParseCard(string(c))
+	if err != nil {
+		return err
+	}
+	if accountID == "" {
+		accountID = DefaultAccount
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.accountLocked(accountID).card = c
+	return nil
+}
+
+// accountLocked returns the account, creating it with the initial balance
+// and card; e.mu must be held.
+func (e *Emulator) accountLocked(id string) *account {
+	a := e.accounts[id]
+	if a == nil {
+		a = &account{id: id, balance: e.initialBalance, card: e.initialCard}
+		e.accounts[id] = a
+	}
+	return a
+}
+
+// Reset returns the emulator to the state New left it in: the keys of
+// Options (original secrets, scopes, locks, whitelists; no webhook URLs),
+// fresh accounts with the initial balance and card, no orders, services or
+// invoices (ids start again at 1001, 5001, 9001), no nonces, idempotency
+// records or rate-limit usage, Options.Faults and Options.Lifecycle, no
+// waiting lifecycle steps, no queued webhooks and an empty delivery log,
+// zero request counts. Requests running during Reset finish against
+// either state. Safe for concurrent use.
+func (e *Emulator) Reset() {
+	e.life.drop(false)
+	e.life.setConfig(e.initial.Lifecycle)
+	e.hooks.reset()
+	e.mu.Lock()
+	e.epoch++
+	e.clearLocked()
+	for _, k := range e.initial.Keys {
+		k, scopes, _ := k.check() // checked by New
+		e.keys[k.ID] = &keyState{Key: k, scopes: scopes}
+		e.accountLocked(k.Account)
+	}
+	e.mu.Unlock()
+	e.nonces.reset()
+	e.idem.reset()
+	e.limiter.reset()
+	e.faultMu.Lock()
+	e.faults = e.initial.Faults
+	e.faultMu.Unlock()
 }

@@ -22,23 +22,75 @@ import (
 )
 
 const (
-	webhookQueueSize   = 256
-	webhookMaxAttempts = 4
-	webhookLogSize     = 1000
-	webhookMaxURLLen   = 2048
+	webhookMaxPending = 1024 // deliveries queued or waiting for a retry, all endpoints
+	webhookLogSize    = 1000
+	webhookMaxRetries = 20
 )
+
+// FastWebhookRetries returns the retry waits the Go API uses when
+// Options.WebhookRetries is nil: 100 ms, 300 ms, 1 s (four attempts within
+// about 1.5 s), so that tests see retries without waiting.
+func FastWebhookRetries() []time.Duration {
+	return []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, time.Second}
+}
+
+// ProductionWebhookRetries returns the retry waits "khproxy emulator" uses
+// by default, growing like a production sender's: 1 m, 5 m, 30 m, 2 h,
+// 6 h, 12 h, 24 h (eight attempts over about 45 hours).
+func ProductionWebhookRetries() []time.Duration {
+	return []time.Duration{time.Minute, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
+		6 * time.Hour, 12 * time.Hour, 24 * time.Hour}
+}
+
+// ParseWebhookRetries reads a retry schedule as -webhook-retries takes it:
+// "production", "fast", "none" (one attempt, no retries) or a
+// comma-separated list of waits such as "1s,10s,1m".
+func ParseWebhookRetries(s string) ([]time.Duration, error) {
+	switch strings.TrimSpace(s) {
+	case "production":
+		return ProductionWebhookRetries(), nil
+	case "fast":
+		return FastWebhookRetries(), nil
+	case "none":
+		return []time.Duration{}, nil
+	}
+	var out []time.Duration
+	for _, part := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("bad retry wait %q (want production, fast, none or e.g. 1s,10s,1m)", part)
+		}
+		out = append(out, d)
+	}
+	return out, validateRetries(out)
+}
+
+func validateRetries(waits []time.Duration) error {
+	if len(waits) > webhookMaxRetries {
+		return fmt.Errorf("emulator: at most %d webhook retries", webhookMaxRetries)
+	}
+	for _, d := range waits {
+		if d < 0 {
+			return errors.New("emulator: webhook retry waits must not be negative")
+		}
+	}
+	return nil
+}
 
 // WebhookDelivery is the outcome of one event sent to one URL, as kept for
 // tests (the most recent 1000). Body is the exact JSON that was signed.
 type WebhookDelivery struct {
 	EventID    string
-	Type       string // order.paid, service.provisioned, invoice.created
+	Type       string // order.paid, service.provisioned, ... (see the package doc)
 	URL        string
 	Body       []byte
 	Attempts   int  // HTTP attempts made (0 if never sent, e.g. queue full)
 	StatusCode int  // of the last attempt, 0 if none got an answer
 	Delivered  bool // the last attempt got a 2xx
 	Error      string
+	// Duplicate marks a deliberate second delivery of an event
+	// (Faults.DuplicateWebhooks or Redeliver).
+	Duplicate bool
 }
 
 type event struct {
@@ -46,12 +98,27 @@ type event struct {
 	data any
 }
 
+// hookJob is one event on its way to one URL.
 type hookJob struct {
 	url, id, typ string
 	body         []byte
+	duplicate    bool
+	attempts     int
+	status       int
+	lastErr      string
+	gen          uint64 // sender generation; Reset starts a new one
 }
 
-// webhookSender queues events and delivers them from one worker.
+// endpoint is one URL's queue. One worker per endpoint sends its
+// deliveries one at a time (first attempts in the order the events
+// happened); endpoints never wait for each other, and a delivery waiting
+// for its retry does not hold up the ones behind it.
+type endpoint struct {
+	queue   []*hookJob
+	running bool
+}
+
+// webhookSender signs and delivers events with retries.
 type webhookSender struct {
 	e        *Emulator
 	secret   string
@@ -59,56 +126,104 @@ type webhookSender struct {
 	insecure bool
 	client   *http.Client
 	ownTr    *http.Transport // non-nil when client is ours
+	retries  []time.Duration
 
-	queue  chan hookJob
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	mu  sync.Mutex
-	log []WebhookDelivery
+	mu        sync.Mutex
+	gen       uint64
+	endpoints map[string]*endpoint
+	waiting   map[*hookJob]*time.Timer // deliveries waiting for a retry
+	pending   int                      // queued or waiting, this generation
+	log       []WebhookDelivery
 }
 
-func newWebhookSender(e *Emulator, secret, header string, insecure bool, client *http.Client) *webhookSender {
+func newWebhookSender(e *Emulator, secret, header string, insecure bool, client *http.Client, retries []time.Duration) *webhookSender {
 	if secret == "" {
 		secret = "whsec_" + randomString(32, alphanumeric)
 	}
+	if retries == nil {
+		retries = FastWebhookRetries()
+	}
 	s := &webhookSender{e: e, secret: secret, header: header, insecure: insecure, client: client,
-		queue: make(chan hookJob, webhookQueueSize)}
+		retries: append([]time.Duration(nil), retries...), endpoints: map[string]*endpoint{}, waiting: map[*hookJob]*time.Timer{}}
 	if s.client == nil {
-		dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
-			if insecure {
-				return nil
-			}
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return fmt.Errorf("webhook: bad address: %w", err)
-			}
-			if a, err := netip.ParseAddr(host); err != nil || !isPublic(a) {
-				return fmt.Errorf("webhook: refusing to connect to non-public address %s", host)
-			}
-			return nil
-		}}
-		s.ownTr = &http.Transport{DialContext: dialer.DialContext, TLSHandshakeTimeout: 5 * time.Second,
-			ResponseHeaderTimeout: 5 * time.Second, MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second}
+		s.ownTr = guardedTransport(insecure)
 		s.client = &http.Client{Timeout: 10 * time.Second, Transport: s.ownTr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Add(1)
-	go s.run()
 	return s
 }
 
+// guardedTransport dials only public addresses unless insecure: the URL
+// was vetted when it was set, but DNS may have changed since.
+func guardedTransport(insecure bool) *http.Transport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		if insecure {
+			return nil
+		}
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return fmt.Errorf("webhook: bad address: %w", err)
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !isPublic(a) {
+			return fmt.Errorf("webhook: refusing to connect to non-public address %s", host)
+		}
+		return nil
+	}}
+	return &http.Transport{DialContext: dialer.DialContext, TLSHandshakeTimeout: 5 * time.Second,
+		ResponseHeaderTimeout: 5 * time.Second, MaxIdleConns: 16, IdleConnTimeout: 30 * time.Second}
+}
+
+// close cancels every delivery (those queued or waiting for a retry are
+// recorded as failed) and waits for the workers.
 func (s *webhookSender) close() {
 	s.once.Do(func() {
 		s.cancel()
+		s.mu.Lock()
+		s.discardLocked("emulator closed")
+		s.mu.Unlock()
 		s.wg.Wait()
 		if s.ownTr != nil {
 			s.ownTr.CloseIdleConnections()
 		}
 	})
+}
+
+// reset forgets every queued and waiting delivery and the delivery log
+// (Emulator.Reset); an attempt in flight finishes unrecorded.
+func (s *webhookSender) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.discardLocked("")
+	s.gen++
+	s.pending = 0
+	s.log = nil
+}
+
+// discardLocked drops queued and waiting deliveries, recording them with
+// why unless why is ""; s.mu must be held.
+func (s *webhookSender) discardLocked(why string) {
+	for j, t := range s.waiting {
+		t.Stop()
+		if why != "" {
+			s.recordLocked(j, why+" while waiting for a retry")
+		}
+	}
+	clear(s.waiting)
+	for _, ep := range s.endpoints {
+		for _, j := range ep.queue {
+			if why != "" {
+				s.recordLocked(j, why)
+			}
+		}
+		ep.queue = nil
+	}
+	s.endpoints = map[string]*endpoint{}
 }
 
 // webhookURLsLocked returns the distinct webhook URLs of an account's
@@ -132,8 +247,10 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// enqueue queues every event for every URL without blocking; when the
-// queue is full (or the sender closed) the delivery is recorded as failed.
+// enqueue queues every event for every URL without blocking; while
+// Faults.DuplicateWebhooks lasts, a delivery is queued twice. When too
+// many deliveries are pending (or the sender closed) the delivery is
+// recorded as failed.
 func (s *webhookSender) enqueue(urls []string, created time.Time, evs []event) {
 	for _, ev := range evs {
 		id := "evt_" + newULID(s.e.now())
@@ -142,30 +259,128 @@ func (s *webhookSender) enqueue(urls []string, created time.Time, evs []event) {
 			continue // plain maps: unreachable
 		}
 		for _, u := range urls {
-			job := hookJob{url: u, id: id, typ: ev.typ, body: body}
-			if s.ctx.Err() != nil {
-				s.record(job, 0, 0, "emulator closed")
-				continue
-			}
-			select {
-			case s.queue <- job:
-			default:
-				s.record(job, 0, 0, "webhook queue full")
+			s.push(&hookJob{url: u, id: id, typ: ev.typ, body: body})
+			if s.e.takeDuplicate() {
+				s.push(&hookJob{url: u, id: id, typ: ev.typ, body: body, duplicate: true})
 			}
 		}
 	}
 }
 
-func (s *webhookSender) run() {
+// push queues a new delivery on its endpoint, starting the endpoint's
+// worker if it is idle.
+func (s *webhookSender) push(j *hookJob) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j.gen = s.gen
+	switch {
+	case s.ctx.Err() != nil:
+		s.recordLocked(j, "emulator closed")
+		return
+	case s.pending >= webhookMaxPending:
+		s.recordLocked(j, "webhook queue full")
+		return
+	}
+	s.pending++
+	s.queueLocked(j)
+}
+
+// queueLocked appends j to its endpoint's queue; s.mu must be held.
+func (s *webhookSender) queueLocked(j *hookJob) {
+	ep := s.endpoints[j.url]
+	if ep == nil {
+		ep = &endpoint{}
+		s.endpoints[j.url] = ep
+	}
+	ep.queue = append(ep.queue, j)
+	if !ep.running {
+		ep.running = true
+		s.wg.Add(1)
+		go s.work(j.url, ep)
+	}
+}
+
+// work sends ep's deliveries one at a time until its queue is empty.
+func (s *webhookSender) work(url string, ep *endpoint) {
 	defer s.wg.Done()
 	for {
-		select {
-		case <-s.ctx.Done():
+		s.mu.Lock()
+		if len(ep.queue) == 0 {
+			ep.running = false
+			if s.endpoints[url] == ep {
+				delete(s.endpoints, url)
+			}
+			s.mu.Unlock()
 			return
-		case j := <-s.queue:
-			s.deliver(j)
 		}
+		j := ep.queue[0]
+		ep.queue[0] = nil
+		ep.queue = ep.queue[1:]
+		s.mu.Unlock()
+		s.attempt(j)
 	}
+}
+
+// attempt makes one HTTP attempt of j, then records it or schedules its
+// retry.
+func (s *webhookSender) attempt(j *hookJob) {
+	j.attempts++
+	j.status, j.lastErr = s.post(j)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case j.lastErr == "":
+		s.finishLocked(j, "")
+	case s.ctx.Err() != nil:
+		s.finishLocked(j, "emulator closed: "+j.lastErr)
+	case j.gen != s.gen:
+		// reset meanwhile: forget it
+	case j.attempts > len(s.retries):
+		s.e.log.Warn("webhook delivery failed", "event", j.id, "type", j.typ, "host", hostOf(j.url),
+			"attempts", j.attempts, "error", j.lastErr)
+		s.finishLocked(j, j.lastErr)
+	default:
+		s.waiting[j] = time.AfterFunc(s.retries[j.attempts-1], func() { s.retry(j) })
+	}
+}
+
+// retry puts j, whose wait is over, back on its endpoint's queue.
+func (s *webhookSender) retry(j *hookJob) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.waiting[j]; !ok {
+		return // discarded by close or reset
+	}
+	delete(s.waiting, j)
+	s.queueLocked(j)
+}
+
+// post sends j once and returns the status and "" on a 2xx, or why not.
+func (s *webhookSender) post(j *hookJob) (int, string) {
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, j.url, bytes.NewReader(j.body))
+	if err != nil {
+		return 0, "bad webhook URL"
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "KernelHost-Webhooks/1.0 (khproxy emulator)")
+	req.Header.Set(HeaderEmulator, "1")
+	req.Header.Set(s.header, signature(s.secret, s.e.serverNow().Unix(), j.body))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		// The *url.Error would quote the whole URL, whose query may hold
+		// the receiver's token: name the host only.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, "POST to " + hostOf(j.url) + ": " + err.Error()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, "receiver answered " + strconv.Itoa(resp.StatusCode)
+	}
+	return resp.StatusCode, ""
 }
 
 // signature returns the Stripe-style header value for body at time t.
@@ -176,52 +391,6 @@ func signature(secret string, t int64, body []byte) string {
 	return "t=" + strconv.FormatInt(t, 10) + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-func (s *webhookSender) deliver(j hookJob) {
-	var status int
-	var lastErr string
-	for attempt := 1; attempt <= webhookMaxAttempts; attempt++ {
-		if attempt > 1 {
-			t := time.NewTimer(s.e.hookBackoff << (attempt - 2))
-			select {
-			case <-t.C:
-			case <-s.ctx.Done():
-				t.Stop()
-				s.record(j, attempt-1, status, "emulator closed during retries")
-				return
-			}
-		}
-		req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, j.url, bytes.NewReader(j.body))
-		if err != nil {
-			s.record(j, attempt-1, 0, err.Error())
-			return
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("User-Agent", "KernelHost-Webhooks/1.0 (khproxy emulator)")
-		req.Header.Set(s.header, signature(s.secret, s.e.serverNow().Unix(), j.body))
-		resp, err := s.client.Do(req)
-		if err != nil {
-			// The *url.Error would quote the whole URL, whose query may
-			// hold the receiver's token: name the host only.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			status, lastErr = 0, "POST to "+hostOf(j.url)+": "+err.Error()
-			continue
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		_ = resp.Body.Close()
-		status = resp.StatusCode
-		if status/100 == 2 {
-			s.record(j, attempt, status, "")
-			return
-		}
-		lastErr = "receiver answered " + strconv.Itoa(status)
-	}
-	s.e.log.Warn("webhook delivery failed", "event", j.id, "type", j.typ, "host", hostOf(j.url), "error", lastErr)
-	s.record(j, webhookMaxAttempts, status, lastErr)
-}
-
 func hostOf(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
 		return u.Host
@@ -229,14 +398,57 @@ func hostOf(raw string) string {
 	return ""
 }
 
-func (s *webhookSender) record(j hookJob, attempts, status int, errMsg string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// finishLocked records j as done and no longer pending; s.mu must be held.
+func (s *webhookSender) finishLocked(j *hookJob, errMsg string) {
+	if j.gen != s.gen {
+		return
+	}
+	s.pending--
+	s.recordLocked(j, errMsg)
+}
+
+// recordLocked appends j's outcome to the log of this generation; s.mu
+// must be held.
+func (s *webhookSender) recordLocked(j *hookJob, errMsg string) {
+	if j.gen != s.gen {
+		return
+	}
 	if len(s.log) >= webhookLogSize {
 		s.log = append(s.log[:0], s.log[1:]...)
 	}
 	s.log = append(s.log, WebhookDelivery{EventID: j.id, Type: j.typ, URL: j.url, Body: j.body,
-		Attempts: attempts, StatusCode: status, Delivered: errMsg == "" && status/100 == 2, Error: errMsg})
+		Attempts: j.attempts, StatusCode: j.status, Delivered: errMsg == "" && j.status/100 == 2,
+		Error: errMsg, Duplicate: j.duplicate})
+}
+
+// ErrUnknownEvent is returned by Redeliver for an event id that is not in
+// the delivery log.
+var ErrUnknownEvent = errors.New("emulator: no finished delivery of this event")
+
+// Redeliver sends a finished event again, on purpose, to every URL it was
+// delivered (or attempted) to: same id, same body, a fresh signature.
+// Receivers must be idempotent. It returns how many deliveries were
+// queued, or ErrUnknownEvent when the event is not among the last 1000
+// finished deliveries. Safe for concurrent use.
+func (e *Emulator) Redeliver(eventID string) (int, error) {
+	s := e.hooks
+	s.mu.Lock()
+	var again []*hookJob
+	seen := map[string]bool{}
+	for _, d := range s.log {
+		if d.EventID == eventID && !seen[d.URL] {
+			seen[d.URL] = true
+			again = append(again, &hookJob{url: d.URL, id: d.EventID, typ: d.Type, body: d.Body, duplicate: true})
+		}
+	}
+	s.mu.Unlock()
+	if len(again) == 0 {
+		return 0, fmt.Errorf("%w: %s", ErrUnknownEvent, eventID)
+	}
+	for _, j := range again {
+		s.push(j)
+	}
+	return len(again), nil
 }
 
 // WebhookDeliveries returns the finished webhook deliveries (successful or
@@ -247,90 +459,10 @@ func (e *Emulator) WebhookDeliveries() []WebhookDelivery {
 	return append([]WebhookDelivery(nil), e.hooks.log...)
 }
 
-// vet checks a webhook URL (spec §3) and returns "" or the reason it is
-// refused.
-func (s *webhookSender) vet(ctx context.Context, raw string) string {
-	if len(raw) > webhookMaxURLLen {
-		return fmt.Sprintf("must be at most %d characters", webhookMaxURLLen)
-	}
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" {
-		return "must be an absolute URL"
-	}
-	scheme := strings.ToLower(u.Scheme)
-	if s.insecure {
-		if scheme != "https" && scheme != "http" {
-			return "must use https (or http with insecure webhooks allowed)"
-		}
-		return ""
-	}
-	if scheme != "https" {
-		return "must use https"
-	}
-	if u.User != nil {
-		return "must not contain user info"
-	}
-	const privateMsg = "host must not be a loopback, private or link-local address"
-	host := u.Hostname()
-	if a, err := netip.ParseAddr(host); err == nil {
-		if !isPublic(a) {
-			return privateMsg
-		}
-		return ""
-	}
-	lower := strings.ToLower(strings.TrimSuffix(host, "."))
-	if lower == "localhost" || strings.HasSuffix(lower, ".localhost") {
-		return privateMsg
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	addrs, err := s.e.lookupIP(ctx, host)
-	if err != nil || len(addrs) == 0 {
-		return "host does not resolve"
-	}
-	for _, a := range addrs {
-		ip, err := netip.ParseAddr(a)
-		if err != nil || !isPublic(ip) {
-			return "host resolves to a non-public address"
-		}
-	}
-	return ""
-}
-
-func defaultLookup(ctx context.Context, host string) ([]string, error) {
-	return net.DefaultResolver.LookupHost(ctx, host)
-}
-
-var nonPublicPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("192.0.0.0/24"),
-	netip.MustParsePrefix("192.0.2.0/24"), // documentation
-	netip.MustParsePrefix("198.18.0.0/15"),
-	netip.MustParsePrefix("198.51.100.0/24"), // documentation
-	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
-	netip.MustParsePrefix("240.0.0.0/4"),
-	// IPv6 forms that can carry or reach an IPv4 address: NAT64, 6to4,
-	// Teredo; plus deprecated site-local and documentation.
-	netip.MustParsePrefix("64:ff9b::/96"),
-	netip.MustParsePrefix("64:ff9b:1::/48"),
-	netip.MustParsePrefix("2002::/16"),
-	netip.MustParsePrefix("2001::/32"),
-	netip.MustParsePrefix("2001:db8::/32"),
-	netip.MustParsePrefix("fec0::/10"),
-}
-
-// isPublic reports whether a is a globally routable unicast address.
-func isPublic(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
-		return false
-	}
-	for _, p := range nonPublicPrefixes {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	return true
+// PendingWebhooks returns how many deliveries are queued, in flight or
+// waiting for a retry. Safe for concurrent use.
+func (e *Emulator) PendingWebhooks() int {
+	e.hooks.mu.Lock()
+	defer e.hooks.mu.Unlock()
+	return e.hooks.pending
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,8 +124,10 @@ func TestWebhookDelivery(t *testing.T) {
 }
 
 func TestWebhookRetry(t *testing.T) {
-	env := newEnv(t, func(o *Options) { o.AllowInsecureWebhooks = true })
-	env.emu.hookBackoff = time.Millisecond
+	env := newEnv(t, func(o *Options) {
+		o.AllowInsecureWebhooks = true
+		o.WebhookRetries = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}
+	})
 	rcv, ch := receiver(t, 2)
 	if resp, body := env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: `{"url":"` + rcv.URL + `"}`}); resp.StatusCode != 200 {
 		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
@@ -139,9 +142,17 @@ func TestWebhookRetry(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
-	d := env.emu.WebhookDeliveries()[0]
-	if !d.Delivered || d.Attempts != 3 || d.StatusCode != 200 || d.Type != "order.paid" {
-		t.Errorf("first delivery: %+v", d)
+	// Each delivery is retried on its own: two failed attempts, shared by
+	// whichever events met them, and every event delivered once.
+	attempts := 0
+	for _, d := range env.emu.WebhookDeliveries() {
+		if !d.Delivered || d.StatusCode != 200 {
+			t.Errorf("delivery: %+v", d)
+		}
+		attempts += d.Attempts
+	}
+	if got, want := attempts, 3+2; got != want {
+		t.Errorf("attempts: got %d, want %d", got, want)
 	}
 }
 
@@ -195,5 +206,114 @@ func TestWebhookURLVetting(t *testing.T) {
 	for _, b := range []string{`{}`, `{"url":5}`, `{"url":null,"x":1}`, `nope`} {
 		resp, body := env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: b})
 		wantProblem(t, resp, body, http.StatusBadRequest, codeValidation, "")
+	}
+}
+
+func TestWebhookEndpointsAreIndependent(t *testing.T) {
+	// Two keys of one account, each with its own URL: one receiver hangs,
+	// the other must still get every event at once.
+	second := Key{ID: padKey("SECOND"), Secret: "second-secret", Scopes: AllScopes()}
+	env := newEnv(t, func(o *Options) {
+		o.AllowInsecureWebhooks = true
+		o.Keys = append(o.Keys, second)
+	})
+	entered, release := make(chan struct{}, 8), make(chan struct{})
+	stuck := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	t.Cleanup(stuck.Close)
+	t.Cleanup(func() { close(release) })
+	good, ch := receiver(t, 0)
+	for _, k := range []struct{ key, secret, url string }{{env.key, env.secret, stuck.URL}, {second.ID, second.Secret, good.URL}} {
+		resp, body := env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: `{"url":"` + k.url + `"}`, key: k.key, secret: k.secret})
+		if resp.StatusCode != 200 {
+			t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+		}
+	}
+	env.order(t, "two-endpoints")
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hanging receiver was never called")
+	}
+	if got := types(events(t, env, ch, 3)); len(got) != 3 {
+		t.Errorf("the healthy endpoint got %v", got)
+	}
+}
+
+func TestWebhookRetrySchedule(t *testing.T) {
+	tests := []struct {
+		name    string
+		retries []time.Duration
+		want    int
+	}{
+		{"two retries", []time.Duration{time.Millisecond, 2 * time.Millisecond}, 3},
+		{"none", []time.Duration{}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t, func(o *Options) {
+				o.AllowInsecureWebhooks = true
+				o.WebhookRetries = tc.retries
+			})
+			var calls atomic.Int64
+			down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}))
+			t.Cleanup(down.Close)
+			env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: `{"url":"` + down.URL + `"}`})
+			env.order(t, "down")
+			testutil.WaitFor(t, "given-up deliveries", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+			for _, d := range env.emu.WebhookDeliveries() {
+				if d.Delivered || d.Attempts != tc.want || d.StatusCode != 503 || d.Error != "receiver answered 503" {
+					t.Errorf("delivery: %+v", d)
+				}
+			}
+			if got, want := calls.Load(), int64(3*tc.want); got != want {
+				t.Errorf("receiver calls: got %d, want %d", got, want)
+			}
+			if n := env.emu.PendingWebhooks(); n != 0 {
+				t.Errorf("%d still pending", n)
+			}
+		})
+	}
+}
+
+func TestWebhookDuplicates(t *testing.T) {
+	env, ch := hooked(t, func(o *Options) { o.Faults.DuplicateWebhooks = 1 })
+	env.order(t, "dup")
+	evs := events(t, env, ch, 4)
+	ids := map[any]int{}
+	for _, ev := range evs {
+		ids[ev["id"]]++
+	}
+	if len(ids) != 3 {
+		t.Errorf("4 deliveries carry %d distinct event ids, want 3 (one sent twice)", len(ids))
+	}
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 4 })
+	dups := 0
+	for _, d := range env.emu.WebhookDeliveries() {
+		if d.Duplicate {
+			dups++
+		}
+	}
+	if dups != 1 || env.emu.Faults().DuplicateWebhooks != 0 {
+		t.Errorf("%d deliveries marked Duplicate, %d left to duplicate", dups, env.emu.Faults().DuplicateWebhooks)
+	}
+
+	// Redeliver an event on purpose: same id and body, a fresh valid signature.
+	first := env.emu.WebhookDeliveries()[0]
+	n, err := env.emu.Redeliver(first.EventID)
+	if err != nil || n != 1 {
+		t.Fatalf("Redeliver = %d, %v", n, err)
+	}
+	again := events(t, env, ch, 1)[0]
+	if again["id"] != first.EventID {
+		t.Errorf("redelivered event %v, want %s", again["id"], first.EventID)
+	}
+	if _, err := env.emu.Redeliver("evt_NOPE"); !errors.Is(err, ErrUnknownEvent) {
+		t.Errorf("Redeliver(unknown) = %v, want ErrUnknownEvent", err)
 	}
 }

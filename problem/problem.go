@@ -38,6 +38,19 @@ type FieldError struct {
 // It sets Content-Type and Content-Length and must be called before anything
 // else was written to w.
 func Write(w http.ResponseWriter, p Details) {
+	status, header, body := Render(p)
+	h := w.Header()
+	for k, v := range header {
+		h[k] = v
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// Render returns what Write sends for p: the status, the headers
+// (Content-Type, Content-Length, X-Content-Type-Options) and the body, for a
+// caller that writes the response itself. It is safe for concurrent use.
+func Render(p Details) (int, http.Header, []byte) {
 	if p.Status == 0 {
 		p.Status = http.StatusInternalServerError
 	}
@@ -50,10 +63,9 @@ func Write(w http.ResponseWriter, p Details) {
 		p.Status = http.StatusInternalServerError
 	}
 	body = append(body, '\n')
-	h := w.Header()
+	h := http.Header{}
 	h.Set("Content-Type", ContentType)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(p.Status)
-	_, _ = w.Write(body)
+	return p.Status, h, body
 }

@@ -46,3 +46,19 @@ func TestWrite(t *testing.T) {
 		})
 	}
 }
+
+func TestRenderIsWhatWriteSends(t *testing.T) {
+	for _, in := range []problem.Details{{Type: "t", Status: 405, Detail: "d"}, {}} {
+		w := httptest.NewRecorder()
+		problem.Write(w, in)
+		status, h, body := problem.Render(in)
+		if status != w.Code || string(body) != w.Body.String() {
+			t.Errorf("Render(%+v) = %d %s, Write sent %d %s", in, status, body, w.Code, w.Body)
+		}
+		for _, name := range []string{"Content-Type", "Content-Length", "X-Content-Type-Options"} {
+			if h.Get(name) == "" || h.Get(name) != w.Header().Get(name) {
+				t.Errorf("%s: Render %q, Write %q", name, h.Get(name), w.Header().Get(name))
+			}
+		}
+	}
+}

@@ -6,24 +6,27 @@ import (
 	"time"
 )
 
-// accessLog writes the one line per request. It never logs the secret, the
-// signature or the body.
-func (p *Proxy) accessLog(r *http.Request, ex *exchange, status int, d time.Duration) {
+// accessLog writes the one line per request. Its keys are stable and
+// documented in the README (method, route, path, status, duration_ms,
+// attempts, idempotency_key, request_id always; the others when they apply).
+// It never logs the secret, the signature or the body.
+func (p *Proxy) accessLog(r *http.Request, ex *exchange, route string, status int, d time.Duration) {
 	level := slog.LevelInfo
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
+		slog.String("route", route),
 		slog.String("path", ex.target),
 		slog.Int("status", status),
-		slog.Duration("duration", d),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Int("attempts", ex.attempts),
+		slog.String("idempotency_key", ex.idemKey),
+		slog.String("request_id", ex.requestID),
 	}
-	if ex.idemKey != "" {
-		attrs = append(attrs, slog.String("idempotency_key", ex.idemKey), slog.Bool("auto_key", ex.autoKey))
+	if ex.keySource != "" {
+		attrs = append(attrs, slog.String("idempotency_key_source", ex.keySource))
 	}
-	if ex.requestID != "" {
-		attrs = append(attrs, slog.String("request_id", ex.requestID))
-	}
-	if ex.attempts > 1 {
-		attrs = append(attrs, slog.Int("attempts", ex.attempts))
+	if ex.rateWait > 0 {
+		attrs = append(attrs, slog.Duration("rate_wait", ex.rateWait))
 	}
 	if ex.shared {
 		attrs = append(attrs, slog.Bool("shared_answer", true))

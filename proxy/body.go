@@ -51,7 +51,7 @@ func (p *Proxy) bodyError(err error) error {
 	case errors.Is(err, errNeverFits):
 		return &Error{Kind: KindBodyTooLarge, Detail: fmt.Sprintf("the request body is larger than khproxy's memory budget for bodies (%d bytes)", p.budget.limit)}
 	case errors.Is(err, errNoRoom):
-		return &Error{Kind: KindOverloaded, Detail: "khproxy's memory budget for request bodies is full: retry shortly", Err: err}
+		return &Error{Kind: KindOverloaded, Detail: "khproxy's memory budget for request bodies is full: retry shortly", Err: err, RetryAfter: time.Second}
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return &Error{Kind: KindRequestTimeout, Detail: "the request was not received within khproxy's read timeout", Err: err}
 	case errors.Is(err, context.Canceled):

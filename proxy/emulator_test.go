@@ -16,7 +16,6 @@ import (
 	"khproxy/emulator"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
-	"khproxy/signer"
 )
 
 // emuHarness is the proxy in front of the API emulator, both on real sockets.
@@ -43,14 +42,7 @@ func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	up := httptest.NewServer(emu)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)
-	opts := proxy.Options{
-		Upstream:          u,
-		Signer:            &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)},
-		IdempotentRoutes:  defaultRoutes(t),
-		RetryMax:          3,
-		RetryBudget:       10 * time.Second,
-		IdempotencyWindow: time.Minute,
-	}
+	opts := emuProxyOptions(t, u, key, secret)
 	for _, m := range mutate {
 		m(&opts)
 	}

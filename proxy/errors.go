@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+	"time"
 
 	"khproxy/problem"
 )
@@ -26,6 +27,7 @@ const (
 	KindTimeout          Kind = "upstream_timeout"      // 504: no response headers in time, or a stalled body
 	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
+	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
 )
 
 var kinds = map[Kind]struct {
@@ -40,6 +42,7 @@ var kinds = map[Kind]struct {
 	KindOverloaded:       {http.StatusServiceUnavailable, "khproxy overloaded"},
 	KindTimeout:          {http.StatusGatewayTimeout, "Upstream timeout"},
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
+	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
@@ -50,11 +53,13 @@ var kinds = map[Kind]struct {
 const TypePrefix = "urn:khproxy:problem:"
 
 // Error is a failure khproxy answers itself. Detail is safe to show to the
-// client; Err holds the cause for the log.
+// client; Err holds the cause for the log; a positive RetryAfter is sent as
+// the Retry-After header.
 type Error struct {
-	Kind   Kind
-	Detail string
-	Err    error
+	Kind       Kind
+	Detail     string
+	Err        error
+	RetryAfter time.Duration
 }
 
 // Error returns the kind, the detail and the cause, for logs.
@@ -97,7 +102,7 @@ func errorFor(err error) *Error {
 	case localShortage(err):
 		// Not the upstream's fault: no file descriptor or buffer for a
 		// connection on this machine.
-		return &Error{Kind: KindOverloaded, Detail: "khproxy is out of local resources (open files) and could not connect upstream: retry shortly", Err: err}
+		return &Error{Kind: KindOverloaded, Detail: "khproxy is out of local resources (open files) and could not connect upstream: retry shortly", Err: err, RetryAfter: time.Second}
 	case errors.Is(err, context.Canceled):
 		return &Error{Kind: KindClientGone, Detail: "the client went away before the answer", Err: err}
 	case errors.Is(err, errAttemptTimeout), errors.Is(err, errUpstreamIdle), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
@@ -125,12 +130,15 @@ func localShortage(err error) bool {
 func (p *Proxy) Refuse(w http.ResponseWriter, r *http.Request, status int) {
 	e := &Error{Kind: KindRequestTimeout, Detail: "the request was not received within khproxy's read timeout"}
 	if status == http.StatusServiceUnavailable {
-		e = &Error{Kind: KindOverloaded, Detail: "khproxy is serving as many connections as it may: retry shortly"}
+		e = &Error{Kind: KindOverloaded, Detail: "khproxy is serving as many connections as it may: retry shortly", RetryAfter: time.Second}
 	}
 	ex := &exchange{err: e}
 	p.fail(w, r, ex, e)
 	if r != nil {
+		p.metrics.RequestStarted()
 		ex.target = r.URL.EscapedPath() // never the authority: it may hold user info
-		p.accessLog(r, ex, e.Kind.Status(), 0)
+		route := routeOf(ex)
+		p.accessLog(r, ex, route, e.Kind.Status(), 0)
+		p.observe(r, ex, route, e.Kind.Status(), 0)
 	}
 }

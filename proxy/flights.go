@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
 // Callers that know nothing of idempotency retry on their own: after a
@@ -30,14 +28,11 @@ import (
 //     waits up to the grace period for the earlier caller to leave.
 type flights struct {
 	mu         sync.Mutex
-	inflight   map[string][]*flight           // fingerprint -> leaders in flight
-	unanswered *expirable.LRU[string, string] // fingerprint -> key
-	changed    chan struct{}                  // closed and replaced when a caller leaves or a flight ends
+	inflight   map[string][]*flight // fingerprint -> leaders in flight
+	unanswered RetryMemory          // fingerprint -> key
+	changed    chan struct{}        // closed and replaced when a caller leaves or a flight ends
 	grace      time.Duration
 }
-
-// maxUnanswered bounds the remembered keys; the oldest go first.
-const maxUnanswered = 10000
 
 // captureLimit bounds the copy of a leader's response kept for followers.
 // Larger answers are not shared; followers then ask the API with the same key.
@@ -72,10 +67,10 @@ type captured struct {
 	body   []byte
 }
 
-func newFlights(window, grace time.Duration) *flights {
+func newFlights(unanswered RetryMemory, grace time.Duration) *flights {
 	return &flights{
 		inflight:   map[string][]*flight{},
-		unanswered: expirable.NewLRU[string, string](maxUnanswered, nil, window),
+		unanswered: unanswered,
 		changed:    make(chan struct{}),
 		grace:      grace,
 	}
@@ -212,7 +207,7 @@ func (fs *flights) keep(f *flight) {
 func (fs *flights) takeUnanswered(fp string) (string, bool) {
 	key, ok := fs.unanswered.Get(fp)
 	if ok {
-		fs.unanswered.Remove(fp)
+		fs.unanswered.Forget(fp, key)
 	}
 	return key, ok
 }
@@ -237,7 +232,10 @@ func (p *Proxy) joinFlight(ctx context.Context, w *recorder, r *http.Request, ex
 			p.fail(w, r, ex, err)
 			return nil, false
 		}
-		ex.idemKey = f.key
+		ex.idemKey, ex.keySource = f.key, KeyAuto
+		if !leader || f.key != own {
+			ex.keySource = KeyReused
+		}
 		r.Header.Set("Idempotency-Key", f.key)
 		if leader {
 			return f, true

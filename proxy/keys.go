@@ -27,7 +27,7 @@ func checkClientKey(h http.Header) error {
 // an idempotent route.
 func (p *Proxy) pickKey(r *http.Request, ex *exchange) error {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		ex.idemKey = key
+		ex.idemKey, ex.keySource = key, KeyClient
 		return nil
 	}
 	path, _, _ := strings.Cut(ex.target, "?")
@@ -38,7 +38,7 @@ func (p *Proxy) pickKey(r *http.Request, ex *exchange) error {
 	if err != nil {
 		return &Error{Kind: KindSigning, Detail: "could not generate an Idempotency-Key", Err: err}
 	}
-	ex.idemKey, ex.autoKey = key, true
+	ex.idemKey, ex.autoKey, ex.keySource = key, true, KeyAuto
 	r.Header.Set("Idempotency-Key", key)
 	return nil
 }

@@ -441,15 +441,20 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]any{
-		"method": "POST", "path": "/v1/orders?x=1", "status": float64(200),
-		"idempotency_key": key, "request_id": "01HX7Z3K8QTESTREQUESTID000",
+		"msg": "request", "level": "INFO",
+		"method": "POST", "route": "/v1/orders", "path": "/v1/orders?x=1", "status": float64(200),
+		"attempts": float64(1), "idempotency_key": key, "idempotency_key_source": "auto",
+		"request_id": "01HX7Z3K8QTESTREQUESTID000",
 	} {
 		if line[k] != want {
 			t.Errorf("log %s = %v, want %v", k, line[k], want)
 		}
 	}
-	if _, ok := line["duration"]; !ok {
-		t.Error("log line has no duration")
+	if d, ok := line["duration_ms"].(float64); !ok || d < 0 {
+		t.Errorf("log duration_ms = %v, want a number of milliseconds", line["duration_ms"])
+	}
+	if _, ok := line["time"].(string); !ok {
+		t.Error("log line has no time")
 	}
 	if strings.Contains(h.logs.String(), sig) {
 		t.Error("the log contains the signature")

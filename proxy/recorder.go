@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 )
 
@@ -168,6 +170,16 @@ func (r *recorder) replay(c *captured) {
 	}
 	r.WriteHeader(c.status)
 	_, _ = r.Write(c.body)
+}
+
+// Hijack hands the connection over (to answer CONNECT); nothing more is
+// written through r after it.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil {
+		r.headerSent = true
+	}
+	return conn, brw, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -48,9 +48,11 @@ func connectionTokens(h http.Header) map[string]bool {
 	return named
 }
 
-// modifyResponse tells the client which Idempotency-Key was used and notes
-// the upstream request id for the access log.
+// modifyResponse tells the client which Idempotency-Key was used, maps a
+// Location into khproxy's path space and notes the upstream request id for
+// the access log.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
+	p.relocate(resp.Header)
 	ex := exchangeFrom(resp.Request.Context())
 	if ex == nil {
 		return nil

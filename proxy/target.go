@@ -13,6 +13,7 @@ func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
 	if err != nil {
 		return &Error{Kind: KindBadRequest, Detail: err.Error()}
 	}
+	target = p.stripBasePath(target)
 	ex.target = target // for the log, until the upstream target is known
 	if strings.HasPrefix(target, "//") {
 		return &Error{Kind: KindBadRequest, Detail: "request path must not start with //"}

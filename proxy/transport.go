@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"khproxy/ratelimit"
 	"khproxy/signer"
 )
 
@@ -63,7 +64,9 @@ type signingTransport struct {
 	retryMax    int
 	retryBudget time.Duration
 	idleTimeout time.Duration
+	limiter     *ratelimit.Limiter // nil: no pacing
 	log         *slog.Logger
+	metrics     Metrics
 
 	// skew is the upstream clock minus ours, in seconds, learned from a
 	// 401 timestamp_out_of_window; every signature adds it.
@@ -97,8 +100,13 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	defer ex.body.seal()
 	start := t.now()
 	skewRetried, replayRetried := false, false
+	if err := t.paceFirst(req, ex); err != nil {
+		return nil, err
+	}
+	reason := AttemptFirst
 	for retry := 0; ; retry++ {
-		resp, connected, err := t.attempt(req, ex)
+		resp, connected, err := t.attempt(req, ex, reason)
+		t.observe(req, ex, resp)
 		why, wait := t.shouldRetry(req, ex, resp, err, connected)
 		switch {
 		case why == noRetry:
@@ -123,19 +131,32 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			t.log.Debug("retry budget exhausted", "path", ex.target, "attempts", ex.attempts, "reason", why)
 			return resp, err
 		}
+		if why == retryRateLimited && t.paced(req, ex) {
+			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
+		}
 		attrs := []any{"method", req.Method, "path", ex.target, "attempt", ex.attempts, "reason", why, "wait", wait, "idempotency_key", ex.idemKey}
 		if resp != nil {
 			attrs = append(attrs, "upstream_status", resp.StatusCode)
-			discard(resp.Body)
 		} else if err != nil {
 			attrs = append(attrs, "error", err)
 		}
 		t.log.Info("retrying upstream request", attrs...)
-		select {
-		case <-req.Context().Done():
-			return nil, req.Context().Err()
-		case <-time.After(wait):
+		// The limiter runs on the real clock; t.now may be a test's.
+		deadline := time.Now().Add(t.retryBudget - t.now().Sub(start))
+		ok, cerr := t.waitToRetry(req, ex, wait, deadline)
+		switch {
+		case cerr != nil:
+			if resp != nil {
+				discard(resp.Body)
+			}
+			return nil, cerr
+		case !ok:
+			return resp, err // no token in time: the last answer stands
 		}
+		if resp != nil {
+			discard(resp.Body)
+		}
+		reason = string(why)
 	}
 }
 
@@ -194,10 +215,10 @@ func safeToRepeat(method string, ex *exchange) bool {
 // attempt sends one signed copy of req. Its deadline covers the time until
 // response headers; the body may then stream for as long as it takes.
 // connected reports whether a connection to the upstream was obtained, after
-// which the request's bytes may have reached it.
-func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.Response, connected bool, err error) {
+// which the request's bytes may have reached it. reason is AttemptFirst or
+// why this attempt is a retry, for the metrics.
+func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason string) (resp *http.Response, connected bool, err error) {
 	ex.attempts++
-	ex.sent.Store(true)
 	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
 	h, err := t.signer.Sign(req.Method, ex.target, ex.bodyHash, now)
 	if err != nil {
@@ -223,6 +244,8 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 	out.ContentLength = ex.body.length()
 	out.TransferEncoding = nil
 
+	t.metrics.UpstreamAttempt(reason)
+	ex.sent.Store(true)
 	resp, err = t.next.RoundTrip(out)
 	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), errAttemptTimeout) {
 		err = errors.Join(errAttemptTimeout, err)
@@ -245,6 +268,7 @@ func (t *signingTransport) learnSkew(resp *http.Response) bool {
 	}
 	skew := date.Sub(t.now()).Round(time.Second)
 	t.skew.Store(int64(skew / time.Second))
+	t.metrics.ClockOffset(skew)
 	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
 	return true
 }

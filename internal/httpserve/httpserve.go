@@ -58,9 +58,15 @@ type Options struct {
 	// Grace bounds how long shutdown waits for in-flight requests, for all
 	// servers together; 0 means DefaultGrace.
 	Grace time.Duration
-	// BeforeShutdown, when set, is called once ctx is done and before the
-	// first server stops accepting, e.g. to end injected delays.
+	// BeforeShutdown, when set, is called once ctx is done, before Delay
+	// and before the first server stops accepting, e.g. to fail a
+	// readiness probe or to end injected delays.
 	BeforeShutdown func()
+	// Delay is how long every server goes on serving, new connections
+	// included, once ctx is done and BeforeShutdown has run: the time a
+	// load balancer (Kubernetes' endpoint removal) needs to stop sending
+	// requests. A server that fails meanwhile ends it early. 0 means none.
+	Delay time.Duration
 	// Logger receives start, stop and server errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -68,9 +74,10 @@ type Options struct {
 // DefaultGrace fits inside Kubernetes' default 30 s termination grace period.
 const DefaultGrace = 25 * time.Second
 
-// Serve serves every server until ctx is done, then shuts them down in the
-// order given, each waiting for its in-flight requests within one shared
-// grace period. It returns nil after a clean shutdown, and an error naming
+// Serve serves every server until ctx is done, waits Options.Delay, then
+// shuts them down in the order given, each waiting for its in-flight
+// requests within one shared grace period (put a server that must answer
+// until the end, such as an admin listener, last). It returns nil after a clean shutdown, and an error naming
 // the server when one fails to serve (the others are then shut down too) or
 // does not finish within the grace period (its remaining connections are
 // closed).
@@ -82,10 +89,6 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	grace := opts.Grace
 	if grace <= 0 {
 		grace = DefaultGrace
-	}
-	type result struct {
-		name string
-		err  error
 	}
 	errc := make(chan result, len(servers))
 	https := make([]*http.Server, len(servers))
@@ -103,6 +106,10 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	}
 	if opts.BeforeShutdown != nil {
 		opts.BeforeShutdown()
+	}
+	if failed == nil && opts.Delay > 0 {
+		log.Info("shutting down: serving on while clients learn of it", "delay", opts.Delay)
+		failed = wait(opts.Delay, errc)
 	}
 	if failed == nil {
 		log.Info("shutting down: finishing in-flight requests", "grace", grace)
@@ -173,4 +180,23 @@ func newServer(s Server, log *slog.Logger) (*http.Server, net.Listener) {
 		ErrorLog:          slog.NewLogLogger(log.Handler().WithAttrs([]slog.Attr{slog.String("server", s.Name)}), slog.LevelWarn),
 	}
 	return srv, ln
+}
+
+// result is what one server's Serve returned.
+type result struct {
+	name string
+	err  error
+}
+
+// wait waits d, or less when a server fails meanwhile, and returns the
+// failure.
+func wait(d time.Duration, errc <-chan result) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-errc:
+		return fmt.Errorf("%s: serve: %w", r.name, r.err)
+	case <-t.C:
+		return nil
+	}
 }

@@ -102,3 +102,41 @@ func TestServeStopsAllWhenOneFails(t *testing.T) {
 		t.Error("the good listener still accepts")
 	}
 }
+
+// TestServeDelay: once ctx is done, BeforeShutdown runs at once and new
+// connections are still served for the delay, then the listener closes.
+func TestServeDelay(t *testing.T) {
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopping := make(chan struct{})
+	errc := make(chan error, 1)
+	const delay = 2 * time.Second // a margin for a busy machine; the request takes milliseconds
+	go func() {
+		errc <- httpserve.Serve(ctx, httpserve.Options{Delay: delay, BeforeShutdown: func() { close(stopping) }},
+			httpserve.Server{Name: "app", Listener: ln, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "served")
+			})})
+	}()
+	cancel()
+	<-stopping
+	start := time.Now()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + ln.Addr().String())
+	if err != nil {
+		t.Fatalf("request during the delay: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "served" {
+		t.Errorf("request during the delay got %q", b)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("Serve = %v, want nil", err)
+	}
+	if waited := time.Since(start); waited < delay/2 {
+		t.Errorf("Serve returned %s after shutdown began, before the %s delay", waited, delay)
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Error("listener still accepts after Serve returned")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -77,4 +78,20 @@ func Problem(t testing.TB, resp *http.Response, body []byte, status int) map[str
 		t.Errorf("body status = %v, want %v", got, want)
 	}
 	return p
+}
+
+// Do sends req with client and returns the response with its whole body
+// read (and the body closed), failing the test on any error.
+func Do(t testing.TB, client *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
 }

@@ -1,6 +1,24 @@
 package proxy
 
-import "strings"
+import (
+	"net/http"
+	"strings"
+)
+
+// Requests that could mean one thing to khproxy and another to something
+// between it and the API are refused, or their connection is closed.
+
+// framingUnclear reports whether the connection must be closed after r
+// because a front end could have framed it differently (request smuggling,
+// RFC 9112 §6.1 and §11.2). Go's server hides the evidence from handlers:
+// given both Transfer-Encoding and Content-Length it deletes Content-Length
+// and reads the body chunked; on HTTP/1.0 it deletes Transfer-Encoding and
+// reads by Content-Length. So every chunked and every HTTP/1.0 request
+// closes its connection, and whatever followed it there is never read as a
+// request.
+func framingUnclear(r *http.Request) bool {
+	return len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1)
+}
 
 // refuseDotSegments refuses a request target whose path has a "." or ".."
 // segment, raw or percent-encoded in any case and at any depth ("%2e",

@@ -1,0 +1,148 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Poller runs a Check in the background, every Interval, and answers its own
+// Check from the last result: probes cost nothing and the checked service
+// sees one call per interval however often the kubelet (or anyone) probes.
+// Create it with NewPoller and start Run; it is safe for concurrent use.
+type Poller struct {
+	name     string
+	check    Check
+	interval time.Duration
+	timeout  time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu  sync.Mutex
+	at  time.Time // when the last result arrived; zero before the first
+	err error     // the last result
+}
+
+// PollOptions configure NewPoller. Every zero value selects the default
+// documented on its field.
+type PollOptions struct {
+	// Interval is the time between the starts of two checks; 0 means 5s.
+	Interval time.Duration
+	// Timeout bounds one check; 0 means 2s or Interval if shorter.
+	Timeout time.Duration
+	// Logger is told when the result changes (failing: warn, passing again:
+	// info); nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewPoller returns a Poller for c, which is not checked until Run starts.
+// name starts every error the Poller returns and names it in the log.
+func NewPoller(name string, c Check, opts PollOptions) *Poller {
+	p := &Poller{name: name, check: c, interval: opts.Interval, timeout: opts.Timeout, log: opts.Logger, now: opts.Now}
+	if p.interval <= 0 {
+		p.interval = 5 * time.Second
+	}
+	if p.timeout <= 0 {
+		p.timeout = min(2*time.Second, p.interval)
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	return p
+}
+
+// Run checks at once and then every interval until ctx is done. Call it
+// once, in its own goroutine.
+func (p *Poller) Run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		p.once(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// once runs the check and records its result.
+func (p *Poller) once(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	err := p.check.Check(cctx)
+	cancel()
+	if ctx.Err() != nil {
+		return // stopping: an error now says nothing about the service
+	}
+	p.mu.Lock()
+	first := p.at.IsZero()
+	was := p.err
+	p.at, p.err = p.now(), err
+	p.mu.Unlock()
+	switch {
+	case err != nil && (first || was == nil || was.Error() != err.Error()):
+		p.log.Warn("readiness check failing", "check", p.name, "error", err)
+	case err == nil && !first && was != nil:
+		p.log.Info("readiness check passing again", "check", p.name)
+	}
+}
+
+// Check returns the last result: nil when the last check, finished within
+// the last interval plus timeout, passed. It errs before the first result
+// (also when Run was never started) and when results stopped coming.
+func (p *Poller) Check(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.at.IsZero():
+		return fmt.Errorf("%s: not checked yet", p.name)
+	case p.err != nil:
+		return fmt.Errorf("%s: %w", p.name, p.err)
+	}
+	if age := p.now().Sub(p.at); age > p.interval+p.timeout {
+		return fmt.Errorf("%s: no result for %s", p.name, age.Round(time.Second))
+	}
+	return nil
+}
+
+// HTTPCheck is a Check that sends GET URL and passes on a 2xx answer, like
+// the KernelHost API's unsigned GET /v1/health. It is safe for concurrent
+// use.
+type HTTPCheck struct {
+	// Client sends the request; nil means http.DefaultClient. Its transport
+	// decides proxies and TLS.
+	Client *http.Client
+	// URL is what is fetched. It should hold no credentials: errors show it.
+	URL string
+}
+
+// Check sends the request and judges the answer.
+func (c HTTPCheck) Check(ctx context.Context) error {
+	client := c.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err // a *url.Error: it names the method and URL
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s: %s", c.URL, resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package proxy
+
+import (
+	"net/http"
+	"time"
+
+	"khproxy/apiroute"
+)
+
+// Metrics receives what the proxy measures; Options.Metrics nil means
+// nothing is measured. Every label value the proxy passes comes from a fixed
+// set: methods as clients sent them (the implementation bounds them), routes
+// from package apiroute's templates, kinds from the Kind table, reasons from
+// AttemptFirst and the retry reasons, sources from the KeySource constants.
+// Implementations must be safe for concurrent use; khproxy uses
+// admin.Metrics, which exposes them to Prometheus.
+type Metrics interface {
+	// RequestStarted is called when a request arrives; RequestDone follows
+	// once it has been answered.
+	RequestStarted()
+	// RequestDone reports a request's method, route template, status and
+	// the time it took; kind is the Kind khproxy answered with itself, ""
+	// when the answer is the API's.
+	RequestDone(method, route string, status int, kind string, d time.Duration)
+	// UpstreamAttempt reports one signed attempt sent to the API, with
+	// AttemptFirst or the reason it is a retry.
+	UpstreamAttempt(reason string)
+	// IdempotencyKey reports the source of the key a request was answered
+	// with (KeyAuto, KeyClient or KeyReused), once per request that had
+	// one.
+	IdempotencyKey(source string)
+	// ClockOffset reports the learned offset of the API's clock from ours.
+	ClockOffset(d time.Duration)
+}
+
+// AttemptFirst is the reason of each request's first upstream attempt.
+const AttemptFirst = "first"
+
+// Sources of a request's Idempotency-Key.
+const (
+	KeyAuto   = "auto"   // made by khproxy for an idempotent route
+	KeyClient = "client" // sent by the client
+	KeyReused = "reused" // the key of an identical request that was in flight or unanswered
+)
+
+// noMetrics measures nothing.
+type noMetrics struct{}
+
+func (noMetrics) RequestStarted()                                        {}
+func (noMetrics) RequestDone(string, string, int, string, time.Duration) {}
+func (noMetrics) UpstreamAttempt(string)                                 {}
+func (noMetrics) IdempotencyKey(string)                                  {}
+func (noMetrics) ClockOffset(time.Duration)                              {}
+
+// observe reports an answered request to the metrics.
+func (p *Proxy) observe(r *http.Request, ex *exchange, route string, status int, d time.Duration) {
+	kind := ""
+	if ex.err != nil {
+		kind = string(ex.err.Kind)
+	}
+	p.metrics.RequestDone(r.Method, route, status, kind, d)
+	if ex.keySource != "" {
+		p.metrics.IdempotencyKey(ex.keySource)
+	}
+}
+
+// routeOf is the route template of the exchange's target, apiroute.Other
+// when there is none.
+func routeOf(ex *exchange) string { return apiroute.Of(ex.target) }

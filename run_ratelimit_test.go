@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"khproxy/emulator"
+	"khproxy/internal/testutil"
+	"khproxy/ratelimit/redisstore/redistest"
+)
+
+// TestRunPacesAndUsesRedis runs khproxy as main does, configured only by
+// the environment, in front of the emulator.
+func TestRunPacesAndUsesRedis(t *testing.T) {
+	key, secret, _ := emulator.NewCredentials()
+	emu, err := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	up := httptest.NewServer(emu)
+	defer up.Close()
+	// A port nothing listens on: Redis "down" from the start.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadRedis := "redis://" + ln.Addr().String() + "/0"
+	ln.Close()
+
+	tests := []struct {
+		name    string
+		redis   func(t *testing.T) string
+		wantLog string
+	}{
+		{"local bucket", func(*testing.T) string { return "" }, "pacing requests"},
+		{"Redis unreachable", func(*testing.T) string { return deadRedis }, "Redis unreachable at start"},
+		{"Redis", func(t *testing.T) string { return redistest.Start(t).URL() }, "through Redis"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
+				"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=1/h", "KH_RATE_BURST=2", "KH_RATE_WAIT=0s"}
+			if u := tt.redis(t); u != "" {
+				env = append(env, "KH_REDIS_URL="+u)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			logs := &testutil.SyncBuffer{}
+			errc := make(chan error, 1)
+			go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+			addr := waitListening(t, logs, errc)
+			var statuses []int
+			for range 3 {
+				resp, err := http.Get("http://" + addr + "/v1/me")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				statuses = append(statuses, resp.StatusCode)
+			}
+			if want := []int{200, 200, 429}; statuses[0] != want[0] || statuses[1] != want[1] || statuses[2] != want[2] {
+				t.Errorf("statuses = %v, want %v (burst 2, then khproxy's own 429)", statuses, want)
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tt.wantLog, logs)
+			}
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("run = %v", err)
+			}
+		})
+	}
+}

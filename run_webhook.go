@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"khproxy/config"
+	"khproxy/internal/httpserve"
+	"khproxy/webhook"
+)
+
+// webhookServer builds the webhook listener when KH_WEBHOOK_LISTEN is set,
+// and returns nil when it is not. The server copies like, the signing
+// listener's, so that both have the same timeouts and bounds. Deliveries are
+// counted by outcome on reg.
+func webhookServer(cfg config.Config, log *slog.Logger, like httpserve.Server, reg prometheus.Registerer) (*httpserve.Server, error) {
+	if !cfg.WebhookOn() {
+		return nil, nil
+	}
+	log = log.With("component", "webhook")
+	secret, err := loadSecret(cfg.WebhookSecret, cfg.WebhookSecretFile, "KH_WEBHOOK_SECRET", "verifying webhooks", log)
+	if err != nil {
+		return nil, err
+	}
+	rc := &webhook.Receiver{
+		Secret:    secret,
+		Header:    cfg.WebhookSignatureHeader,
+		Tolerance: cfg.WebhookTolerance,
+		Next:      &webhook.Forwarder{URL: cfg.WebhookForward, Timeout: cfg.WebhookForwardTimeout, Logger: log},
+		Logger:    log,
+	}
+	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "khproxy_webhooks_total",
+		Help: "Inbound webhook deliveries, by outcome (forwarded, replay, mismatch, …; see package webhook).",
+	}, []string{"outcome"})
+	for _, o := range webhook.Outcomes() {
+		outcomes.WithLabelValues(string(o))
+	}
+	if err := reg.Register(outcomes); err != nil {
+		return nil, err
+	}
+	rc.OnOutcome = func(o webhook.Outcome) { outcomes.WithLabelValues(string(o)).Inc() }
+	ln, err := net.Listen("tcp", cfg.WebhookListen)
+	if err != nil {
+		return nil, fmt.Errorf("KH_WEBHOOK_LISTEN: %w", err)
+	}
+	// The forward URL's query may hold the app's token: not logged.
+	app := url.URL{Scheme: cfg.WebhookForward.Scheme, Host: cfg.WebhookForward.Host, Path: cfg.WebhookForward.Path}
+	log.Info("webhook receiver listening", "addr", ln.Addr().String(), "forward", app.String(),
+		"header", cfg.WebhookSignatureHeader, "tolerance", cfg.WebhookTolerance)
+	s := like
+	s.Name, s.Listener, s.Handler = "webhook", ln, rc
+	return &s, nil
+}
