@@ -36,10 +36,28 @@ func (p *Proxy) readBody(w *recorder, r *http.Request, ex *exchange) error {
 		// The rest of the body is unread: close the connection rather
 		// than let the server read it before answering.
 		w.closeConn = true
+		var mbe *http.MaxBytesError
+		ex.refusedUnread = errors.As(err, &mbe) || errors.Is(err, errNeverFits) || errors.Is(err, errNoRoom)
 		return p.bodyError(err)
 	}
 	ex.bodyHash = signer.BodyHashParts(h.chunks)
 	return nil
+}
+
+// drainRefused reads and discards, once the answer has gone out, the body
+// of a request refused before it was read (413, or 503 for want of room),
+// up to the body limit and within the read timeout: a client still sending
+// it then gets to read the answer, instead of a connection reset when the
+// connection closes on unread bytes. Nothing of it is kept.
+func (p *Proxy) drainRefused(w *recorder, r *http.Request, ex *exchange) {
+	if !ex.refusedUnread {
+		return
+	}
+	rc := http.NewResponseController(w.ResponseWriter)
+	if rc.EnableFullDuplex() != nil || rc.Flush() != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, r.Body, p.maxBody+1)
 }
 
 // bodyError maps a failure to read the body to what the client is told.

@@ -194,3 +194,38 @@ func TestBodyRoomHeldUntilLastAttempt(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the room given back", func() bool { return s.p.BodyBudget().Reserved == 0 })
 }
+
+// TestRefusedUploadSeesTheAnswer: a client that sends its whole body before
+// it reads, a body khproxy refused unread and far larger than what the
+// sockets' buffers hold, can send it all and then read the answer: the rest
+// of the body is read and dropped after the answer, instead of the
+// connection being reset under the client's feet.
+func TestRefusedUploadSeesTheAnswer(t *testing.T) {
+	up := newSlowUpstream()
+	defer close(up.release)
+	s := serve(t, up.handle, httpserve.Server{ReadTimeout: time.Minute}, func(o *proxy.Options) {
+		o.MaxInflightBytes = 32 << 20
+		o.MaxBodyBytes = 64 << 20
+		o.BudgetWait = 100 * time.Millisecond
+	})
+	post := func(size int) (int, error) {
+		c := s.dial(t)
+		fmt.Fprintf(c, "POST /v1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			return 0, fmt.Errorf("sending the body: %w", err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0, fmt.Errorf("reading the answer: %w", err)
+		}
+		return resp.StatusCode, nil
+	}
+	if code, err := post(40 << 20); err != nil || code != http.StatusRequestEntityTooLarge {
+		t.Errorf("larger than the budget: %d, %v; want 413", code, err)
+	}
+	go post(20 << 20) // takes most of the budget, held upstream
+	testutil.WaitFor(t, "the first upload upstream", func() bool { return up.count() == 1 })
+	if code, err := post(24 << 20); err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("no room: %d, %v; want 503", code, err)
+	}
+}
