@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return err
 	}
 	servers[0].Refuse = p.Refuse
+	servers[0].Stopping = p.StopReceiving
 	servers[0].BeforeClose = func() { p.LogInDoubt() }
 	addrs := listening{proxy: ln.Addr().String()}
 	if hook != nil {

@@ -20,9 +20,14 @@ func warnOpenFileLimit(log *slog.Logger, maxConns, listeners int) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return
 	}
-	need := uint64(listeners*httpserve.OpenConns(maxConns) + fdReserve)
-	if lim.Cur < need {
-		log.Warn("KH_MAX_CONNS leaves too few file descriptors under the open-file limit for upstream connections: lower it or raise the limit (ulimit -n)",
-			"var", "KH_MAX_CONNS", "max_conns", maxConns, "open_file_limit", lim.Cur, "needed", need)
+	need := func(n int) uint64 { return uint64(listeners*httpserve.OpenConns(n) + fdReserve) }
+	if lim.Cur >= need(maxConns) {
+		return
 	}
+	fits := maxConns
+	for fits > 1 && need(fits) > lim.Cur {
+		fits--
+	}
+	log.Warn("KH_MAX_CONNS leaves too few file descriptors under the open-file limit for upstream connections: lower it or raise the limit (ulimit -n)",
+		"var", "KH_MAX_CONNS", "max_conns", maxConns, "open_file_limit", lim.Cur, "needed", need(maxConns), "fitting_max_conns", fits)
 }

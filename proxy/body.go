@@ -20,6 +20,7 @@ import (
 func (p *Proxy) readBody(w *recorder, r *http.Request, ex *exchange) error {
 	h := &heldBody{budget: p.budget}
 	ex.body = h
+	defer p.receiving(w)()
 	var err error
 	switch {
 	case r.ContentLength > p.maxBody:
@@ -70,6 +71,8 @@ func (p *Proxy) bodyError(err error) error {
 		return &Error{Kind: KindBodyTooLarge, Detail: fmt.Sprintf("the request body is larger than khproxy's memory budget for bodies (%d bytes)", p.budget.limit)}
 	case errors.Is(err, errNoRoom):
 		return &Error{Kind: KindOverloaded, Detail: "khproxy's memory budget for request bodies is full: retry shortly", Err: err, RetryAfter: time.Second}
+	case errors.Is(err, os.ErrDeadlineExceeded) && p.stopping():
+		return &Error{Kind: KindShuttingDown, Detail: "khproxy is shutting down: nothing was sent; send the request again", Err: err, RetryAfter: time.Second}
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return &Error{Kind: KindRequestTimeout, Detail: "the request was not received within khproxy's read timeout", Err: err}
 	case errors.Is(err, context.Canceled):

@@ -28,6 +28,7 @@ const (
 	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
+	KindShuttingDown     Kind = "shutting_down"         // 503: cut while sending its body to a khproxy stopping; nothing was sent
 )
 
 var kinds = map[Kind]struct {
@@ -43,6 +44,7 @@ var kinds = map[Kind]struct {
 	KindTimeout:          {http.StatusGatewayTimeout, "Upstream timeout"},
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
 	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
+	KindShuttingDown:     {http.StatusServiceUnavailable, "khproxy is shutting down"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"cmp"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -69,4 +70,59 @@ func (ex *exchange) dropBody() {
 	if ex.body != nil {
 		ex.body.drop()
 	}
+}
+
+// receivingSet lists the requests whose bodies are being read: nothing of
+// theirs has been sent, so a shutdown may cut them. Safe for concurrent use;
+// the zero value is empty and ready.
+type receivingSet struct {
+	mu       sync.Mutex
+	stopping bool
+	m        map[*recorder]struct{}
+}
+
+// receiving lists w while its request's body is read, until the returned
+// func is called. Once khproxy is stopping, the read is cut at once.
+func (p *Proxy) receiving(w *recorder) (done func()) {
+	s := &p.receivers
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		cutRead(w)
+	}
+	if s.m == nil {
+		s.m = map[*recorder]struct{}{}
+	}
+	s.m[w] = struct{}{}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.m, w)
+	}
+}
+
+// stopping reports whether StopReceiving was called.
+func (p *Proxy) stopping() bool {
+	p.receivers.mu.Lock()
+	defer p.receivers.mu.Unlock()
+	return p.receivers.stopping
+}
+
+// StopReceiving cuts the requests whose bodies are still arriving, and any
+// that start later: they get 503 shutting_down, nothing having been sent
+// upstream. khproxy calls it when its listener stops accepting, so that a
+// slow upload cannot hold up the shutdown. Safe for concurrent use.
+func (p *Proxy) StopReceiving() {
+	s := &p.receivers
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	for w := range s.m {
+		cutRead(w)
+	}
+}
+
+// cutRead makes the pending and next reads of w's request body fail.
+func cutRead(w *recorder) {
+	_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now())
 }

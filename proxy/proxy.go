@@ -144,6 +144,7 @@ type Proxy struct {
 	routes            routeSet
 	flights           *flights
 	inflight          inflightSet
+	receivers         receivingSet
 	log               *slog.Logger
 	metrics           Metrics
 	// abandonAfter bounds how long a leader goes on once its caller left.

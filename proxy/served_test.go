@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ type served struct {
 	addr string
 	logs *testutil.SyncBuffer
 	up   *upstream
+	// stop shuts the server down, as SIGTERM does, and returns what
+	// httpserve.Serve returned; the test's end calls it too.
+	stop func() error
 }
 
 // serve starts a proxy in front of a test upstream answering with handle,
@@ -59,19 +63,28 @@ func serve(t testing.TB, handle http.HandlerFunc, srv httpserve.Server, mutate .
 	if srv.Refuse == nil {
 		srv.Refuse = p.Refuse
 	}
+	if srv.Stopping == nil {
+		srv.Stopping = p.StopReceiving
+	}
+	if srv.Stopping == nil {
+		srv.Stopping = p.StopReceiving
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- httpserve.Serve(ctx, httpserve.Options{Grace: 2 * time.Second, Logger: opts.Logger}, srv)
 	}()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
-		<-done
+		return <-done
+	})
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("proxy log:\n%s", logs.String())
 		}
 	})
-	return &served{p: p, addr: ln.Addr().String(), logs: logs, up: up}
+	return &served{p: p, addr: ln.Addr().String(), logs: logs, up: up, stop: stop}
 }
 
 // dial opens a raw connection to the proxy with a deadline for the whole

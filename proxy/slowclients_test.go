@@ -176,3 +176,23 @@ func TestLogInDoubt(t *testing.T) {
 		t.Error("a request never sent is logged as in doubt")
 	}
 }
+
+// TestShutdownCutsUploadsStillArriving: at shutdown, a request still
+// sending its body (nothing of it sent upstream) is answered 503 at once,
+// and the shutdown finishes cleanly instead of waiting for it.
+func TestShutdownCutsUploadsStillArriving(t *testing.T) {
+	s := serve(t, nil, httpserve.Server{ReadTimeout: time.Minute})
+	c := s.dial(t)
+	io.WriteString(c, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product_id\":")
+	testutil.WaitFor(t, "the upload being received", func() bool { return s.p.BodyBudget().Reserved > 0 })
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.stop() }()
+	resp, body := readResponse(t, bufio.NewReader(c), "POST")
+	assertProblem(t, resp, body, http.StatusServiceUnavailable, "shutting_down")
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown: %v, want a clean stop", err)
+	}
+	if n := len(s.up.all()); n != 0 {
+		t.Errorf("%d requests reached the upstream", n)
+	}
+}

@@ -41,6 +41,10 @@ type Server struct {
 	// time (r is nil then: there is no request to show). nil means a short
 	// plain-text answer.
 	Refuse func(w http.ResponseWriter, r *http.Request, status int)
+	// Stopping, when set, is called when the server stops accepting, before
+	// it waits for its in-flight requests, e.g. to cut the ones that have
+	// not yet been received whole.
+	Stopping func()
 	// BeforeClose, when set, is called if the grace period runs out with
 	// requests still in flight, just before their connections are closed.
 	BeforeClose func()
@@ -118,6 +122,9 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	defer cancel()
 	var errs []error
 	for i, srv := range https {
+		if servers[i].Stopping != nil {
+			servers[i].Stopping()
+		}
 		if err := srv.Shutdown(sctx); err != nil {
 			if servers[i].BeforeClose != nil {
 				servers[i].BeforeClose()
