@@ -25,13 +25,7 @@ func TestStalledUploadCutByReadTimeout(t *testing.T) {
 	s := serve(t, nil, httpserve.Server{ReadTimeout: 300 * time.Millisecond})
 	c := s.dial(t)
 	io.WriteString(c, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"product_id\":")
-	br := bufio.NewReader(c)
-	resp, body := readResponse(t, br, "POST")
-	assertProblem(t, resp, body, http.StatusRequestTimeout, "request_timeout")
-	if !resp.Close {
-		t.Error("408 without Connection: close")
-	}
-	wantClosed(t, br)
+	want408Closed(t, c)
 	if n := len(s.up.all()); n != 0 {
 		t.Errorf("%d requests reached the upstream", n)
 	}
@@ -45,6 +39,17 @@ func TestStalledHeadersGet408(t *testing.T) {
 	s := serve(t, nil, httpserve.Server{ReadTimeout: 300 * time.Millisecond})
 	c := s.dial(t)
 	io.WriteString(c, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Le")
+	want408Closed(t, c)
+
+	idle := s.dial(t)
+	if b, err := io.ReadAll(idle); len(b) != 0 || err != nil {
+		t.Errorf("a connection that sent nothing got %q, %v; want a plain close", b, err)
+	}
+}
+
+// want408Closed checks that c is answered 408 request_timeout and closed.
+func want408Closed(t *testing.T, c net.Conn) {
+	t.Helper()
 	br := bufio.NewReader(c)
 	resp, body := readResponse(t, br, "POST")
 	assertProblem(t, resp, body, http.StatusRequestTimeout, "request_timeout")
@@ -52,11 +57,6 @@ func TestStalledHeadersGet408(t *testing.T) {
 		t.Error("408 without Connection: close")
 	}
 	wantClosed(t, br)
-
-	idle := s.dial(t)
-	if b, err := io.ReadAll(idle); len(b) != 0 || err != nil {
-		t.Errorf("a connection that sent nothing got %q, %v; want a plain close", b, err)
-	}
 }
 
 // holdConn opens a connection that sends part of an upload and stalls,
