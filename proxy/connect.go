@@ -34,7 +34,11 @@ func connectRefusal(r *http.Request) *Error {
 // with the address the client should send plain HTTP to.
 func connectReason(r *http.Request) string {
 	addr := "khproxy's address"
-	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+	switch a, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr); {
+	case a == nil:
+	case a.Network() == "unix":
+		addr = "khproxy's Unix socket" // a path is no URL, and would leak the layout
+	default:
 		addr = "http://" + a.String()
 	}
 	return "khproxy is not an HTTPS proxy: send plain HTTP to " + addr + "/v1/... instead"

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,5 +127,37 @@ except Exception as e:
 				t.Errorf("output lacks %q:\n%s", tt.want, out)
 			}
 		})
+	}
+}
+
+// TestConnectOnAUnixSocketNamesNoPath: on a Unix socket there is no URL to
+// point to, and the socket's path stays out of the answer.
+func TestConnectOnAUnixSocketNamesNoPath(t *testing.T) {
+	h := newHarness(t, nil)
+	path := filepath.Join(t.TempDir(), "khproxy.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h.proxy.Config.Handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "CONNECT www.kernelhost.com:443 HTTP/1.1\r\nHost: www.kernelhost.com:443\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := "405 khproxy is not an HTTPS proxy: send plain HTTP to khproxy's Unix socket/v1/... instead"; resp.Status != want {
+		t.Errorf("status line %q, want %q", resp.Status, want)
+	}
+	if strings.Contains(resp.Status+resp.Header.Get("Proxy-Status"), path) {
+		t.Error("the answer names the socket's path")
 	}
 }

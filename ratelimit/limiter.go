@@ -113,18 +113,26 @@ func New(opts Options) (*Limiter, error) {
 	tokens := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "khproxy_ratelimit_tokens",
 		Help: "Tokens free in the key's bucket (shared when Redis is used); negative when tokens are promised to waiting requests.",
-	}, func() float64 {
-		var t float64
-		l.call(context.Background(), func(ctx context.Context, b Bucket) (err error) {
-			t, err = b.Tokens(ctx)
-			return err
-		})
-		return t
-	})
+	}, l.tokens)
 	if err := register(opts.Registerer, l.waiting, l.waited, l.rejected, l.api429, tokens); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// tokens reads the free tokens for the gauge; a scrape during an outage
+// reads the local bucket without counting a fallback.
+func (l *Limiter) tokens() float64 {
+	var t float64
+	read := func(ctx context.Context) (err error) {
+		t, err = l.shared.Tokens(ctx)
+		return err
+	}
+	if l.shared != nil && l.outage.peek(context.Background(), read) {
+		return t
+	}
+	t, _ = l.local.Tokens(context.Background()) // Memory never fails
+	return t
 }
 
 // Limit returns the limit l paces to.

@@ -89,17 +89,23 @@ func (o *Outage) Down() bool {
 // unless an outage says not to, and reports whether it succeeded. Failures
 // are recorded; the caller then uses its local state.
 func (o *Outage) try(ctx context.Context, f func(context.Context) error) bool {
-	if !o.attempt() {
+	ok := o.peek(ctx, f)
+	if !ok {
 		o.fallbacks.Inc()
+	}
+	return ok
+}
+
+// peek is try for readers that serve no request, such as a metrics scrape:
+// its fallbacks are not counted.
+func (o *Outage) peek(ctx context.Context, f func(context.Context) error) bool {
+	if !o.attempt() {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), OpTimeout)
 	defer cancel()
 	err := f(ctx)
 	o.record(err)
-	if err != nil {
-		o.fallbacks.Inc()
-	}
 	return err == nil
 }
 
