@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -115,4 +116,43 @@ func whileHeld(t *testing.T, addr string, probe func() (*http.Response, map[stri
 	}
 	t.Fatal("the stalled upload was never served")
 	return nil, nil
+}
+
+// TestShutdownLogsRequestsInDoubt: when KH_SHUTDOWN_TIMEOUT runs out with an
+// order still in flight upstream, khproxy names it before it exits, with
+// the key to check it by.
+func TestShutdownLogsRequestsInDoubt(t *testing.T) {
+	arrived, release := make(chan string, 1), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- r.Header.Get("Idempotency-Key")
+		<-release
+	}))
+	defer up.Close()
+	defer close(release) // before up.Close, which waits for the handler
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &testutil.SyncBuffer{}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_ADMIN_LISTEN=",
+		"KH_SHUTDOWN_DELAY=0s", "KH_SHUTDOWN_TIMEOUT=300ms"}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+	addr := waitListening(t, logs, errc)
+	go http.Post("http://"+addr+"/v1/orders", "application/json", strings.NewReader(`{"product_id":42}`))
+	key := <-arrived
+	cancel()
+	if err := <-errc; err == nil {
+		t.Error("run = nil, want the shutdown's error: a request was cut")
+	}
+	var inDoubt map[string]any
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), "request in doubt") {
+			inDoubt = m
+		}
+	}
+	if inDoubt["method"] != "POST" || inDoubt["path"] != "/v1/orders" || inDoubt["idempotency_key"] != key || key == "" {
+		t.Errorf("in-doubt line %v, want POST /v1/orders with key %q:\n%s", inDoubt, key, logs.String())
+	}
 }
