@@ -113,12 +113,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	servers := []httpserve.Server{{Name: "proxy", Listener: ln, Handler: p}}
+	// The webhook listener gets the same limits on slow clients and
+	// connections; the proxy's own answers and in-doubt log are its alone.
+	servers := []httpserve.Server{{Name: "proxy", Listener: ln, Handler: p,
+		ReadTimeout: cfg.ReadTimeout, MaxConns: cfg.MaxConns}}
 	hook, err := webhookServer(cfg, log, servers[0], reg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	servers[0].Refuse = p.Refuse
+	servers[0].Stopping = p.StopReceiving
+	servers[0].BeforeClose = func() { p.LogInDoubt() }
 	addrs := listening{proxy: ln.Addr().String()}
 	if hook != nil {
 		servers = append(servers, *hook)
@@ -131,10 +137,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		}
 		return err
 	}
-	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", cfg.Upstream.Redacted(), "key", cfg.Key, "version", buildVersion())
+	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", config.RedactURL(cfg.Upstream), "key", cfg.Key, "version", buildVersion())
 	if ready != nil {
 		ready(addrs)
 	}
+	warnOpenFileLimit(log, cfg.MaxConns, len(servers))
 	return ops.serve(ctx, servers...)
 }
 
@@ -145,15 +152,18 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
 	}
 	return proxy.Options{
-		Upstream:          cfg.Upstream,
-		Signer:            &signer.Signer{Key: cfg.Key, Secret: secret},
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		UpstreamTimeout:   cfg.UpstreamTimeout,
-		IdempotentRoutes:  routes,
-		RetryMax:          cfg.RetryMax,
-		RetryBudget:       cfg.RetryBudget,
-		IdempotencyWindow: cfg.IdempotencyWindow,
-		Logger:            log,
+		Upstream:            cfg.Upstream,
+		Signer:              &signer.Signer{Key: cfg.Key, Secret: secret},
+		MaxBodyBytes:        cfg.MaxBodyBytes,
+		UpstreamTimeout:     cfg.UpstreamTimeout,
+		IdempotentRoutes:    routes,
+		RetryMax:            cfg.RetryMax,
+		RetryBudget:         cfg.RetryBudget,
+		IdempotencyWindow:   cfg.IdempotencyWindow,
+		MaxInflightBytes:    cfg.MaxInflightBytes,
+		BudgetWait:          cfg.MaxInflightWait,
+		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout,
+		Logger:              log,
 	}
 }
 

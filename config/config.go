@@ -45,6 +45,7 @@ type Config struct {
 	RetryBudget       time.Duration `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
 	IdempotencyWindow time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
+	Safety
 	RateLimiting
 	Logging
 	Ops
@@ -143,6 +144,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateNetwork(&v)
 	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
+	c.validateSafety(&v)
 	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)
@@ -195,17 +197,41 @@ func parse(dst any, environ []string) error {
 }
 
 // parseURL parses a URL without quoting it in the error: it may hold a
-// password.
+// password. When it has user info, the reason is taken from parsing a copy
+// without it, since url.Parse's reasons can quote part of it.
 func parseURL(v string) (any, error) {
 	u, err := url.Parse(v)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			return nil, ue.Err
-		}
-		return nil, errors.New("unparsable")
+	if err == nil {
+		return *u, nil
 	}
-	return *u, nil
+	if redacted, ok := withoutUserInfo(v); ok {
+		if _, err = url.Parse(redacted); err == nil {
+			return nil, errors.New("invalid user info")
+		}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return nil, ue.Err
+	}
+	return nil, errors.New("unparsable")
+}
+
+// withoutUserInfo replaces the user info of a URL's text, everything between
+// "//" and the authority's last "@", with "xxxxx".
+func withoutUserInfo(v string) (string, bool) {
+	i := strings.Index(v, "//")
+	if i < 0 {
+		return v, false
+	}
+	authority := v[i+2:]
+	if end := strings.IndexAny(authority, "/?#"); end >= 0 {
+		authority = authority[:end]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return v, false
+	}
+	return v[:i+2] + "xxxxx" + v[i+2+at:], true
 }
 
 // nameVars rewrites caarlos0/env's errors, which name Go fields, to name the
@@ -296,7 +322,7 @@ func (c *Config) validateCredentials(v *validation) {
 func (c *Config) validateNetwork(v *validation) {
 	switch u := c.Upstream; {
 	case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		v.fail("KH_UPSTREAM", "must be an absolute http:// or https:// URL, got %q", u.Redacted())
+		v.fail("KH_UPSTREAM", "must be an absolute http:// or https:// URL, got %q", RedactURL(u))
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
 		v.fail("KH_UPSTREAM", "must not carry a query, fragment or user info")
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):

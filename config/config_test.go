@@ -48,6 +48,13 @@ func TestLoadDefaults(t *testing.T) {
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
+		Safety: config.Safety{
+			MaxInflightBytes:    64 << 20,
+			MaxInflightWait:     5 * time.Second,
+			ReadTimeout:         30 * time.Second,
+			MaxConns:            512,
+			UpstreamIdleTimeout: 60 * time.Second,
+		},
 		RateLimiting: config.RateLimiting{
 			RateLimit: config.Rate{Count: 60, Per: time.Minute},
 			RateBurst: 20,
@@ -180,10 +187,10 @@ func TestLoadSecretFile(t *testing.T) {
 
 func TestVarsDocumentEveryField(t *testing.T) {
 	vars := config.Vars()
-	// Config's own fields, plus the embedded groups' fields, minus the
-	// group fields themselves.
-	groups := reflect.TypeFor[config.Logging]().NumField() + reflect.TypeFor[config.RateLimiting]().NumField() + reflect.TypeFor[config.Ops]().NumField() + reflect.TypeFor[config.Webhook]().NumField()
-	if got, want := len(vars), reflect.TypeFor[config.Config]().NumField()-4+groups; got != want {
+	// Config's own fields, plus the embedded groups' fields (Safety,
+	// RateLimiting, Logging, Ops, Webhook), minus the group fields
+	// themselves.
+	if got, want := len(vars), countFields(reflect.TypeFor[config.Config]()); got != want {
 		t.Fatalf("Vars has %d entries, Config %d fields", got, want)
 	}
 	for _, v := range vars {
@@ -191,6 +198,19 @@ func TestVarsDocumentEveryField(t *testing.T) {
 			t.Errorf("var %+v lacks a KH_ name or help", v)
 		}
 	}
+}
+
+// countFields counts t's fields, descending into embedded structs.
+func countFields(t reflect.Type) int {
+	n := 0
+	for f := range t.Fields() {
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			n += countFields(f.Type)
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 func TestLoadLogging(t *testing.T) {

@@ -290,35 +290,41 @@ func TestCallerRetries(t *testing.T) {
 			t.Error("both orders used one key")
 		}
 	})
-	t.Run("concurrent identical requests", func(t *testing.T) {
+	t.Run("parallel identical orders from waiting callers are separate purchases", func(t *testing.T) {
+		// An app buying n identical servers at once (Promise.all): every
+		// caller stays connected, so none of them is a retry.
 		h := newEmuHarness(t)
-		h.emu.SetFaults(emulator.Faults{Delay: 300 * time.Millisecond, DelayCount: 1})
 		const n = 5
+		h.emu.SetFaults(emulator.Faults{Delay: 300 * time.Millisecond, DelayCount: n})
 		var wg sync.WaitGroup
 		bodies := make([]string, n)
 		codes := make([]int, n)
+		keys := make([]string, n)
 		for i := range n {
 			wg.Go(func() {
-				code, _, body, err := h.send(h.proxy.Client(), "POST", "/v1/orders", testutil.OrderBody, nil)
+				code, hdr, body, err := h.send(h.proxy.Client(), "POST", "/v1/orders", testutil.OrderBody, nil)
 				if err != nil {
 					t.Error(err)
+					return
 				}
-				codes[i], bodies[i] = code, string(body)
+				codes[i], bodies[i], keys[i] = code, string(body), hdr.Get("Idempotency-Key")
 			})
 		}
 		wg.Wait()
+		ids, distinctKeys := map[int64]bool{}, map[string]bool{}
 		for i := range n {
-			if codes[i] != http.StatusCreated || bodies[i] != bodies[0] {
-				t.Errorf("request %d: %d %s; want 201 and the same answer as the first %s", i, codes[i], bodies[i], bodies[0])
+			var order struct{ ID int64 }
+			json.Unmarshal([]byte(bodies[i]), &order)
+			if codes[i] != http.StatusCreated || order.ID == 0 {
+				t.Errorf("request %d: %d %s; want 201 with an order", i, codes[i], bodies[i])
 			}
+			ids[order.ID], distinctKeys[keys[i]] = true, true
 		}
-		if got := h.emu.OrderCount(); got != 1 {
-			t.Errorf("%d orders, want 1", got)
+		if got := h.emu.OrderCount(); got != n {
+			t.Errorf("%d orders, want %d: one per waiting caller", got, n)
 		}
-		var order struct{ ID int64 }
-		json.Unmarshal([]byte(bodies[0]), &order)
-		if order.ID == 0 {
-			t.Errorf("answer has no order id: %s", bodies[0])
+		if len(ids) != n || len(distinctKeys) != n {
+			t.Errorf("%d distinct order ids and %d distinct keys over %d callers, want %d of each", len(ids), len(distinctKeys), n, n)
 		}
 	})
 	t.Run("client key disables reuse", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"khproxy/problem"
@@ -19,12 +20,15 @@ type Kind string
 const (
 	KindBadRequest       Kind = "bad_request"           // 400: a request khproxy will not forward
 	KindMethodNotAllowed Kind = "method_not_allowed"    // 405: CONNECT
-	KindBodyTooLarge     Kind = "body_too_large"        // 413: over Options.MaxBodyBytes
+	KindRequestTimeout   Kind = "request_timeout"       // 408: the client was too slow to send its request
+	KindBodyTooLarge     Kind = "body_too_large"        // 413: over Options.MaxBodyBytes or the memory budget
 	KindUnreachable      Kind = "upstream_unreachable"  // 502: no answer, connection refused or broken
-	KindTimeout          Kind = "upstream_timeout"      // 504: no response headers in time
+	KindOverloaded       Kind = "overloaded"            // 503: khproxy itself is out of room: memory, connections, files
+	KindTimeout          Kind = "upstream_timeout"      // 504: no response headers in time, or a stalled body
 	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
+	KindShuttingDown     Kind = "shutting_down"         // 503: cut while sending its body to a khproxy stopping; nothing was sent
 )
 
 var kinds = map[Kind]struct {
@@ -33,11 +37,14 @@ var kinds = map[Kind]struct {
 }{
 	KindBadRequest:       {http.StatusBadRequest, "Request refused by khproxy"},
 	KindMethodNotAllowed: {http.StatusMethodNotAllowed, "Method not allowed by khproxy"},
+	KindRequestTimeout:   {http.StatusRequestTimeout, "Request not received in time"},
 	KindBodyTooLarge:     {http.StatusRequestEntityTooLarge, "Request body too large"},
 	KindUnreachable:      {http.StatusBadGateway, "Upstream unreachable"},
+	KindOverloaded:       {http.StatusServiceUnavailable, "khproxy overloaded"},
 	KindTimeout:          {http.StatusGatewayTimeout, "Upstream timeout"},
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
 	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
+	KindShuttingDown:     {http.StatusServiceUnavailable, "khproxy is shutting down"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
@@ -94,11 +101,46 @@ func problemFor(err error) (*Error, problem.Details) {
 func errorFor(err error) *Error {
 	var ne net.Error
 	switch {
+	case localShortage(err):
+		// Not the upstream's fault: no file descriptor or buffer for a
+		// connection on this machine.
+		return &Error{Kind: KindOverloaded, Detail: "khproxy is out of local resources (open files) and could not connect upstream: retry shortly", Err: err, RetryAfter: time.Second}
 	case errors.Is(err, context.Canceled):
 		return &Error{Kind: KindClientGone, Detail: "the client went away before the answer", Err: err}
-	case errors.Is(err, errAttemptTimeout), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, errAttemptTimeout), errors.Is(err, errUpstreamIdle), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return &Error{Kind: KindTimeout, Detail: "the upstream API did not answer in time", Err: err}
 	default:
 		return &Error{Kind: KindUnreachable, Detail: "the upstream API could not be reached or broke the connection", Err: err}
+	}
+}
+
+// localShortage reports whether err says this machine ran out of file
+// descriptors or buffer memory.
+func localShortage(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// Refuse answers a request that khproxy's server refuses before the proxy
+// sees it, as problem+json: status 503 on a connection over the connection
+// limit, 408 when a request's headers did not arrive in time (r is nil: there
+// is no request). It fits httpserve.Server.Refuse. Safe for concurrent use.
+func (p *Proxy) Refuse(w http.ResponseWriter, r *http.Request, status int) {
+	e := &Error{Kind: KindRequestTimeout, Detail: "the request was not received within khproxy's read timeout"}
+	if status == http.StatusServiceUnavailable {
+		e = &Error{Kind: KindOverloaded, Detail: "khproxy is serving as many connections as it may: retry shortly", RetryAfter: time.Second}
+	}
+	ex := &exchange{err: e}
+	p.fail(w, r, ex, e)
+	if r != nil {
+		p.metrics.RequestStarted()
+		ex.target = r.URL.EscapedPath() // never the authority: it may hold user info
+		route := routeOf(ex)
+		p.accessLog(r, ex, route, e.Kind.Status(), 0)
+		p.observe(r, ex, route, e.Kind.Status(), 0)
 	}
 }

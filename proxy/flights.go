@@ -6,40 +6,58 @@ import (
 	"encoding/hex"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // Callers that know nothing of idempotency retry on their own: after a
-// timeout or a broken connection they send the same request again. For
-// requests that get an automatic Idempotency-Key, flights makes such a retry
-// harmless:
+// timeout or a broken connection they give up on their request and send the
+// same one again. For requests that get an automatic Idempotency-Key,
+// flights makes such a retry harmless, and only such a retry:
 //
-//   - while a request is in flight, an identical one (same method, target and
-//     body) waits for it and gets the same answer;
-//   - when a request's answer did not reach its caller (the caller left, the
-//     connection broke, or khproxy answered 502/504 or the API 5xx), its key
-//     is kept for the window, and an identical request reuses it, so the API
-//     replays its stored answer instead of placing a second order;
-//   - once an answer (below 500) was delivered, the key is forgotten: two
-//     identical orders sent on purpose, each answered, make two orders.
+//   - a request whose identical twin (same method, target and body) is in
+//     flight but abandoned, its caller gone before the answer, claims it: it
+//     waits for that request and gets its answer. Each abandoned request is
+//     claimed by one retry at a time;
+//   - when an abandoned request's answer reached nobody (its caller left, the
+//     connection broke, khproxy answered 502/504 or the API 5xx), its key is
+//     kept for the window, and the next identical request takes it, so that
+//     the API replays its stored answer instead of placing a second order;
+//   - an identical request while the earlier one's caller is still connected
+//     is a purchase of its own, with its own key. A caller's disconnect is
+//     noticed a moment after its retry may arrive, so such a request first
+//     waits up to the grace period for the earlier caller to leave.
 type flights struct {
 	mu         sync.Mutex
-	inflight   map[string]*flight
-	unanswered RetryMemory // fingerprint -> key
+	inflight   map[string][]*flight // fingerprint -> leaders in flight
+	unanswered RetryMemory          // fingerprint -> key
+	changed    chan struct{}        // closed and replaced when a caller leaves or a flight ends
+	grace      time.Duration
 }
 
 // captureLimit bounds the copy of a leader's response kept for followers.
 // Larger answers are not shared; followers then ask the API with the same key.
 const captureLimit = 1 << 20
 
-// flight is one in-flight automatic-key request that identical requests may
-// wait for.
+// retryGrace is how long an identical request waits for the caller of an
+// earlier one in flight to turn out gone: on loopback a client's disconnect
+// reaches khproxy well within it, and identical purchases made on purpose at
+// the same moment are delayed by it at most.
+const retryGrace = 300 * time.Millisecond
+
+// flight is one in-flight automatic-key request.
 type flight struct {
 	fp   string
 	key  string
 	done chan struct{}
-	// result is set before done is closed; nil when the answer could not be
-	// kept whole.
-	result *captured
+
+	// Guarded by flights.mu.
+	callerGone bool // the leader's caller left before its answer
+	claimed    bool // a retry waits for this flight's answer
+	finished   bool
+
+	// Set before done is closed.
+	delivered bool      // the answer reached the leader's caller
+	result    *captured // nil when the answer could not be kept whole
 }
 
 // captured is a complete response that followers can be given.
@@ -49,8 +67,13 @@ type captured struct {
 	body   []byte
 }
 
-func newFlights(unanswered RetryMemory) *flights {
-	return &flights{inflight: map[string]*flight{}, unanswered: unanswered}
+func newFlights(unanswered RetryMemory, grace time.Duration) *flights {
+	return &flights{
+		inflight:   map[string][]*flight{},
+		unanswered: unanswered,
+		changed:    make(chan struct{}),
+		grace:      grace,
+	}
 }
 
 // fingerprint identifies "the same request" for a caller's retry.
@@ -59,58 +82,158 @@ func fingerprint(method, target, bodyHash string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// join returns the flight for fp. leader is true when the caller must send
-// the request itself, with f.key: the key of an unanswered earlier attempt if
-// there is one, else key.
-func (fs *flights) join(fp, key string) (f *flight, leader bool) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if f, ok := fs.inflight[fp]; ok {
-		return f, false
+// join returns the flight for a request with fingerprint fp. leader is true
+// when the caller must send the request itself, with f.key: the key of an
+// unanswered earlier request if there is one, else key. Otherwise f is an
+// abandoned identical request that the caller has claimed: it waits for
+// f.done. err is ctx's error when ctx ended while waiting.
+func (fs *flights) join(ctx context.Context, fp, key string) (f *flight, leader bool, err error) {
+	var grace *time.Timer
+	defer func() {
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
+	waited := false
+	for {
+		fs.mu.Lock()
+		if f := fs.claimLocked(fp); f != nil {
+			fs.mu.Unlock()
+			return f, false, nil
+		}
+		if k, ok := fs.takeUnanswered(fp); ok {
+			key, waited = k, true
+		}
+		if waited || len(fs.inflight[fp]) == 0 {
+			f := fs.startLocked(fp, key)
+			fs.mu.Unlock()
+			return f, true, nil
+		}
+		changed := fs.changed
+		fs.mu.Unlock()
+		if grace == nil {
+			grace = time.NewTimer(fs.grace)
+		}
+		select {
+		case <-changed:
+		case <-grace.C:
+			waited = true
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 	}
-	if k, ok := fs.unanswered.Get(fp); ok {
-		key = k
-	}
-	f = &flight{fp: fp, key: key, done: make(chan struct{})}
-	fs.inflight[fp] = f
-	return f, true
 }
 
-// finish ends a leader's flight: followers get result, and the key is kept
-// for a caller's retry unless the answer was delivered.
+// claimLocked claims an abandoned, unclaimed flight for fp, if there is one.
+func (fs *flights) claimLocked(fp string) *flight {
+	for _, f := range fs.inflight[fp] {
+		if f.callerGone && !f.claimed {
+			f.claimed = true
+			return f
+		}
+	}
+	return nil
+}
+
+// start makes a leader that sends its request with key.
+func (fs *flights) start(fp, key string) *flight {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.startLocked(fp, key)
+}
+
+func (fs *flights) startLocked(fp, key string) *flight {
+	f := &flight{fp: fp, key: key, done: make(chan struct{})}
+	fs.inflight[fp] = append(fs.inflight[fp], f)
+	return f
+}
+
+// leave records that f's caller went away before its answer: f may now be
+// claimed by the caller's retry.
+func (fs *flights) leave(f *flight) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f.callerGone = true
+	fs.broadcastLocked()
+}
+
+// unclaim gives f up: the retry that claimed it went away too. If f has
+// ended meanwhile, its key is kept for the next retry, as finish would have.
+func (fs *flights) unclaim(f *flight) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f.claimed = false
+	if f.finished && !f.delivered {
+		fs.keepUnanswered(f.fp, f.key)
+	}
+	fs.broadcastLocked()
+}
+
+// finish ends a leader's flight. Unless the answer was delivered, its key is
+// kept for the caller's retry; a retry that claimed f takes over that duty.
 func (fs *flights) finish(f *flight, delivered bool, result *captured) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	delete(fs.inflight, f.fp)
-	if delivered {
-		fs.unanswered.Forget(f.fp, f.key)
-	} else {
-		fs.unanswered.Add(f.fp, f.key)
+	leaders := fs.inflight[f.fp]
+	for i, g := range leaders {
+		if g == f {
+			leaders = append(leaders[:i], leaders[i+1:]...)
+			break
+		}
 	}
-	f.result = result
+	if len(leaders) == 0 {
+		delete(fs.inflight, f.fp)
+	} else {
+		fs.inflight[f.fp] = leaders
+	}
+	if !delivered && !f.claimed {
+		fs.keepUnanswered(f.fp, f.key)
+	}
+	f.finished, f.delivered, f.result = true, delivered, result
 	close(f.done)
+	fs.broadcastLocked()
 }
 
-// forget drops f's key from the unanswered keys, unless another flight has
-// put a different key there since.
-func (fs *flights) forget(f *flight) {
+// keep keeps f's key for the next retry: the answer a claiming retry was
+// given did not reach its caller either.
+func (fs *flights) keep(f *flight) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	fs.unanswered.Forget(f.fp, f.key)
+	fs.keepUnanswered(f.fp, f.key)
 }
 
-// joinFlight makes r the leader of its flight, or waits for the leader of an
-// identical request and answers with its result. It returns whether r must
-// be sent upstream by the caller, with its flight; a follower gets the flight
-// whose result it was answered with, or nil when its caller left first.
+// takeUnanswered and keepUnanswered are the only uses of the unanswered keys.
+// Called with fs.mu held.
+func (fs *flights) takeUnanswered(fp string) (string, bool) {
+	key, ok := fs.unanswered.Get(fp)
+	if ok {
+		fs.unanswered.Forget(fp, key)
+	}
+	return key, ok
+}
+
+func (fs *flights) keepUnanswered(fp, key string) { fs.unanswered.Add(fp, key) }
+
+func (fs *flights) broadcastLocked() {
+	close(fs.changed)
+	fs.changed = make(chan struct{})
+}
+
+// joinFlight makes r the leader of its flight, or lets it wait for the
+// abandoned identical request it claimed and answers with that one's
+// result. It returns whether r must be sent upstream by the caller, with its
+// flight.
 func (p *Proxy) joinFlight(ctx context.Context, w *recorder, r *http.Request, ex *exchange) (*flight, bool) {
 	fp := fingerprint(r.Method, ex.target, ex.bodyHash)
-	key := ex.idemKey
-	generated := key
+	own := ex.idemKey
 	for {
-		f, leader := p.flights.join(fp, key)
-		ex.idemKey = f.key
-		if !leader || f.key != generated {
+		f, leader, err := p.flights.join(ctx, fp, own)
+		if err != nil {
+			p.fail(w, r, ex, err)
+			return nil, false
+		}
+		ex.idemKey, ex.keySource = f.key, KeyAuto
+		if !leader || f.key != own {
 			ex.keySource = KeyReused
 		}
 		r.Header.Set("Idempotency-Key", f.key)
@@ -120,19 +243,34 @@ func (p *Proxy) joinFlight(ctx context.Context, w *recorder, r *http.Request, ex
 		select {
 		case <-f.done:
 		case <-ctx.Done():
+			p.flights.unclaim(f)
 			p.fail(w, r, ex, ctx.Err())
 			return nil, false
 		}
-		if f.result != nil {
-			ex.shared = true
-			ex.upstreamStatus = f.result.status
-			ex.requestID = f.result.header.Get("X-Request-Id")
-			w.replay(f.result)
-			return f, false
+		switch {
+		case f.delivered:
+			// Its caller got the answer after all: r is not its retry
+			// but a purchase of its own.
+			continue
+		case f.result != nil:
+			p.replayShared(w, r, ex, f)
+			return nil, false
+		default:
+			// The answer was not kept whole: ask the API with its key,
+			// which makes it replay its stored answer.
+			return p.flights.start(fp, f.key), true
 		}
-		// The leader's answer was not kept; ask the API with its key, which
-		// makes it replay its stored answer.
-		key = f.key
+	}
+}
+
+// replayShared answers r with the result of the flight it claimed.
+func (p *Proxy) replayShared(w *recorder, r *http.Request, ex *exchange, f *flight) {
+	ex.shared = true
+	ex.upstreamStatus = f.result.status
+	ex.requestID = f.result.header.Get("X-Request-Id")
+	w.replay(f.result)
+	if !w.finish(r.Context()) || f.result.status >= 500 {
+		p.flights.keep(f)
 	}
 }
 

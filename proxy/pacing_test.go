@@ -267,7 +267,8 @@ func TestAPI429PausesTheBucket(t *testing.T) {
 			t.Fatalf("status = %d, want 200 after waiting out the pause: %s", code, body)
 		}
 		// The retry waited in the limiter's line for the pause, not in a
-		// blind sleep.
+		// blind sleep. The access-log line follows the answer: wait for it.
+		testutil.WaitFor(t, "the access-log line", func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
 		if !strings.Contains(h.logs.String(), `"rate_wait"`) || !strings.Contains(h.logs.String(), `"attempts":2`) {
 			t.Errorf("access log does not show a second attempt after a wait in line:\n%s", h.logs)
 		}

@@ -1,34 +1,68 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 )
 
-// recorder remembers the status written through it for the access log and,
-// for a flight's leader, keeps a copy of the response for its followers.
-// Unwrap lets http.ResponseController reach the real writer's Flush and
-// Hijack.
+// recorder stands between the handler and the client's ResponseWriter. It
+// remembers the status for the access log; holds the status line back until
+// the first byte or flush, so that a response that fails before anything
+// went out can still be answered with a problem; keeps Go's server from
+// adding a sniffed Content-Type; and, for a flight's leader, keeps a copy
+// of the response for its followers. Unwrap lets http.ResponseController
+// reach the real writer's Hijack and deadlines.
+//
+// ReverseProxy writes and flushes it from its timer goroutine as well as
+// from the handler's, under its own lock; nothing else uses it concurrently.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	err    error // first error writing to the client
+	status     int
+	headerSent bool  // WriteHeader(status) reached the real writer
+	closeConn  bool  // answer with Connection: close
+	err        error // first error writing to the client
 
 	capture  *bytes.Buffer // non-nil: copy the body, up to captureLimit
 	header   http.Header   // with capture: the headers as written
 	overflow bool          // the body did not fit captureLimit
 }
 
+// WriteHeader records code; informational codes pass at once, the final one
+// with the first byte or flush.
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 && code >= 200 {
-		r.status = code
-		if r.capture != nil {
-			r.header = r.ResponseWriter.Header().Clone()
-		}
+	if code < 200 {
+		r.ResponseWriter.WriteHeader(code)
+		return
 	}
-	r.ResponseWriter.WriteHeader(code)
+	if r.status != 0 {
+		return
+	}
+	r.status = code
+	if r.capture != nil {
+		r.header = r.ResponseWriter.Header().Clone()
+	}
+}
+
+// sendHeader passes the recorded status to the real writer, once.
+func (r *recorder) sendHeader() {
+	if r.headerSent || r.status == 0 {
+		return
+	}
+	r.headerSent = true
+	h := r.ResponseWriter.Header()
+	if _, ok := h["Content-Type"]; !ok {
+		// The answer had none: keep it so, instead of letting the
+		// server sniff one.
+		h["Content-Type"] = nil
+	}
+	if r.closeConn {
+		h.Set("Connection", "close")
+	}
+	r.ResponseWriter.WriteHeader(r.status)
 }
 
 // Write passes b to the client. With capture on, a client that went away does
@@ -37,6 +71,7 @@ func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.WriteHeader(http.StatusOK)
 	}
+	r.sendHeader()
 	if r.capture != nil && !r.overflow {
 		if r.capture.Len()+len(b) > captureLimit {
 			r.overflow = true
@@ -55,6 +90,59 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// FlushError sends what was written so far, the status line included, to the
+// client. Like Write, it reports a failure only when nothing is captured.
+func (r *recorder) FlushError() error {
+	r.sendHeader()
+	if r.err == nil {
+		if err := http.NewResponseController(r.ResponseWriter).Flush(); err != nil {
+			r.err = err
+		}
+	}
+	if r.err != nil && (r.capture == nil || r.overflow) {
+		return r.err
+	}
+	return nil
+}
+
+// reset forgets a response that never reached the real writer, so that
+// another can be written in its place.
+func (r *recorder) reset() {
+	h := r.ResponseWriter.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	r.status, r.header, r.overflow = 0, nil, false
+	if r.capture != nil {
+		r.capture.Reset()
+	}
+}
+
+// aborted handles ReverseProxy's abort of a response it could not copy
+// whole, and returns what to panic with (nil: nothing). When nothing of the
+// response has gone to the client yet, the client gets a 502 or 504 problem
+// instead; otherwise the connection must be cut, so that the client sees a
+// truncated body and not a short one that looks complete.
+func (p *Proxy) aborted(rec *recorder, r *http.Request, ex *exchange, v any) any {
+	if v != http.ErrAbortHandler {
+		return v
+	}
+	if rec.err != nil {
+		ex.err = &Error{Kind: KindClientGone, Detail: "the client went away during the answer", Err: rec.err}
+		return v
+	}
+	e := errorFor(ex.upstreamErr)
+	if !rec.headerSent {
+		rec.reset()
+		e.Detail = "the upstream API broke off its answer before anything was sent to the client"
+		p.fail(rec, r, ex, e)
+		return nil
+	}
+	e.Detail = "the upstream API broke off its answer: the connection to the client was cut"
+	ex.err = e
+	return v
+}
+
 // errClientGone records that the client left before its answer went out.
 var errClientGone = errors.New("client went away before the answer was sent")
 
@@ -66,6 +154,7 @@ func (r *recorder) finish(ctx context.Context) bool {
 		r.err = errClientGone
 	}
 	if r.err == nil {
+		r.sendHeader()
 		if err := http.NewResponseController(r.ResponseWriter).Flush(); err != nil {
 			r.err = err
 		}
@@ -81,6 +170,16 @@ func (r *recorder) replay(c *captured) {
 	}
 	r.WriteHeader(c.status)
 	_, _ = r.Write(c.body)
+}
+
+// Hijack hands the connection over (to answer CONNECT); nothing more is
+// written through r after it.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil {
+		r.headerSent = true
+	}
+	return conn, brw, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

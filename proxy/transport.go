@@ -14,7 +14,6 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +63,7 @@ type signingTransport struct {
 	timeout     time.Duration
 	retryMax    int
 	retryBudget time.Duration
+	idleTimeout time.Duration
 	limiter     *ratelimit.Limiter // nil: no pacing
 	log         *slog.Logger
 	metrics     Metrics
@@ -95,6 +95,9 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if ex == nil {
 		return nil, errors.New("proxy: request without exchange")
 	}
+	// After the last attempt nothing reads the body again: its room in the
+	// budget goes back once the transport has closed it.
+	defer ex.body.seal()
 	start := t.now()
 	skewRetried, replayRetried := false, false
 	if err := t.paceFirst(req, ex); err != nil {
@@ -235,13 +238,14 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	if ex.idemKey != "" {
 		out.Header["Idempotency-Key"] = []string{ex.idemKey}
 	}
-	out.Body = ex.bodyReader()
+	out.Body = ex.body.reader()
 	// No GetBody: http.Transport must not resend this signature on its own.
 	out.GetBody = nil
-	out.ContentLength = int64(len(ex.body))
+	out.ContentLength = ex.body.length()
 	out.TransferEncoding = nil
 
 	t.metrics.UpstreamAttempt(reason)
+	ex.sent.Store(true)
 	resp, err = t.next.RoundTrip(out)
 	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), errAttemptTimeout) {
 		err = errors.Join(errAttemptTimeout, err)
@@ -250,7 +254,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 		cancel(nil)
 		return nil, gotConn.Load(), err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	resp.Body = t.watch(ctx, cancel, resp.Body, ex)
 	return resp, true, nil
 }
 
@@ -321,17 +325,4 @@ func backoff(n int) time.Duration {
 func discard(body io.ReadCloser) {
 	_, _ = io.CopyN(io.Discard, body, 64<<10)
 	_ = body.Close()
-}
-
-// cancelOnClose releases an attempt's context when its body is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	once   sync.Once
-	cancel func()
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.once.Do(c.cancel)
-	return err
 }

@@ -39,6 +39,16 @@ func BodyHash(body []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// BodyHashParts returns the BodyHash of the parts' concatenation, for a
+// body held in pieces.
+func BodyHashParts(parts [][]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // StringToSign returns the five parts joined by single LF bytes, with no
 // trailing newline: METHOD, PATH (with query), TIMESTAMP, NONCE, BODYHASH.
 func StringToSign(method, path, timestamp, nonce, bodyHash string) string {

@@ -23,10 +23,31 @@ type Server struct {
 	// Handler answers every request. Required.
 	Handler http.Handler
 	// ReadTimeout bounds reading one whole request, body included; 0 means
-	// no bound beyond the header timeout.
+	// no bound beyond the header timeout. A request whose headers are not
+	// in within it (or 10s, if less) gets 408 and its connection is closed;
+	// a handler reading a body past it gets an error wrapping
+	// os.ErrDeadlineExceeded and answers itself.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing one response; 0 means none.
 	WriteTimeout time.Duration
+	// MaxConns bounds the connections served at once; 0 means no bound.
+	// A few more at a time (1/16 of it, at least 8) have each request
+	// answered 503 by Refuse and are then closed; beyond those, new
+	// connections are closed at once.
+	MaxConns int
+	// Refuse writes the answer to a request the server refuses itself:
+	// http.StatusServiceUnavailable on a connection over MaxConns, and
+	// http.StatusRequestTimeout when a request's headers did not arrive in
+	// time (r is nil then: there is no request to show). nil means a short
+	// plain-text answer.
+	Refuse func(w http.ResponseWriter, r *http.Request, status int)
+	// Stopping, when set, is called when the server stops accepting, before
+	// it waits for its in-flight requests, e.g. to cut the ones that have
+	// not yet been received whole.
+	Stopping func()
+	// BeforeClose, when set, is called if the grace period runs out with
+	// requests still in flight, just before their connections are closed.
+	BeforeClose func()
 }
 
 // Timeouts every server gets.
@@ -76,17 +97,9 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	errc := make(chan result, len(servers))
 	https := make([]*http.Server, len(servers))
 	for i, s := range servers {
-		srv := &http.Server{
-			Handler:           s.Handler,
-			ReadHeaderTimeout: readHeaderTimeout,
-			ReadTimeout:       s.ReadTimeout,
-			WriteTimeout:      s.WriteTimeout,
-			IdleTimeout:       idleTimeout,
-			MaxHeaderBytes:    maxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(log.Handler().WithAttrs([]slog.Attr{slog.String("server", s.Name)}), slog.LevelWarn),
-		}
+		srv, ln := newServer(s, log)
 		https[i] = srv
-		go func() { errc <- result{s.Name, srv.Serve(s.Listener)} }()
+		go func() { errc <- result{s.Name, srv.Serve(ln)} }()
 	}
 
 	var failed error
@@ -109,7 +122,13 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	defer cancel()
 	var errs []error
 	for i, srv := range https {
+		if servers[i].Stopping != nil {
+			servers[i].Stopping()
+		}
 		if err := srv.Shutdown(sctx); err != nil {
+			if servers[i].BeforeClose != nil {
+				servers[i].BeforeClose()
+			}
 			_ = srv.Close()
 			errs = append(errs, fmt.Errorf("%s: shutdown: %w", servers[i].Name, err))
 		}
@@ -132,6 +151,42 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newServer builds the http.Server for s, and the listener it serves:
+// s.Listener with connections counted and watched.
+func newServer(s Server, log *slog.Logger) (*http.Server, net.Listener) {
+	refuse := s.Refuse
+	if refuse == nil {
+		refuse = plainRefuse
+	}
+	headerTimeout := readHeaderTimeout
+	if s.ReadTimeout > 0 {
+		headerTimeout = min(headerTimeout, s.ReadTimeout)
+	}
+	handler := s.Handler
+	if s.MaxConns > 0 {
+		handler = refuseOverLimit(handler, refuse)
+	}
+	ln := &limitListener{
+		Listener: s.Listener,
+		max:      s.MaxConns,
+		extra:    overLimitConns(s.MaxConns),
+		timeout:  rawResponse(refuse, http.StatusRequestTimeout),
+		log:      log.With("server", s.Name),
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       s.ReadTimeout,
+		WriteTimeout:      s.WriteTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         trackState,
+		ConnContext:       markOverLimit,
+		ErrorLog:          slog.NewLogLogger(log.Handler().WithAttrs([]slog.Attr{slog.String("server", s.Name)}), slog.LevelWarn),
+	}
+	return srv, ln
 }
 
 // result is what one server's Serve returned.

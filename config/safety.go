@@ -1,0 +1,59 @@
+package config
+
+import (
+	"net/url"
+	"time"
+)
+
+// Safety is the part of the configuration that keeps khproxy standing under
+// load and slow or hostile clients: how much request-body memory it holds at
+// once, how long a client may take to send a request, how many connections
+// it serves, and how long an upstream body may stall.
+type Safety struct {
+	MaxInflightBytes    int64         `env:"KH_MAX_INFLIGHT_BYTES" envDefault:"67108864" help:"Memory budget, in bytes, for the request bodies held at once. A body that does not fit waits up to KH_MAX_INFLIGHT_WAIT for room, then gets 503; one larger than the budget gets 413 at once."`
+	MaxInflightWait     time.Duration `env:"KH_MAX_INFLIGHT_WAIT" envDefault:"5s" help:"How long a request waits for room in KH_MAX_INFLIGHT_BYTES before it gets 503 with Retry-After. Must be below KH_READ_TIMEOUT."`
+	ReadTimeout         time.Duration `env:"KH_READ_TIMEOUT" envDefault:"30s" help:"How long a client may take to send a whole request, headers and body; past it, 408 and the connection is closed."`
+	MaxConns            int           `env:"KH_MAX_CONNS" envDefault:"512" help:"Most client connections served at once; a few more get 503 at once and are closed, the rest are closed unanswered. Keep it well below the open-file limit (ulimit -n)."`
+	UpstreamIdleTimeout time.Duration `env:"KH_UPSTREAM_IDLE_TIMEOUT" envDefault:"60s" help:"How long an upstream response body may send nothing before the response is cut."`
+}
+
+// validateSafety checks the Safety group, and how it fits the body limit.
+func (c *Config) validateSafety(v *validation) {
+	s := c.Safety
+	switch {
+	case s.MaxInflightBytes <= 0:
+		v.fail("KH_MAX_INFLIGHT_BYTES", "must be a positive number of bytes, got %d", s.MaxInflightBytes)
+	case s.MaxInflightBytes < c.MaxBodyBytes:
+		v.warn("KH_MAX_INFLIGHT_BYTES", "is below KH_MAX_BODY_BYTES: bodies larger than the budget get 413")
+	}
+	if s.ReadTimeout <= 0 {
+		v.fail("KH_READ_TIMEOUT", "must be positive, got %s", s.ReadTimeout)
+	}
+	switch {
+	case s.MaxInflightWait <= 0:
+		v.fail("KH_MAX_INFLIGHT_WAIT", "must be positive, got %s", s.MaxInflightWait)
+	case s.ReadTimeout > 0 && s.MaxInflightWait >= s.ReadTimeout:
+		v.fail("KH_MAX_INFLIGHT_WAIT", "must be below KH_READ_TIMEOUT (%s), got %s", s.ReadTimeout, s.MaxInflightWait)
+	}
+	if s.MaxConns <= 0 {
+		v.fail("KH_MAX_CONNS", "must be a positive number of connections, got %d", s.MaxConns)
+	}
+	if s.UpstreamIdleTimeout <= 0 {
+		v.fail("KH_UPSTREAM_IDLE_TIMEOUT", "must be positive, got %s", s.UpstreamIdleTimeout)
+	}
+}
+
+// RedactURL returns u as text with its user info, user name included,
+// replaced by "xxxxx": URL.Redacted keeps the user name, which is often a
+// token itself.
+func RedactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	if u.User == nil {
+		return u.String()
+	}
+	r := *u
+	r.User = url.User("xxxxx")
+	return r.String()
+}

@@ -1,0 +1,100 @@
+package config_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"khproxy/config"
+)
+
+func TestSafetyBadValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     []string
+		wantVar string
+	}{
+		{"budget zero", environ("KH_MAX_INFLIGHT_BYTES", "0"), "KH_MAX_INFLIGHT_BYTES"},
+		{"budget negative", environ("KH_MAX_INFLIGHT_BYTES", "-1"), "KH_MAX_INFLIGHT_BYTES"},
+		{"budget with unit", environ("KH_MAX_INFLIGHT_BYTES", "64MiB"), "KH_MAX_INFLIGHT_BYTES"},
+		{"wait zero", environ("KH_MAX_INFLIGHT_WAIT", "0s"), "KH_MAX_INFLIGHT_WAIT"},
+		{"wait not a duration", environ("KH_MAX_INFLIGHT_WAIT", "5"), "KH_MAX_INFLIGHT_WAIT"},
+		{"wait not below read timeout", environ("KH_MAX_INFLIGHT_WAIT", "30s"), "KH_MAX_INFLIGHT_WAIT"},
+		{"read timeout zero", environ("KH_READ_TIMEOUT", "0s"), "KH_READ_TIMEOUT"},
+		{"read timeout negative", environ("KH_READ_TIMEOUT", "-5s"), "KH_READ_TIMEOUT"},
+		{"max conns zero", environ("KH_MAX_CONNS", "0"), "KH_MAX_CONNS"},
+		{"max conns not a number", environ("KH_MAX_CONNS", "many"), "KH_MAX_CONNS"},
+		{"idle timeout zero", environ("KH_UPSTREAM_IDLE_TIMEOUT", "0s"), "KH_UPSTREAM_IDLE_TIMEOUT"},
+		{"idle timeout empty", environ("KH_UPSTREAM_IDLE_TIMEOUT", ""), "KH_UPSTREAM_IDLE_TIMEOUT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := config.Load(tt.env)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tt.wantVar) {
+				t.Errorf("error %q does not name %s", err, tt.wantVar)
+			}
+		})
+	}
+}
+
+func TestSafetyBudgetBelowBodyLimitWarns(t *testing.T) {
+	_, warns, err := config.Load(environ("KH_MAX_INFLIGHT_BYTES", "1000", "KH_MAX_BODY_BYTES", "2000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 1 || warns[0].Var != "KH_MAX_INFLIGHT_BYTES" {
+		t.Errorf("warnings = %+v, want one for KH_MAX_INFLIGHT_BYTES", warns)
+	}
+}
+
+// TestUpstreamUserInfoNeverQuoted tries URLs whose parse errors would quote
+// part of the user info, and ones that parse but are refused.
+func TestUpstreamUserInfoNeverQuoted(t *testing.T) {
+	for _, v := range []string{
+		"https://alice:s3cr%zzet@x/",   // bad escape inside the password
+		"https://alice:ab%s3cret@x/",   // url.Parse would quote "%s3"
+		"https://s3cr%zzet@x/",         // bad escape inside a token user name
+		"https://alice:s3cret@x:port/", // bad port after user info
+		"https://alice:s3 cret@x/",     // space in the password
+		"https://alice:s3cret@x%zz/",   // bad escape in the host
+		"ftp://s3cret@x/",              // wrong scheme, token as user name
+		"https://alice:s3cret@x/?q=1",  // user info and a query
+	} {
+		_, _, err := config.Load(environ("KH_UPSTREAM", v))
+		if err == nil {
+			t.Errorf("KH_UPSTREAM=%q accepted", v)
+			continue
+		}
+		if !strings.Contains(err.Error(), "KH_UPSTREAM") {
+			t.Errorf("KH_UPSTREAM=%q: error %q does not name the variable", v, err)
+		}
+		for _, part := range []string{"s3cr", "cret", "alice", "%s3"} {
+			if strings.Contains(err.Error(), part) {
+				t.Errorf("KH_UPSTREAM=%q: error %q quotes the user info", v, err)
+			}
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"https://alice:pw@host/p?q=1", "https://xxxxx@host/p?q=1"},
+		{"https://token@host/p", "https://xxxxx@host/p"},
+		{"https://host/p", "https://host/p"},
+	}
+	for _, tt := range tests {
+		u, err := url.Parse(tt.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := config.RedactURL(u); got != tt.want {
+			t.Errorf("RedactURL(%s) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := config.RedactURL(nil); got != "" {
+		t.Errorf("RedactURL(nil) = %q, want empty", got)
+	}
+}

@@ -1,0 +1,200 @@
+package httpserve
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// limitListener counts the connections it hands out. Up to max are served;
+// up to extra more at a time are marked over the limit, which gets their
+// requests refused; beyond that, new connections are closed at once, so that
+// a flood cannot take every file descriptor. max 0 means no limit.
+type limitListener struct {
+	net.Listener
+	max, extra int
+	timeout    []byte // the 408 response for a request whose headers stalled
+	log        *slog.Logger
+
+	mu sync.Mutex
+	n  int
+}
+
+// overLimitConns is how many connections over MaxConns may be answered 503
+// at once: enough for a burst of good requests to learn why, few enough to
+// keep file descriptors for the upstream.
+func overLimitConns(maxConns int) int { return max(8, maxConns/16) }
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		over := l.max > 0 && l.n >= l.max
+		if over && l.n >= l.max+l.extra {
+			l.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		l.n++
+		l.mu.Unlock()
+		return &conn{Conn: c, l: l, over: over}, nil
+	}
+}
+
+func (l *limitListener) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n--
+}
+
+// conn is one client connection. It tells whether the bytes of a request
+// have started to arrive outside a handler, so that a request whose headers
+// do not arrive in time gets a 408 rather than a silent close (Go's server
+// closes without a word).
+type conn struct {
+	net.Conn
+	l    *limitListener
+	over bool // accepted over the limit: its requests are refused
+
+	state    atomic.Int32 // http.ConnState, from the server's hook
+	partial  atomic.Bool  // a request's first bytes arrived, its headers have not
+	answered atomic.Bool  // a 408 went out
+	close    sync.Once
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	active := http.ConnState(c.state.Load()) == http.StateActive
+	if n > 0 && !active {
+		c.partial.Store(true)
+	}
+	if err != nil && !active && c.partial.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.answered.CompareAndSwap(false, true) {
+		// Within a request's headers: no handler will answer, so answer
+		// here. The server goroutine is blocked in this Read, so nothing
+		// else writes to the connection.
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Conn.Write(c.l.timeout)
+		c.l.log.Info("request headers not received in time: answered 408, closing", "remote", c.RemoteAddr().String())
+	}
+	return n, err
+}
+
+// Write drops what the server writes after a 408 went out: given a request
+// cut within its headers, Go's server may answer 400 of its own.
+func (c *conn) Write(b []byte) (int, error) {
+	if c.answered.Load() {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// CloseWrite lets the server half-close the connection before it closes it
+// (it does so after a response that closes the connection).
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.close.Do(c.l.release)
+	return err
+}
+
+// trackState is the server's ConnState hook: a request's headers are read
+// whole once the connection turns active, and a new request may start once
+// it turns idle.
+func trackState(nc net.Conn, st http.ConnState) {
+	c, ok := nc.(*conn)
+	if !ok {
+		return
+	}
+	c.state.Store(int32(st))
+	if st == http.StateActive || st == http.StateIdle {
+		c.partial.Store(false)
+	}
+}
+
+type overLimitKey struct{}
+
+// markOverLimit is the server's ConnContext hook.
+func markOverLimit(ctx context.Context, nc net.Conn) context.Context {
+	if c, ok := nc.(*conn); ok && c.over {
+		return context.WithValue(ctx, overLimitKey{}, true)
+	}
+	return ctx
+}
+
+// refuseOverLimit answers every request on a connection over the limit with
+// refuse's 503, and closes the connection after it.
+func refuseOverLimit(next http.Handler, refuse func(http.ResponseWriter, *http.Request, int)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Context().Value(overLimitKey{}) == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		refuse(w, r, http.StatusServiceUnavailable)
+	})
+}
+
+// plainRefuse is the default Refuse: a short plain-text answer.
+func plainRefuse(w http.ResponseWriter, _ *http.Request, status int) {
+	http.Error(w, http.StatusText(status), status)
+}
+
+// rawResponse renders what refuse writes as the bytes of an HTTP/1.1
+// response that closes the connection, for answers given outside a handler.
+func rawResponse(refuse func(http.ResponseWriter, *http.Request, int), status int) []byte {
+	w := &bufferedResponse{header: http.Header{}}
+	refuse(w, nil, status)
+	if w.status == 0 {
+		w.status = status
+	}
+	w.header.Set("Content-Length", fmt.Sprint(w.body.Len()))
+	w.header.Set("Connection", "close")
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
+	_ = w.header.Write(&b)
+	b.WriteString("\r\n")
+	b.Write(w.body.Bytes())
+	return b.Bytes()
+}
+
+// bufferedResponse is an http.ResponseWriter that keeps what is written.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (w *bufferedResponse) Header() http.Header { return w.header }
+
+func (w *bufferedResponse) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *bufferedResponse) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(b)
+}
+
+// OpenConns returns how many client connections a server with MaxConns
+// maxConns may hold open at once: the ones it serves and the ones it is
+// refusing.
+func OpenConns(maxConns int) int { return maxConns + overLimitConns(maxConns) }

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+
+	"khproxy/signer"
+)
+
+// TestAbortedAnswer: when ReverseProxy aborts an answer it could not copy
+// whole, nothing sent yet means a 502 problem in its place; something sent
+// means the connection must be cut. (Through sockets the two cases race,
+// since headers are forwarded at once: see TestUpstreamBodyFailures.)
+func TestAbortedAnswer(t *testing.T) {
+	u, _ := url.Parse("http://upstream.invalid/base")
+	p, err := New(Options{Upstream: u, Signer: &signer.Signer{Key: "k", Secret: signer.StaticSecret("s")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/v1/x", nil)
+
+	w := httptest.NewRecorder()
+	rec := &recorder{ResponseWriter: w}
+	rec.Header().Set("X-From-Upstream", "1")
+	rec.WriteHeader(http.StatusOK)
+	ex := &exchange{upstreamErr: io.ErrUnexpectedEOF}
+	if v := p.aborted(rec, req, ex, http.ErrAbortHandler); v != nil {
+		t.Fatalf("nothing was sent, yet the answer is cut (%v)", v)
+	}
+	if w.Code != http.StatusBadGateway || w.Header().Get("Content-Type") != "application/problem+json" || w.Header().Get("X-From-Upstream") != "" {
+		t.Errorf("status %d, headers %v; want a 502 problem without the upstream's headers", w.Code, w.Header())
+	}
+
+	w = httptest.NewRecorder()
+	rec = &recorder{ResponseWriter: w}
+	rec.WriteHeader(http.StatusOK)
+	rec.Write([]byte("abc"))
+	ex = &exchange{upstreamErr: errUpstreamIdle}
+	if v := p.aborted(rec, req, ex, http.ErrAbortHandler); v != http.ErrAbortHandler {
+		t.Errorf("the answer had started, yet it is not cut (%v)", v)
+	}
+	if ex.err == nil || ex.err.Kind != KindTimeout {
+		t.Errorf("logged error %v, want an upstream_timeout", ex.err)
+	}
+	if v := p.aborted(rec, req, ex, "another panic"); v != "another panic" {
+		t.Errorf("other panics must pass through, got %v", v)
+	}
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"khproxy/internal/testutil"
+)
+
+// TestSafetySettingsTakeEffect runs khproxy with small limits and checks
+// that each setting reaches the server or the proxy.
+func TestSafetySettingsTakeEffect(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &testutil.SyncBuffer{}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json",
+		"KH_MAX_INFLIGHT_BYTES=1000", "KH_MAX_BODY_BYTES=1000", "KH_MAX_INFLIGHT_WAIT=100ms",
+		"KH_READ_TIMEOUT=400ms", "KH_MAX_CONNS=1"}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+	addr := waitListening(t, logs, errc)
+
+	send := func(req string) (*http.Response, map[string]any) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		var p map[string]any
+		json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		return resp, p
+	}
+	// KH_MAX_INFLIGHT_BYTES, and KH_READ_TIMEOUT for a stalled body.
+	if resp, p := send("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n"); resp.StatusCode != 413 || !strings.Contains(p["detail"].(string), "1000") {
+		t.Errorf("body over the limits: %d %v", resp.StatusCode, p)
+	}
+	// A connection the server closed holds its slot a moment longer (Go
+	// waits before closing, so that the client reads the answer): while
+	// the one connection allowed is still taken, the answer is 503.
+	var resp *http.Response
+	testutil.WaitFor(t, "an answer to a stalled body", func() bool {
+		resp, _ = send("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		return resp.StatusCode != http.StatusServiceUnavailable
+	})
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled body: %d, want 408", resp.StatusCode)
+	}
+	// KH_MAX_CONNS: while a stalled upload holds the one connection, a good
+	// request is refused.
+	if good, p := whileHeld(t, addr, func() (*http.Response, map[string]any) {
+		return send("GET /v1/products HTTP/1.1\r\nHost: x\r\n\r\n")
+	}); good.StatusCode != http.StatusServiceUnavailable || p["type"] != "urn:khproxy:problem:overloaded" {
+		t.Errorf("while the one connection was held: %d %v, want 503 overloaded", good.StatusCode, p)
+	}
+	testutil.WaitFor(t, "good requests once the stalled upload is cut", func() bool {
+		resp, _ := send("GET /v1/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		return resp.StatusCode == http.StatusOK
+	})
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("run = %v", err)
+	}
+}
+
+// whileHeld holds a connection to addr with a stalled upload, sends probe
+// meanwhile and returns what it got. The held connection is itself refused
+// when a closed one still holds the slot (Go waits a moment before closing
+// a connection, so that the client reads the answer): then it tries again.
+func whileHeld(t *testing.T, addr string, probe func() (*http.Response, map[string]any)) (*http.Response, map[string]any) {
+	t.Helper()
+	for attempt := 1; attempt <= 20; attempt++ {
+		held, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(held, "POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		heldStatus := make(chan int, 1)
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(held), nil)
+			if err != nil {
+				heldStatus <- 0
+				return
+			}
+			heldStatus <- resp.StatusCode
+		}()
+		resp, p := probe()
+		h := <-heldStatus
+		held.Close()
+		if h == http.StatusRequestTimeout { // it was served, and cut by the read timeout
+			return resp, p
+		}
+	}
+	t.Fatal("the stalled upload was never served")
+	return nil, nil
+}
+
+// TestShutdownLogsRequestsInDoubt: when KH_SHUTDOWN_TIMEOUT runs out with an
+// order still in flight upstream, khproxy names it before it exits, with
+// the key to check it by.
+func TestShutdownLogsRequestsInDoubt(t *testing.T) {
+	arrived, release := make(chan string, 1), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- r.Header.Get("Idempotency-Key")
+		<-release
+	}))
+	defer up.Close()
+	defer close(release) // before up.Close, which waits for the handler
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &testutil.SyncBuffer{}
+	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_ADMIN_LISTEN=",
+		"KH_SHUTDOWN_DELAY=0s", "KH_SHUTDOWN_TIMEOUT=300ms"}
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+	addr := waitListening(t, logs, errc)
+	go http.Post("http://"+addr+"/v1/orders", "application/json", strings.NewReader(`{"product_id":42}`))
+	key := <-arrived
+	cancel()
+	if err := <-errc; err == nil {
+		t.Error("run = nil, want the shutdown's error: a request was cut")
+	}
+	var inDoubt map[string]any
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), "request in doubt") {
+			inDoubt = m
+		}
+	}
+	if inDoubt["method"] != "POST" || inDoubt["path"] != "/v1/orders" || inDoubt["idempotency_key"] != key || key == "" {
+		t.Errorf("in-doubt line %v, want POST /v1/orders with key %q:\n%s", inDoubt, key, logs.String())
+	}
+}
