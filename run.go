@@ -129,8 +129,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		}
 		routes = append(routes, proxy.Route{Method: method, Path: path})
 	}
+	roots, err := cfg.UpstreamRoots()
+	if err != nil {
+		return fmt.Errorf("KH_UPSTREAM_CA_FILE: %w", err)
+	}
 	p, err := proxy.New(proxy.Options{
 		Upstream:          upstream,
+		UpstreamRoots:     roots,
 		Signer:            &signer.Signer{Key: cfg.Key, Secret: secret},
 		MaxBodyBytes:      cfg.MaxBodyBytes,
 		UpstreamTimeout:   cfg.UpstreamTimeout,

@@ -39,6 +39,7 @@ type Config struct {
 	IdemWindow       time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 	LogLevel         string        `env:"KH_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error."`
 	LogFormat        string        `env:"KH_LOG_FORMAT" envDefault:"auto" help:"auto (coloured text on a terminal, JSON otherwise), text or json."`
+	UpstreamCAFile   string        `env:"KH_UPSTREAM_CA_FILE" envDefault:"" help:"PEM file of CA certificates trusted for an https KH_UPSTREAM besides the system's, e.g. a corporate TLS-inspecting proxy's."`
 }
 
 // Var describes one environment variable for help output.
@@ -202,6 +203,7 @@ func (c *Config) validate() ([]Warning, error) {
 	if c.IdemWindow <= 0 {
 		add("KH_IDEMPOTENCY_WINDOW", "must be positive, got %s", c.IdemWindow)
 	}
+	c.validateUpstreamCA(add, warn)
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":
 	default:

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,6 +47,9 @@ type Options struct {
 	IdempotentRoutes []Route
 	// Transport performs upstream attempts; nil means NewTransport().
 	Transport http.RoundTripper
+	// UpstreamRoots are the CAs trusted for an https upstream by the default
+	// transport; nil means the system's roots. Set it or Transport, not both.
+	UpstreamRoots *x509.CertPool
 	// RetryMax is how many times a failed attempt may be retried; 0 means
 	// never. Which failures are retried is described in the README.
 	RetryMax int
@@ -116,7 +120,11 @@ func New(opts Options) (*Proxy, error) {
 	p.flights = newFlights(window)
 	next := opts.Transport
 	if next == nil {
-		next = NewTransport()
+		t := NewTransport()
+		t.TLSClientConfig.RootCAs = opts.UpstreamRoots
+		next = t
+	} else if opts.UpstreamRoots != nil {
+		return nil, errors.New("proxy: set UpstreamRoots or Transport, not both")
 	}
 	timeout := opts.UpstreamTimeout
 	if timeout <= 0 {
