@@ -168,6 +168,13 @@ func newPlainProxy(u *url.URL) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
 		Transport: t,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// wrk cuts its connections at the end of a run: no news.
+			if !errors.Is(err, context.Canceled) {
+				log.Printf("plain proxy: %v", err)
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
 	}
 }
 
