@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 
 	"khproxy/emulator"
+	"khproxy/internal/httpserve"
 )
 
 // demo runs the real proxy in front of an in-process API emulator with
@@ -58,14 +58,14 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	emuCtx, stopEmu := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEmu()
 	emuDone := make(chan error, 1)
-	go func() { emuDone <- serveHTTP(emuCtx, ln, emu, log.With("component", "emulator")) }()
+	go func() {
+		emuDone <- httpserve.Serve(emuCtx, httpserve.Options{Logger: log.With("component", "emulator"), BeforeShutdown: func() { _ = emu.Close() }},
+			httpserve.Server{Name: "emulator", Listener: ln, Handler: emu})
+	}()
 
 	err = serve(ctx, cfg, log, func(addr string) { banner(stdout, addr, upstream) })
 	stopEmu()
-	if emuErr := <-emuDone; err == nil && !errors.Is(emuErr, http.ErrServerClosed) {
-		err = emuErr
-	}
-	return err
+	return errors.Join(err, <-emuDone)
 }
 
 func banner(w io.Writer, addr, upstream string) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 // TestDemoEndToEnd starts `khproxy demo`, follows its banner: lists
@@ -18,7 +20,7 @@ import (
 func TestDemoEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	errc := make(chan error, 1)
 	env := []string{"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_SECRET=ignored-by-demo"}
 	go func() { errc <- run(ctx, []string{"demo"}, env, stdout, stderr) }()

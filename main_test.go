@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,8 +32,6 @@ const (
 	testSecret = "main-test-secret-value"
 )
 
-type syncBuffer = testutil.SyncBuffer
-
 func TestHelpListsEveryVariable(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"-h"}, nil, &out, io.Discard); err != nil {
@@ -49,6 +48,11 @@ func TestHelpListsEveryVariable(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
+	dir := t.TempDir()
+	spaced := filepath.Join(dir, "spaced")
+	if err := os.WriteFile(spaced, []byte("two words\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -60,12 +64,20 @@ func TestRunErrors(t *testing.T) {
 		{"no key", nil, []string{"KH_SECRET=x"}, "KH_KEY", nil},
 		{"bad listen", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=nope"}, "KH_LISTEN", nil},
 		{"port taken", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=x", "KH_LISTEN=256.0.0.1:1"}, "KH_LISTEN", nil},
+		{"secret with newline", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=abc\n"}, "KH_SECRET", nil},
+		{"secret with control", nil, []string{"KH_KEY=" + testKey, "KH_SECRET=a\x00b"}, "KH_SECRET", nil},
+		{"secret file missing", nil, []string{"KH_KEY=" + testKey, "KH_SECRET_FILE=" + filepath.Join(dir, "nope")}, "KH_SECRET_FILE", nil},
+		{"secret file with space", nil, []string{"KH_KEY=" + testKey, "KH_SECRET_FILE=" + spaced}, "KH_SECRET_FILE", nil},
+		{"emulator log level", []string{"emulator"}, []string{"KH_LOG_LEVEL=verbose"}, "KH_LOG_LEVEL", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := run(context.Background(), tt.args, tt.env, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run = %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "two words") || strings.Contains(err.Error(), "abc") {
+				t.Errorf("run = %v, quotes the secret", err)
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Errorf("run = %v, want errors.Is %v", err, tt.wantErr)
@@ -76,7 +88,7 @@ func TestRunErrors(t *testing.T) {
 
 // waitListening reads the JSON log until the "listening" line and returns
 // its address.
-func waitListening(t testing.TB, logs *syncBuffer, errc <-chan error) string {
+func waitListening(t testing.TB, logs *testutil.SyncBuffer, errc <-chan error) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -114,7 +126,7 @@ func TestServeSignsAndShutsDownGracefully(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api", "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
@@ -284,15 +296,23 @@ func testBinaryForwardProxy(t *testing.T, bin string) {
 }
 
 func TestLogLevels(t *testing.T) {
+	logger := func(w io.Writer, level string) *slog.Logger {
+		t.Helper()
+		lc, err := config.LoadLogging([]string{"KH_LOG_LEVEL=" + level, "KH_LOG_FORMAT=json"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newLogger(w, lc)
+	}
 	for _, level := range []string{"warn", "WARN", "warning", "WARNING", "error"} {
 		var b bytes.Buffer
-		newLogger(&b, level, "json").Info("hidden")
+		logger(&b, level).Info("hidden")
 		if b.Len() != 0 {
 			t.Errorf("KH_LOG_LEVEL=%s logs at info", level)
 		}
 	}
 	var b bytes.Buffer
-	newLogger(&b, "DEBUG", "json").Debug("shown")
+	logger(&b, "DEBUG").Debug("shown")
 	if b.Len() == 0 {
 		t.Error("KH_LOG_LEVEL=DEBUG hides debug lines")
 	}
@@ -326,7 +346,7 @@ func TestSecretFileRotation(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	env := []string{"KH_KEY=" + key, "KH_SECRET_FILE=" + path, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
 		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}
 	errc := make(chan error, 1)

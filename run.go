@@ -7,16 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
-	"os"
 	"strings"
-	"time"
-
-	"github.com/lmittmann/tint"
 
 	"khproxy/config"
 	"khproxy/emulator"
+	"khproxy/internal/httpserve"
 	"khproxy/proxy"
 	"khproxy/signer"
 )
@@ -30,10 +25,6 @@ func exitCode(err error) int {
 	}
 	return 1
 }
-
-// shutdownGrace is how long in-flight requests may take to finish after
-// SIGTERM. Kubernetes' default termination grace period is 30s.
-const shutdownGrace = 25 * time.Second
 
 // run is khproxy's whole program: it reads the command line and environment,
 // wires the pieces together and serves until ctx is done.
@@ -52,7 +43,11 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	case "demo":
 		return demo(ctx, args, environ, stdout, stderr)
 	case "emulator":
-		log := newLogger(stderr, lookup(environ, "KH_LOG_LEVEL"), orDefault(lookup(environ, "KH_LOG_FORMAT"), "auto"))
+		lc, err := config.LoadLogging(environ)
+		if err != nil {
+			return fmt.Errorf("configuration:\n%w", err)
+		}
+		log := newLogger(stderr, lc)
 		return emulator.Run(ctx, args, func(k string) string { return lookup(environ, k) }, stdout, log)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
@@ -63,36 +58,13 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `khproxy signs requests for the KernelHost Reseller API: send it plain HTTP,
-it adds KH-Key, KH-Timestamp, KH-Nonce, KH-Signature (and an Idempotency-Key
-where the API needs one) and forwards the request upstream.
-
-Usage:
-  khproxy            run the proxy, configured by the environment below
-  khproxy demo       run the proxy in front of a built-in API emulator:
-                     no credentials needed (KH_LISTEN and KH_LOG_* apply)
-  khproxy emulator   run the API emulator alone (khproxy emulator -h)
-  khproxy -h         show this help
-
-Environment:
-`)
-	for _, v := range config.Vars() {
-		def := ""
-		if v.Default != "" {
-			def = " (default " + v.Default + ")"
-		}
-		fmt.Fprintf(w, "  %s%s\n      %s\n", v.Name, def, v.Help)
-	}
-}
-
 // load reads the configuration and builds the one logger.
 func load(environ []string, stderr io.Writer) (config.Config, *slog.Logger, error) {
 	cfg, warnings, err := config.Load(environ)
 	if err != nil {
 		return config.Config{}, nil, fmt.Errorf("configuration:\n%w", err)
 	}
-	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	log := newLogger(stderr, cfg.Logging)
 	for _, w := range warnings {
 		log.Warn(w.Message, "var", w.Var)
 	}
@@ -102,115 +74,67 @@ func load(environ []string, stderr io.Writer) (config.Config, *slog.Logger, erro
 // serve runs the proxy until ctx is done. ready, when not nil, is called
 // with the listening address once requests are accepted.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
-	var secret signer.SecretSource = signer.StaticSecret(cfg.Secret)
-	if cfg.SecretFile != "" {
-		fs, err := signer.NewFileSecret(cfg.SecretFile)
-		if err != nil {
-			return fmt.Errorf("KH_SECRET_FILE: %w", err)
-		}
-		fs.OnChange = func(err error) {
-			if err != nil {
-				log.Warn("secret file unusable; signing with the last good secret", "var", "KH_SECRET_FILE", "error", err)
-				return
-			}
-			log.Info("secret file changed; signing with the new secret", "var", "KH_SECRET_FILE")
-		}
-		secret = fs
-	}
-	upstream, err := url.Parse(cfg.Upstream)
+	secret, err := secretSource(cfg, log)
 	if err != nil {
-		return fmt.Errorf("KH_UPSTREAM: %w", err)
+		return err
 	}
-	routes := make([]proxy.Route, 0, len(cfg.IdempotentRoutes))
-	for _, r := range cfg.IdempotentRoutes {
-		method, path, err := config.SplitRoute(r)
-		if err != nil {
-			return fmt.Errorf("KH_IDEMPOTENT_ROUTES: %w", err)
-		}
-		routes = append(routes, proxy.Route{Method: method, Path: path})
-	}
-	roots, err := cfg.UpstreamRoots()
+	p, err := proxy.New(proxyOptions(cfg, secret, log))
 	if err != nil {
-		return fmt.Errorf("KH_UPSTREAM_CA_FILE: %w", err)
+		return err
 	}
-	p, err := proxy.New(proxy.Options{
-		Upstream:          upstream,
-		UpstreamRoots:     roots,
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("KH_LISTEN: %w", err)
+	}
+	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream.Redacted(), "key", cfg.Key)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	return httpserve.Serve(ctx, httpserve.Options{Logger: log},
+		httpserve.Server{Name: "proxy", Listener: ln, Handler: p})
+}
+
+// proxyOptions copies the configuration into the proxy's options.
+func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logger) proxy.Options {
+	routes := make([]proxy.Route, len(cfg.IdempotentRoutes))
+	for i, r := range cfg.IdempotentRoutes {
+		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
+	}
+	return proxy.Options{
+		Upstream:          cfg.Upstream,
+		UpstreamCAs:       cfg.UpstreamCAs,
 		Signer:            &signer.Signer{Key: cfg.Key, Secret: secret},
 		MaxBodyBytes:      cfg.MaxBodyBytes,
 		UpstreamTimeout:   cfg.UpstreamTimeout,
 		IdempotentRoutes:  routes,
 		RetryMax:          cfg.RetryMax,
 		RetryBudget:       cfg.RetryBudget,
-		IdempotencyWindow: cfg.IdemWindow,
+		IdempotencyWindow: cfg.IdempotencyWindow,
 		Logger:            log,
-	})
+	}
+}
+
+// secretSource returns the configured secret, judged by package signer's
+// rule; a secret file is read here, once, and again whenever it changes.
+func secretSource(cfg config.Config, log *slog.Logger) (signer.SecretSource, error) {
+	if cfg.SecretFile == "" {
+		if err := signer.ValidateSecret([]byte(cfg.Secret)); err != nil {
+			return nil, fmt.Errorf("configuration:\nKH_SECRET: %w", err)
+		}
+		return signer.StaticSecret(cfg.Secret), nil
+	}
+	fs, err := signer.NewFileSecret(cfg.SecretFile)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("configuration:\nKH_SECRET_FILE: %w", err)
 	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("KH_LISTEN: %w", err)
+	fs.OnChange = func(err error) {
+		if err != nil {
+			log.Warn("secret file unusable; signing with the last good secret", "var", "KH_SECRET_FILE", "error", err)
+			return
+		}
+		log.Info("secret file changed; signing with the new secret", "var", "KH_SECRET_FILE")
 	}
-	log.Info("khproxy listening", "addr", ln.Addr().String(), "upstream", cfg.Upstream, "key", cfg.Key)
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-	return serveHTTP(ctx, ln, p, log)
-}
-
-// serveHTTP serves h on ln until ctx is done, then lets in-flight requests
-// finish for up to shutdownGrace.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing in-flight requests", "grace", shutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	log.Info("stopped")
-	return nil
-}
-
-// newLogger builds the one logger: coloured text (tint) on a terminal, JSON
-// otherwise, unless format forces one.
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(strings.Replace(strings.ToLower(level), "warning", "warn", 1))); err != nil {
-		lv = slog.LevelInfo
-	}
-	tty := isTerminal(w)
-	if format == "json" || (format == "auto" && !tty) {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv}))
-	}
-	return slog.New(tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !tty}))
-}
-
-// isTerminal reports whether w is a character device, such as a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(interface{ Stat() (os.FileInfo, error) })
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return fs, nil
 }
 
 // lookup returns the last value of key in environ, "" when absent.
@@ -220,13 +144,6 @@ func lookup(environ []string, key string) string {
 		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
 			v = val
 		}
-	}
-	return v
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
 	}
 	return v
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"khproxy/internal/testutil"
 )
 
 // TestUpstreamCAFileIsTrusted runs khproxy against an https upstream with a
@@ -43,7 +45,7 @@ func TestUpstreamCAFileIsTrusted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			env := append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
 				"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_RETRY_MAX=0"}, tt.env...)
 			errc := make(chan error, 1)

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 // basePath is the upstream's API base path, as on the real API.
@@ -65,33 +64,19 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"data":[{"id":42,"name":"VPS S","price":"4.99","currency":"EUR"}],"meta":{"page":1}}`)
 }
 
-// verify checks the four KH-* headers as the API documents them (spec §1)
-// and answers 200, or 401 saying what is wrong.
+// verify checks the four KH-* headers as the API documents them (spec §1),
+// with the tests' oracle rather than package signer, and answers 200, or 401
+// saying what is wrong.
 func (a *api) verify(w http.ResponseWriter, r *http.Request, target string) {
 	body, err := io.ReadAll(r.Body)
 	if err == nil {
-		err = checkSignature(a.key, a.secret, r.Method, target, r.Header, body)
+		err = testutil.VerifySignature(r.Header, a.key, string(a.secret), r.Method, target, body)
 	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
 	io.WriteString(w, `{"verified":true}`)
-}
-
-// checkSignature re-computes KH-Signature independently of package signer.
-func checkSignature(key string, secret []byte, method, target string, h http.Header, body []byte) error {
-	if got := h.Get("KH-Key"); got != key {
-		return fmt.Errorf("KH-Key %q, want %q", got, key)
-	}
-	bh := sha256.Sum256(body)
-	msg := method + "\n" + target + "\n" + h.Get("KH-Timestamp") + "\n" + h.Get("KH-Nonce") + "\n" + hex.EncodeToString(bh[:])
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(msg))
-	if !hmac.Equal([]byte(hex.EncodeToString(m.Sum(nil))), []byte(h.Get("KH-Signature"))) {
-		return fmt.Errorf("signature mismatch over %q", msg)
-	}
-	return nil
 }
 
 // runUpstream serves the API-like upstream on a plain and, with a

@@ -2,16 +2,22 @@
 //
 // Load is the single entry point: it parses a given environment (never the
 // process's own, so tests stay hermetic), applies defaults, and validates each
-// value with an error that names the variable. The Vars table, generated from
-// the same struct tags, feeds `khproxy -h`.
+// value with an error that names the variable. It returns typed values (a
+// parsed URL, parsed routes, a slog.Level, durations), so that nothing after
+// it parses again. The Vars table, generated from the same struct tags, feeds
+// `khproxy -h`.
+//
+// The secret's content is not judged here: package signer owns that rule and
+// reads the secret file, once, when the signer is built.
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -23,23 +29,59 @@ import (
 )
 
 // Config is khproxy's whole configuration. Fields are filled by Load; the zero
-// value is not a usable configuration. A Config is plain data, safe to share.
+// value is not a usable configuration. A Config is plain data, safe to share
+// once loaded; Upstream and IdempotentRoutes must not be modified.
 type Config struct {
 	Key        string `env:"KH_KEY" help:"API key id sent as KH-Key (kh_live_ + 32 characters). Required."`
 	Secret     string `env:"KH_SECRET" help:"API secret used as the HMAC key. Set this or KH_SECRET_FILE, not both."`
 	SecretFile string `env:"KH_SECRET_FILE" help:"File holding the API secret (one trailing newline ignored); read again when it changes, e.g. a rotated Kubernetes secret."`
 
-	Upstream         string        `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
-	Listen           string        `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on. Anyone who can reach it can spend the account's money: keep it on loopback."`
-	MaxBodyBytes     int64         `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
-	UpstreamTimeout  time.Duration `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
-	IdempotentRoutes []string      `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
-	RetryMax         int           `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`
-	RetryBudget      time.Duration `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
-	IdemWindow       time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
-	LogLevel         string        `env:"KH_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error."`
-	LogFormat        string        `env:"KH_LOG_FORMAT" envDefault:"auto" help:"auto (coloured text on a terminal, JSON otherwise), text or json."`
-	UpstreamCAFile   string        `env:"KH_UPSTREAM_CA_FILE" envDefault:"" help:"PEM file of CA certificates trusted for an https KH_UPSTREAM besides the system's, e.g. a corporate TLS-inspecting proxy's."`
+	Upstream          *url.URL            `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
+	UpstreamCAs       []*x509.Certificate `env:"KH_UPSTREAM_CA_FILE" help:"PEM file of CA certificates trusted for an https KH_UPSTREAM besides the system's, e.g. a corporate TLS-inspecting proxy's."`
+	Listen            string              `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on. Anyone who can reach it can spend the account's money: keep it on loopback."`
+	MaxBodyBytes      int64               `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
+	UpstreamTimeout   time.Duration       `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
+	IdempotentRoutes  []Route             `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
+	RetryMax          int                 `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`
+	RetryBudget       time.Duration       `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
+	IdempotencyWindow time.Duration       `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
+
+	Logging
+}
+
+// Logging is the part of the configuration that every subcommand reads,
+// the emulator's included (see LoadLogging).
+type Logging struct {
+	LogLevel  slog.Level `env:"KH_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error."`
+	LogFormat string     `env:"KH_LOG_FORMAT" envDefault:"auto" help:"auto (coloured text on a terminal, JSON otherwise), text or json."`
+}
+
+// Route is one KH_IDEMPOTENT_ROUTES entry: an uppercase method and a path
+// starting with "/", in which a "*" segment stands for one path segment.
+type Route struct {
+	Method string
+	Path   string
+}
+
+// String returns the route as "METHOD /path".
+func (r Route) String() string { return r.Method + " " + r.Path }
+
+// UnmarshalText parses "METHOD /path"; surrounding spaces are ignored.
+func (r *Route) UnmarshalText(text []byte) error {
+	route := string(text)
+	method, path, ok := strings.Cut(strings.TrimSpace(route), " ")
+	path = strings.TrimSpace(path)
+	if !ok || method == "" || path == "" {
+		return fmt.Errorf("route %q: want \"METHOD /path\", like \"POST /v1/orders\"", route)
+	}
+	if strings.ContainsFunc(method, func(r rune) bool { return r < 'A' || r > 'Z' }) {
+		return fmt.Errorf("route %q: method must be an uppercase HTTP method", route)
+	}
+	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " ?#") {
+		return fmt.Errorf("route %q: path must start with / and hold no spaces, query or fragment", route)
+	}
+	*r = Route{Method: method, Path: path}
+	return nil
 }
 
 // Var describes one environment variable for help output.
@@ -52,12 +94,27 @@ type Var struct {
 // Vars lists every variable Load reads, in declaration order, with its default
 // and meaning. It is derived from Config's struct tags, the single source.
 func Vars() []Var {
-	t := reflect.TypeFor[Config]()
-	vars := make([]Var, 0, t.NumField())
-	for f := range t.Fields() {
+	var vars []Var
+	for _, f := range fields(reflect.TypeFor[Config]()) {
 		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
 	}
 	return vars
+}
+
+// fields lists t's fields that carry an env tag, descending into embedded
+// groups such as Logging.
+func fields(t reflect.Type) []reflect.StructField {
+	var out []reflect.StructField
+	for f := range t.Fields() {
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			out = append(out, fields(f.Type)...)
+			continue
+		}
+		if f.Tag.Get("env") != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Warning is a condition worth telling the operator about at start-up that
@@ -74,41 +131,96 @@ var KeyPattern = regexp.MustCompile(`^kh_live_[A-Z0-9]{32}$`)
 // and validates it. It returns every problem found, joined, each naming its
 // variable, plus the warnings for a configuration that is valid but risky.
 func Load(environ []string) (Config, []Warning, error) {
-	vars := env.ToMap(environ)
-	var empty []error
-	for _, v := range Vars() {
-		if val, ok := vars[v.Name]; ok && val == "" {
-			empty = append(empty, fmt.Errorf("%s: is set but empty; unset it or give it a value", v.Name))
-		}
-	}
-	if len(empty) > 0 {
-		return Config{}, nil, errors.Join(empty...)
-	}
 	var c Config
-	if err := env.ParseWithOptions(&c, env.Options{Environment: vars}); err != nil {
-		return Config{}, nil, nameVars(err)
-	}
-	warnings, err := c.validate()
-	if err != nil {
+	if err := parse(&c, environ); err != nil {
 		return Config{}, nil, err
 	}
-	return c, warnings, nil
+	var v validation
+	c.validateCredentials(&v)
+	c.validateNetwork(&v)
+	c.validateLimits(&v)
+	c.Logging.validate(&v)
+	c.validateUpstreamCAs(&v)
+	if err := errors.Join(v.errs...); err != nil {
+		return Config{}, nil, err
+	}
+	return c, v.warns, nil
+}
+
+// LoadLogging reads and validates only the logging variables, for
+// subcommands that need a logger but not the proxy's configuration.
+func LoadLogging(environ []string) (Logging, error) {
+	var l Logging
+	if err := parse(&l, environ); err != nil {
+		return Logging{}, err
+	}
+	var v validation
+	l.validate(&v)
+	return l, errors.Join(v.errs...)
+}
+
+// parse fills dst, a pointer to Config or one of its groups, from environ.
+// A variable that is set but empty is an error, never a silent default.
+func parse(dst any, environ []string) error {
+	vars := env.ToMap(environ)
+	t := reflect.TypeOf(dst).Elem()
+	var errs []error
+	for _, f := range fields(t) {
+		if val, ok := vars[f.Tag.Get("env")]; ok && val == "" {
+			errs = append(errs, fmt.Errorf("%s: is set but empty; unset it or give it a value", f.Tag.Get("env")))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// slog spells it "warn"; "warning" is what people type.
+	if lv, ok := vars["KH_LOG_LEVEL"]; ok && strings.EqualFold(lv, "warning") {
+		vars["KH_LOG_LEVEL"] = "warn"
+	}
+	opts := env.Options{
+		Environment: vars,
+		FuncMap: map[reflect.Type]env.ParserFunc{
+			reflect.TypeFor[url.URL]():             parseURL,
+			reflect.TypeFor[[]*x509.Certificate](): parseCAFile,
+		},
+	}
+	if err := env.ParseWithOptions(dst, opts); err != nil {
+		return nameVars(err, t)
+	}
+	return nil
+}
+
+// parseURL parses a URL without quoting it in the error: it may hold a
+// password.
+func parseURL(v string) (any, error) {
+	u, err := url.Parse(v)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return nil, ue.Err
+		}
+		return nil, errors.New("unparsable")
+	}
+	return *u, nil
 }
 
 // nameVars rewrites caarlos0/env's errors, which name Go fields, to name the
 // environment variables instead.
-func nameVars(err error) error {
+func nameVars(err error, t reflect.Type) error {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
 		return err
 	}
-	t := reflect.TypeFor[Config]()
+	byField := map[string]string{}
+	for _, f := range fields(t) {
+		byField[f.Name] = f.Tag.Get("env")
+	}
 	var errs []error
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			if f, ok := t.FieldByName(pe.Name); ok {
-				errs = append(errs, fmt.Errorf("%s: not a valid %s: %w", f.Tag.Get("env"), typeName(pe.Type), pe.Err))
+			if name, ok := byField[pe.Name]; ok {
+				errs = append(errs, fmt.Errorf("%s: not a valid %s: %w", name, typeName(pe.Type), pe.Err))
 				continue
 			}
 		}
@@ -123,123 +235,104 @@ func typeName(t reflect.Type) string {
 		return "duration (like 30s or 2m)"
 	case reflect.TypeFor[int](), reflect.TypeFor[int64]():
 		return "whole number"
+	case reflect.TypeFor[slog.Level]():
+		return "log level (debug, info, warn or error)"
+	case reflect.TypeFor[*url.URL]():
+		return "URL"
+	case reflect.TypeFor[[]Route]():
+		return "route list"
+	case reflect.TypeFor[[]*x509.Certificate]():
+		return "PEM file of CA certificates"
 	}
 	return t.String()
 }
 
-// validate checks every field; a KH_SECRET_FILE must be readable and hold a
-// usable secret (the signer reads it again when it changes).
-func (c *Config) validate() ([]Warning, error) {
-	var errs []error
-	var warns []Warning
-	add := func(name, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, a...)...))
-	}
-	warn := func(name, msg string) { warns = append(warns, Warning{Var: name, Message: msg}) }
+// validation collects the errors and warnings of the validate functions.
+type validation struct {
+	errs  []error
+	warns []Warning
+}
 
+// fail records an error that names the variable name.
+func (v *validation) fail(name, format string, a ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: "+format, append([]any{name}, a...)...))
+}
+
+// warn records a warning about the variable name.
+func (v *validation) warn(name, msg string) {
+	v.warns = append(v.warns, Warning{Var: name, Message: msg})
+}
+
+// validateCredentials checks the key and that exactly one secret source is
+// set. The secret's content is judged by package signer when it is read.
+func (c *Config) validateCredentials(v *validation) {
 	switch {
 	case c.Key == "":
-		add("KH_KEY", "required: set it to your API key id (kh_live_…)")
-	case checkToken(c.Key) != "":
-		add("KH_KEY", "%s", checkToken(c.Key))
+		v.fail("KH_KEY", "required: set it to your API key id (kh_live_…)")
+	case checkKey(c.Key) != "":
+		v.fail("KH_KEY", "%s", checkKey(c.Key))
 	case !KeyPattern.MatchString(c.Key):
-		warn("KH_KEY", "does not match the documented format kh_live_ + 32 uppercase letters or digits; the API will likely answer 401 bad_key")
+		v.warn("KH_KEY", "does not match the documented format kh_live_ + 32 uppercase letters or digits; the API will likely answer 401 bad_key")
 	}
-
 	switch {
 	case c.Secret != "" && c.SecretFile != "":
-		add("KH_SECRET", "set either KH_SECRET or KH_SECRET_FILE, not both")
+		v.fail("KH_SECRET", "set either KH_SECRET or KH_SECRET_FILE, not both")
 	case c.Secret == "" && c.SecretFile == "":
-		add("KH_SECRET", "required: set KH_SECRET or KH_SECRET_FILE")
-	case c.Secret != "":
-		if msg := checkToken(c.Secret); msg != "" {
-			add("KH_SECRET", "%s", msg)
-		}
-	default:
-		raw, err := os.ReadFile(c.SecretFile)
-		if err != nil {
-			add("KH_SECRET_FILE", "cannot read the secret: %w", err)
-			break
-		}
-		s := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
-		if msg := checkToken(s); msg != "" {
-			add("KH_SECRET_FILE", "the file's content %s", msg)
-		}
+		v.fail("KH_SECRET", "required: set KH_SECRET or KH_SECRET_FILE")
 	}
+}
 
-	if u, err := url.Parse(c.Upstream); err != nil {
-		add("KH_UPSTREAM", "not a URL: %w", err)
-	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add("KH_UPSTREAM", "must be an absolute http:// or https:// URL, got %q", c.Upstream)
-	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		add("KH_UPSTREAM", "must not carry a query, fragment or user info")
-	} else if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		warn("KH_UPSTREAM", "plain http to a non-loopback host: requests, bodies and signatures cross the network unencrypted")
+// validateNetwork checks where khproxy listens and where it forwards to.
+func (c *Config) validateNetwork(v *validation) {
+	switch u := c.Upstream; {
+	case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		v.fail("KH_UPSTREAM", "must be an absolute http:// or https:// URL, got %q", u.Redacted())
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		v.fail("KH_UPSTREAM", "must not carry a query, fragment or user info")
+	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+		v.warn("KH_UPSTREAM", "plain http to a non-loopback host: requests, bodies and signatures cross the network unencrypted")
 	}
-
 	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
-		add("KH_LISTEN", "must be host:port, like 127.0.0.1:8080: %w", err)
+		v.fail("KH_LISTEN", "must be host:port, like 127.0.0.1:8080: %w", err)
 	} else if !isLoopbackHost(host) {
-		warn("KH_LISTEN", "listening beyond loopback: anyone who can reach this port can sign requests with your key and spend the account's money")
+		v.warn("KH_LISTEN", "listening beyond loopback: anyone who can reach this port can sign requests with your key and spend the account's money")
 	}
+}
 
+// validateLimits checks sizes, timeouts and retry settings.
+func (c *Config) validateLimits(v *validation) {
 	if c.MaxBodyBytes <= 0 {
-		add("KH_MAX_BODY_BYTES", "must be a positive number of bytes, got %d", c.MaxBodyBytes)
+		v.fail("KH_MAX_BODY_BYTES", "must be a positive number of bytes, got %d", c.MaxBodyBytes)
 	}
 	if c.UpstreamTimeout <= 0 {
-		add("KH_UPSTREAM_TIMEOUT", "must be positive, got %s", c.UpstreamTimeout)
-	}
-	for _, r := range c.IdempotentRoutes {
-		if _, _, err := SplitRoute(r); err != nil {
-			add("KH_IDEMPOTENT_ROUTES", "%w", err)
-		}
+		v.fail("KH_UPSTREAM_TIMEOUT", "must be positive, got %s", c.UpstreamTimeout)
 	}
 	if c.RetryMax < 0 {
-		add("KH_RETRY_MAX", "must not be negative, got %d", c.RetryMax)
+		v.fail("KH_RETRY_MAX", "must not be negative, got %d", c.RetryMax)
 	}
 	if c.RetryBudget <= 0 {
-		add("KH_RETRY_BUDGET", "must be positive, got %s", c.RetryBudget)
+		v.fail("KH_RETRY_BUDGET", "must be positive, got %s", c.RetryBudget)
 	}
-	if c.IdemWindow <= 0 {
-		add("KH_IDEMPOTENCY_WINDOW", "must be positive, got %s", c.IdemWindow)
+	if c.IdempotencyWindow <= 0 {
+		v.fail("KH_IDEMPOTENCY_WINDOW", "must be positive, got %s", c.IdempotencyWindow)
 	}
-	c.validateUpstreamCA(add, warn)
-	switch strings.ToLower(c.LogLevel) {
-	case "debug", "info", "warn", "warning", "error":
+}
+
+func (l *Logging) validate(v *validation) {
+	switch l.LogLevel {
+	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
 	default:
-		add("KH_LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+		v.fail("KH_LOG_LEVEL", "must be debug, info, warn or error, got %q", l.LogLevel)
 	}
-	switch c.LogFormat {
+	switch l.LogFormat {
 	case "auto", "text", "json":
 	default:
-		add("KH_LOG_FORMAT", "must be auto, text or json, got %q", c.LogFormat)
+		v.fail("KH_LOG_FORMAT", "must be auto, text or json, got %q", l.LogFormat)
 	}
-	return warns, errors.Join(errs...)
 }
 
-// SplitRoute parses one KH_IDEMPOTENT_ROUTES entry, "METHOD /path", where the
-// path may use * for exactly one segment. Surrounding spaces are ignored.
-func SplitRoute(route string) (method, path string, err error) {
-	method, path, ok := strings.Cut(strings.TrimSpace(route), " ")
-	path = strings.TrimSpace(path)
-	if !ok || method == "" || path == "" {
-		return "", "", fmt.Errorf("route %q: want \"METHOD /path\", like \"POST /v1/orders\"", route)
-	}
-	if method != strings.ToUpper(method) || strings.ContainsFunc(method, func(r rune) bool { return r < 'A' || r > 'Z' }) {
-		return "", "", fmt.Errorf("route %q: method must be an uppercase HTTP method", route)
-	}
-	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " ?#") {
-		return "", "", fmt.Errorf("route %q: path must start with / and hold no spaces, query or fragment", route)
-	}
-	return method, path, nil
-}
-
-// checkToken returns why s is unusable as a key or secret, or "" when it is
-// fine. It never quotes s, which may be secret.
-func checkToken(s string) string {
-	if s == "" {
-		return "is empty"
-	}
+// checkKey returns why s is unusable as a key id, or "" when it is fine.
+func checkKey(s string) string {
 	if !utf8.ValidString(s) {
 		return "is not valid UTF-8"
 	}

@@ -5,54 +5,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 )
 
-// UpstreamRoots returns the CAs to trust for an https upstream: the system's
-// roots plus the certificates in KH_UPSTREAM_CA_FILE, read now. It returns
-// nil, meaning the system's roots only, when the variable is unset. Load has
-// checked the file; an error here means it changed since.
-func (c Config) UpstreamRoots() (*x509.CertPool, error) {
-	if c.UpstreamCAFile == "" {
-		return nil, nil
-	}
-	raw, err := os.ReadFile(c.UpstreamCAFile)
+// parseCAFile reads KH_UPSTREAM_CA_FILE: the certificates of its CERTIFICATE
+// blocks; other blocks are skipped. A file that cannot be read, holds no
+// certificate, or has a block that does not parse is an error.
+func parseCAFile(path string) (any, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the CA file: %w", err)
+		return nil, err
 	}
-	certs, err := parseCertificates(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c.UpstreamCAFile, err)
-	}
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		// No system roots here (a scratch image): trust the file alone.
-		roots = x509.NewCertPool()
-	}
-	for _, cert := range certs {
-		roots.AddCert(cert)
-	}
-	return roots, nil
-}
-
-// validateUpstreamCA checks KH_UPSTREAM_CA_FILE, when set, and reports what is
-// wrong with it through add and warn (validate's own).
-func (c *Config) validateUpstreamCA(add func(name, format string, a ...any), warn func(name, msg string)) {
-	const name = "KH_UPSTREAM_CA_FILE"
-	if _, err := c.UpstreamRoots(); err != nil {
-		add(name, "%w", err)
-		return
-	}
-	if u, err := url.Parse(c.Upstream); err == nil && u.Scheme == "http" && c.UpstreamCAFile != "" {
-		warn(name, "is set but KH_UPSTREAM is plain http: the CAs are not used")
-	}
-}
-
-// parseCertificates returns the certificates of the CERTIFICATE blocks in a
-// PEM file; other blocks are skipped. A file without any, or with a block
-// that does not parse, is an error.
-func parseCertificates(raw []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for n := 1; ; n++ {
 		var block *pem.Block
@@ -65,12 +28,22 @@ func parseCertificates(raw []byte) ([]*x509.Certificate, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("PEM block %d is not a valid certificate: %w", n, err)
+			return nil, fmt.Errorf("%s: PEM block %d is not a valid certificate: %w", path, n, err)
 		}
 		certs = append(certs, cert)
 	}
 	if len(certs) == 0 {
-		return nil, errors.New("holds no PEM certificate (want blocks starting -----BEGIN CERTIFICATE-----)")
+		return nil, fmt.Errorf("%s: %w", path, errNoCertificate)
 	}
 	return certs, nil
+}
+
+var errNoCertificate = errors.New("holds no PEM certificate (want blocks starting -----BEGIN CERTIFICATE-----)")
+
+// validateUpstreamCAs warns when CAs are given for an upstream that does not
+// use TLS.
+func (c *Config) validateUpstreamCAs(v *validation) {
+	if len(c.UpstreamCAs) > 0 && c.Upstream.Scheme == "http" {
+		v.warn("KH_UPSTREAM_CA_FILE", "is set but KH_UPSTREAM is plain http: the CAs are not used")
+	}
 }

@@ -60,15 +60,8 @@ func TestUpstreamCAFile(t *testing.T) {
 	if len(warns) != 0 {
 		t.Errorf("warnings = %v, want none", warns)
 	}
-	roots, err := c.UpstreamRoots()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if roots == nil {
-		t.Fatal("UpstreamRoots = nil with KH_UPSTREAM_CA_FILE set")
-	}
-	if _, err := ca.Verify(x509.VerifyOptions{Roots: roots}); err != nil {
-		t.Errorf("the file's CA is not trusted: %v", err)
+	if len(c.UpstreamCAs) != 1 || !c.UpstreamCAs[0].Equal(ca) {
+		t.Errorf("UpstreamCAs = %v, want the file's one certificate (the key block skipped)", c.UpstreamCAs)
 	}
 
 	_, warns, err = config.Load(environ("KH_UPSTREAM_CA_FILE", path, "KH_UPSTREAM", "http://127.0.0.1:9/cp"))
@@ -80,8 +73,8 @@ func TestUpstreamCAFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if roots, err := c.UpstreamRoots(); roots != nil || err != nil {
-		t.Errorf("unset: UpstreamRoots = %v, %v; want nil, nil (system roots)", roots, err)
+	if c.UpstreamCAs != nil {
+		t.Errorf("unset: UpstreamCAs = %v, want nil (system roots only)", c.UpstreamCAs)
 	}
 }
 
@@ -97,8 +90,8 @@ func TestUpstreamCAFileErrors(t *testing.T) {
 	tests := []struct {
 		name, path, want string
 	}{
-		{"missing", filepath.Join(dir, "nope.pem"), "cannot read"},
-		{"directory", dir, "cannot read"},
+		{"missing", filepath.Join(dir, "nope.pem"), "no such file"},
+		{"directory", dir, "is a directory"},
 		{"empty", write("empty.pem", "\n"), "no PEM certificate"},
 		{"not PEM", write("der.pem", "\x30\x82\x01\x0a garbage"), "no PEM certificate"},
 		{"only a key", write("key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}}))), "no PEM certificate"},

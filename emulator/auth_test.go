@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 var ulidPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
@@ -214,7 +216,7 @@ func TestScopes(t *testing.T) {
 	}{
 		{"GET", "/v1/products", "", "", 200},
 		{"GET", "/v1/me", "", "", 200},
-		{"POST", "/v1/orders", orderBody, "k1", 403},
+		{"POST", "/v1/orders", testutil.OrderBody, "k1", 403},
 		{"GET", "/v1/services", "", "", 403},
 		{"GET", "/v1/billing/balance", "", "", 403},
 		{"PUT", "/v1/webhooks", `{"url":null}`, "", 403},

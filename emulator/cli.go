@@ -8,11 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"khproxy/internal/httpserve"
 )
 
 var moneyPattern = regexp.MustCompile(`^([0-9]{1,12})(?:\.([0-9]{1,2}))?$`)
@@ -144,33 +145,22 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 		logger.Warn("emulator listening on a non-loopback address", "addr", ln.Addr().String())
 	}
-	srv := &http.Server{
-		Handler:           emu,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30*time.Second + f.Delay,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
 	fmt.Fprintf(stdout, "listening on http://%s (API base http://%s%s/v1)\n", ln.Addr(), ln.Addr(), emu.BasePath())
 	logger.Info("emulator started", "addr", ln.Addr().String(), "key", *key)
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("emulator: serve: %w", err)
-	case <-ctx.Done():
+	err = httpserve.Serve(ctx, httpserve.Options{
+		Grace:          5 * time.Second,
+		BeforeShutdown: func() { _ = emu.Close() }, // ends injected delays, so that shutdown does not wait on them
+		Logger:         logger,
+	}, httpserve.Server{
+		Name:         "emulator",
+		Listener:     ln,
+		Handler:      emu,
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 30*time.Second + f.Delay,
+	})
+	if err != nil {
+		return fmt.Errorf("emulator: %w", err)
 	}
-	emu.Close() // ends injected delays, so that shutdown does not wait on them
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		_ = srv.Close()
-		return fmt.Errorf("emulator: shutdown: %w", err)
-	}
-	<-errc
 	logger.Info("emulator stopped")
 	return nil
 }

@@ -14,19 +14,17 @@ import (
 	"khproxy/internal/testutil"
 )
 
-type syncBuffer = testutil.SyncBuffer
-
 func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"-listen", "127.0.0.1:0"}, func(string) string { return "" }, &out, nil)
 	}()
 	addrRe := regexp.MustCompile(`listening on http://(\S+)`)
 	var addr string
-	waitFor(t, "listening line", func() bool {
+	testutil.WaitFor(t, "listening line", func() bool {
 		if m := addrRe.FindStringSubmatch(out.String()); m != nil {
 			addr = m[1]
 			return true
@@ -59,7 +57,7 @@ func TestRun(t *testing.T) {
 	req.Header.Set(HeaderKey, vars["KH_KEY"])
 	req.Header.Set(HeaderTimestamp, ts)
 	req.Header.Set(HeaderNonce, nonce)
-	req.Header.Set(HeaderSignature, testSign(vars["KH_SECRET"], "GET", "/v1/me", ts, nonce, ""))
+	req.Header.Set(HeaderSignature, testutil.Signature(vars["KH_SECRET"], "GET", "/v1/me", ts, nonce, nil))
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +104,7 @@ func TestRunFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			var out syncBuffer
+			var out testutil.SyncBuffer
 			err := Run(ctx, tc.args, tc.getenv, &out, nil)
 			if tc.wantErr == "" {
 				if err != nil {

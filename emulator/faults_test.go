@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 func TestFaultDropAfterCommit(t *testing.T) {
@@ -11,7 +13,7 @@ func TestFaultDropAfterCommit(t *testing.T) {
 	if err := env.emu.SetFaults(Faults{DropAfterCommit: 1}); err != nil {
 		t.Fatal(err)
 	}
-	r := rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "dropped"}
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "dropped"}
 	if resp, _, err := env.try(t, r); err == nil {
 		t.Fatalf("want a transport error, got status %d", resp.StatusCode)
 	}
@@ -40,7 +42,7 @@ func TestFaultFail(t *testing.T) {
 	env := newEnv(t, nil)
 	env.emu.SetFaults(Faults{FailCount: 2, FailStatus: http.StatusServiceUnavailable})
 	for i := 0; i < 2; i++ {
-		resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "f"})
+		resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "f"})
 		wantProblem(t, resp, body, http.StatusServiceUnavailable, codeInternal, "injected_fault")
 		if resp.Header.Get("Retry-After") != "" {
 			t.Error("unexpected Retry-After on 503 without RetryAfter")
@@ -83,7 +85,7 @@ func TestFaultDelayClientGivesUp(t *testing.T) {
 	env := newEnv(t, nil)
 	env.emu.SetFaults(Faults{Delay: 10 * time.Second}) // every request
 	ctxClient := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 100 * time.Millisecond}
-	r := rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "gave-up", client: ctxClient}
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "gave-up", client: ctxClient}
 	if _, _, err := env.try(t, r); err == nil {
 		t.Fatal("want a client timeout")
 	}
@@ -94,7 +96,7 @@ func TestFaultDelayClientGivesUp(t *testing.T) {
 	r.client = nil
 	var resp *http.Response
 	var body []byte
-	waitFor(t, "idempotency record", func() bool {
+	testutil.WaitFor(t, "idempotency record", func() bool {
 		resp, body = env.do(t, r)
 		return resp.StatusCode != http.StatusConflict
 	})

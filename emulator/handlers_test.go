@@ -5,11 +5,13 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+
+	"khproxy/internal/testutil"
 )
 
 func TestOrderFlow(t *testing.T) {
 	env := newEnv(t, nil)
-	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "flow"})
+	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "flow"})
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("status %d, body %s", resp.StatusCode, body)
 	}
@@ -58,7 +60,7 @@ func TestOrderValidation(t *testing.T) {
 		{"empty", "", "body"},
 		{"bad JSON", `{"product_id":42,`, "body"},
 		{"array", `[1]`, "body"},
-		{"two objects", orderBody + orderBody, "body"},
+		{"two objects", testutil.OrderBody + testutil.OrderBody, "body"},
 		{"unknown field", `{"product_id":42,"billing_cycle":"monthly","coupon":"x"}`, "coupon"},
 		{"missing product", `{"billing_cycle":"monthly"}`, "product_id"},
 		{"string product", `{"product_id":"42","billing_cycle":"monthly"}`, "product_id"},
@@ -88,7 +90,7 @@ func TestOrderValidation(t *testing.T) {
 func TestPaymentRequired(t *testing.T) {
 	env := newEnv(t, func(o *Options) { o.InitialBalance = 1500 })
 	env.order(t, "o1")
-	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "o2"})
+	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "o2"})
 	wantProblem(t, resp, body, http.StatusPaymentRequired, codePayment, "insufficient_credit_and_no_card")
 	if got, want := env.emu.OrderCount(), 1; got != want {
 		t.Errorf("orders: got %d, want %d", got, want)

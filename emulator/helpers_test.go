@@ -1,9 +1,7 @@
 package emulator
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 // fakeClock is a settable clock for Options.Now.
@@ -97,14 +97,6 @@ func newNonce(t testing.TB) string {
 	return hex.EncodeToString(b)
 }
 
-// testSign is the test's own implementation of spec §1.2.
-func testSign(secret, method, path, ts, nonce, body string) string {
-	sum := sha256.Sum256([]byte(body))
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(method + "\n" + path + "\n" + ts + "\n" + nonce + "\n" + hex.EncodeToString(sum[:])))
-	return hex.EncodeToString(mac.Sum(nil))
-}
-
 // signHeaders returns the four auth headers for r.
 func (env *testEnv) signHeaders(t testing.TB, r rq) http.Header {
 	t.Helper()
@@ -135,7 +127,7 @@ func (env *testEnv) signHeaders(t testing.TB, r rq) http.Header {
 	h.Set(HeaderKey, key)
 	h.Set(HeaderTimestamp, tss)
 	h.Set(HeaderNonce, nonce)
-	h.Set(HeaderSignature, testSign(secret, r.method, sp, tss, nonce, r.body))
+	h.Set(HeaderSignature, testutil.Signature(secret, r.method, sp, tss, nonce, []byte(r.body)))
 	return h
 }
 
@@ -188,11 +180,9 @@ func (env *testEnv) try(t testing.TB, r rq) (*http.Response, []byte, error) {
 	return resp, body, err
 }
 
-const orderBody = `{"product_id":42,"billing_cycle":"monthly"}`
-
 func (env *testEnv) order(t testing.TB, idem string) map[string]any {
 	t.Helper()
-	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: idem})
+	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: idem})
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("order: status %d, body %s", resp.StatusCode, body)
 	}
@@ -208,16 +198,10 @@ func decode(t testing.TB, body []byte) map[string]any {
 	return m
 }
 
-// wantProblem checks a problem+json answer.
+// wantProblem checks a problem+json answer of the emulator.
 func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, code, reason string) map[string]any {
 	t.Helper()
-	if got := resp.StatusCode; got != status {
-		t.Fatalf("status: got %d, want %d (body %s)", got, status, body)
-	}
-	if got, want := resp.Header.Get("Content-Type"), "application/problem+json"; got != want {
-		t.Errorf("Content-Type: got %q, want %q", got, want)
-	}
-	p := decode(t, body)
+	p := testutil.Problem(t, resp, body, status)
 	if got, want := p["type"], errorTypeBase+code; got != want {
 		t.Errorf("type: got %v, want %v", got, want)
 	}
@@ -226,9 +210,6 @@ func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, cod
 	}
 	if got, want := p["request_id"], resp.Header.Get("X-Request-Id"); got != want {
 		t.Errorf("request_id: got %v, want header %v", got, want)
-	}
-	if got, want := p["status"], float64(status); got != want {
-		t.Errorf("body status: got %v, want %v", got, want)
 	}
 	return p
 }
@@ -240,16 +221,4 @@ func fieldOf(t testing.TB, p map[string]any) string {
 		t.Fatalf("no errors[] in %v", p)
 	}
 	return errs[0].(map[string]any)["field"].(string)
-}
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

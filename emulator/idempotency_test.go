@@ -7,11 +7,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 func TestIdempotencyReplay(t *testing.T) {
 	env := newEnv(t, nil)
-	r := rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "order-abc.1_x"}
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "order-abc.1_x"}
 	resp1, body1 := env.do(t, r)
 	resp2, body2 := env.do(t, r) // re-signed: fresh nonce and timestamp
 	for i, resp := range []*http.Response{resp1, resp2} {
@@ -49,7 +51,7 @@ func TestIdempotencyConflict(t *testing.T) {
 	wantProblem(t, resp, body, http.StatusConflict, codeIdemConflict, "body_mismatch")
 	// Same key on another endpoint conflicts as well.
 	sid := jsonID(decode(t, mustGet(t, env, "/v1/orders/1001"))["service_id"])
-	resp, body = env.do(t, rq{method: "POST", path: "/v1/services/" + sid + "/actions", body: orderBody, idem: "same-key"})
+	resp, body = env.do(t, rq{method: "POST", path: "/v1/services/" + sid + "/actions", body: testutil.OrderBody, idem: "same-key"})
 	wantProblem(t, resp, body, http.StatusConflict, codeIdemConflict, "body_mismatch")
 	if got, want := env.emu.OrderCount(), 1; got != want {
 		t.Errorf("orders: got %d, want %d", got, want)
@@ -73,11 +75,11 @@ func TestIdempotencyKeyValidation(t *testing.T) {
 		name, path, body string
 		mutate           func(http.Header)
 	}{
-		{"orders missing", "/v1/orders", orderBody, nil},
-		{"orders empty", "/v1/orders", orderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, "") }},
-		{"orders space", "/v1/orders", orderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, "a b") }},
-		{"orders 81 chars", "/v1/orders", orderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, strings.Repeat("a", 81)) }},
-		{"orders slash", "/v1/orders", orderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, "a/b") }},
+		{"orders missing", "/v1/orders", testutil.OrderBody, nil},
+		{"orders empty", "/v1/orders", testutil.OrderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, "") }},
+		{"orders space", "/v1/orders", testutil.OrderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, "a b") }},
+		{"orders 81 chars", "/v1/orders", testutil.OrderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, strings.Repeat("a", 81)) }},
+		{"orders slash", "/v1/orders", testutil.OrderBody, func(h http.Header) { h.Set(HeaderIdempotencyKey, "a/b") }},
 		{"actions missing", actions, `{"action":"reboot"}`, nil},
 	}
 	for _, tc := range tests {
@@ -98,7 +100,7 @@ func TestIdempotencyKeyValidation(t *testing.T) {
 
 func TestIdempotencyInFlight(t *testing.T) {
 	env := newEnv(t, func(o *Options) { o.Faults = Faults{Delay: time.Second, DelayCount: 1} })
-	r := rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "in-flight"}
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "in-flight"}
 	var wg sync.WaitGroup
 	var first *http.Response
 	var firstBody []byte
@@ -113,7 +115,7 @@ func TestIdempotencyInFlight(t *testing.T) {
 	}()
 	// The order commits before the delay; the idempotency record stays
 	// "in progress" until the delayed answer is finished.
-	waitFor(t, "first order to commit", func() bool { return env.emu.OrderCount() == 1 })
+	testutil.WaitFor(t, "first order to commit", func() bool { return env.emu.OrderCount() == 1 })
 	resp, body := env.do(t, r)
 	p := wantProblem(t, resp, body, http.StatusConflict, codeIdemConflict, "request_in_progress")
 	if !strings.Contains(p["detail"].(string), "in progress") {
@@ -140,7 +142,7 @@ func TestIdempotencyServerErrorNotStored(t *testing.T) {
 	env.emu.mu.Lock()
 	env.emu.maxOrders = 0
 	env.emu.mu.Unlock()
-	r := rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "cap"}
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "cap"}
 	resp, body := env.do(t, r)
 	wantProblem(t, resp, body, http.StatusServiceUnavailable, codeCapacity, "order_limit")
 	env.emu.mu.Lock()
@@ -154,7 +156,7 @@ func TestIdempotencyServerErrorNotStored(t *testing.T) {
 
 func TestIdempotencyBusinessErrorStored(t *testing.T) {
 	env := newEnv(t, func(o *Options) { o.InitialBalance = -1 })
-	r := rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "poor"}
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "poor"}
 	resp1, body1 := env.do(t, r)
 	wantProblem(t, resp1, body1, http.StatusPaymentRequired, codePayment, "insufficient_credit_and_no_card")
 	env.emu.mu.Lock()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 func TestRequestCountsStayBounded(t *testing.T) {
@@ -34,14 +36,14 @@ func TestConcurrentOrders(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Go(func() {
-			if _, _, err := env.try(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: fmt.Sprintf("k-%d", i)}); err != nil {
+			if _, _, err := env.try(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: fmt.Sprintf("k-%d", i)}); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	for range 50 {
 		wg.Go(func() {
-			if _, _, err := env.try(t, rq{method: "POST", path: "/v1/orders", body: orderBody, idem: "same"}); err != nil {
+			if _, _, err := env.try(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "same"}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -94,7 +96,7 @@ func TestWebhookVettingEmbeddedAddresses(t *testing.T) {
 }
 
 func TestWebhookFailureLogsNoURLQuery(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	env := newEnv(t, func(o *Options) {
 		o.AllowInsecureWebhooks = true
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -105,7 +107,7 @@ func TestWebhookFailureLogsNoURLQuery(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	env.order(t, "leak")
-	waitFor(t, "failed delivery", func() bool { return strings.Contains(logs.String(), "webhook delivery failed") })
+	testutil.WaitFor(t, "failed delivery", func() bool { return strings.Contains(logs.String(), "webhook delivery failed") })
 	if strings.Contains(logs.String(), "SUPERSECRET") {
 		t.Errorf("the webhook URL's query was logged: %s", logs.String())
 	}
@@ -119,11 +121,11 @@ func TestWebhookFailureLogsNoURLQuery(t *testing.T) {
 func TestRunStopsDuringInjectedDelay(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, []string{"-listen", "127.0.0.1:0", "-delay", "20s"}, nil, &out, nil) }()
 	var addr string
-	waitFor(t, "listening", func() bool {
+	testutil.WaitFor(t, "listening", func() bool {
 		s := out.String()
 		if i := strings.Index(s, "listening on http://"); i >= 0 {
 			addr = strings.Fields(s[i+len("listening on http://"):])[0]

@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"net/http"
 	"testing"
+
+	"khproxy/internal/testutil"
 )
 
 // TestSpecVectors checks both signers against the spec §1.2 test vector.
@@ -18,7 +20,7 @@ func TestSpecVectors(t *testing.T) {
 			if got := hex.EncodeToString(sign(secret, tc.method, tc.path, ts, nonce, []byte(tc.body))); got != tc.want {
 				t.Errorf("emulator sign: got %s, want %s", got, tc.want)
 			}
-			if got := testSign(secret, tc.method, tc.path, ts, nonce, tc.body); got != tc.want {
+			if got := testutil.Signature(secret, tc.method, tc.path, ts, nonce, []byte(tc.body)); got != tc.want {
 				t.Errorf("test sign: got %s, want %s", got, tc.want)
 			}
 		})

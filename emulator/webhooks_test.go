@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"khproxy/internal/testutil"
 )
 
 type delivered struct {
@@ -105,7 +107,7 @@ func TestWebhookDelivery(t *testing.T) {
 			t.Errorf("no %s event", typ)
 		}
 	}
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 	// Clearing works with null and "".
 	for _, b := range []string{`{"url":null}`, `{"url":""}`} {
 		resp, body := env.do(t, rq{method: "PUT", path: "/v1/webhooks", body: b})
@@ -136,7 +138,7 @@ func TestWebhookRetry(t *testing.T) {
 			t.Fatalf("only %d deliveries", i)
 		}
 	}
-	waitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
+	testutil.WaitFor(t, "delivery log", func() bool { return len(env.emu.WebhookDeliveries()) == 3 })
 	d := env.emu.WebhookDeliveries()[0]
 	if !d.Delivered || d.Attempts != 3 || d.StatusCode != 200 || d.Type != "order.paid" {
 		t.Errorf("first delivery: %+v", d)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/signer"
 )
@@ -22,7 +23,7 @@ import (
 type emuHarness struct {
 	emu   *emulator.Emulator
 	proxy *httptest.Server
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 }
 
 func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
@@ -45,7 +46,7 @@ func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	opts := proxy.Options{
 		Upstream:          u,
 		Signer:            &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)},
-		IdempotentRoutes:  []proxy.Route{{Method: "POST", Path: "/v1/orders"}, {Method: "POST", Path: "/v1/services/*/actions"}},
+		IdempotentRoutes:  defaultRoutes(t),
 		RetryMax:          3,
 		RetryBudget:       10 * time.Second,
 		IdempotencyWindow: time.Minute,
@@ -56,8 +57,6 @@ func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	srv, logs := startProxy(t, opts, secret)
 	return &emuHarness{emu: emu, proxy: srv, logs: logs}
 }
-
-const orderBody = `{"product_id":42,"billing_cycle":"monthly"}`
 
 // send makes one request through the proxy with client and returns status,
 // headers and body; err is the client's error, if any.
@@ -93,7 +92,7 @@ func (h *emuHarness) must(t testing.TB, method, path, body string, header http.H
 
 func TestEmulatorAcceptsWhatTheProxySigns(t *testing.T) {
 	h := newEmuHarness(t)
-	code, _, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+	code, _, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 	if code != http.StatusCreated {
 		t.Fatalf("order: %d %s", code, body)
 	}
@@ -145,7 +144,7 @@ func TestDropAfterCommitMakesOneOrder(t *testing.T) {
 				}
 			}
 			h.emu.SetFaults(emulator.Faults{DropAfterCommit: 1})
-			code, hdr, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+			code, hdr, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 			if code != http.StatusCreated {
 				t.Errorf("status = %d, want 201: %s", code, body)
 			}
@@ -176,7 +175,7 @@ func TestUpstreamFaultsAreRetried(t *testing.T) {
 			if err := h.emu.SetFaults(tt.faults); err != nil {
 				t.Fatal(err)
 			}
-			code, _, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+			code, _, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 			if code != http.StatusCreated {
 				t.Errorf("status = %d, want 201: %s", code, body)
 			}
@@ -221,7 +220,7 @@ func (r *resendOnce) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestReplayDetectedIsResigned(t *testing.T) {
 	rt := &resendOnce{next: http.DefaultTransport}
 	h := newEmuHarness(t, func(o *proxy.Options) { o.Transport = rt })
-	code, _, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+	code, _, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 	if code != http.StatusCreated {
 		t.Errorf("status = %d, want 201: %s", code, body)
 	}
@@ -238,10 +237,10 @@ func TestCallerRetries(t *testing.T) {
 	t.Run("retry while the first is in flight", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1})
-		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", orderBody, nil); err == nil {
+		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
 			t.Fatal("the first attempt did not time out")
 		}
-		code, _, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+		code, _, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 		if code != http.StatusCreated {
 			t.Errorf("retry: %d %s", code, body)
 		}
@@ -252,11 +251,11 @@ func TestCallerRetries(t *testing.T) {
 	t.Run("retry after the first finished unanswered", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: 400 * time.Millisecond, DelayCount: 1})
-		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", orderBody, nil); err == nil {
+		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
 			t.Fatal("the first attempt did not time out")
 		}
-		waitFor(t, func() bool { return strings.Contains(h.logs.String(), `"status":201`) })
-		code, hdr, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+		testutil.WaitFor(t, "the first request's access-log line", func() bool { return strings.Contains(h.logs.String(), `"status":201`) })
+		code, hdr, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 		if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "true" {
 			t.Errorf("retry: %d replayed=%q %s", code, hdr.Get("Idempotent-Replayed"), body)
 		}
@@ -267,14 +266,14 @@ func TestCallerRetries(t *testing.T) {
 	t.Run("a retry answered by the first forgets its key", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1})
-		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", orderBody, nil); err == nil {
+		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
 			t.Fatal("the first attempt did not time out")
 		}
-		if code, _, _ := h.must(t, "POST", "/v1/orders", orderBody, nil); code != http.StatusCreated {
+		if code, _, _ := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil); code != http.StatusCreated {
 			t.Fatalf("retry: %d", code)
 		}
 		// The caller has its answer; the same order again is a new order.
-		code, hdr, _ := h.must(t, "POST", "/v1/orders", orderBody, nil)
+		code, hdr, _ := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 		if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "" {
 			t.Errorf("second order: %d, replayed %q", code, hdr.Get("Idempotent-Replayed"))
 		}
@@ -286,7 +285,7 @@ func TestCallerRetries(t *testing.T) {
 		h := newEmuHarness(t)
 		var keys []string
 		for range 2 {
-			code, hdr, body := h.must(t, "POST", "/v1/orders", orderBody, nil)
+			code, hdr, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 			if code != http.StatusCreated {
 				t.Fatalf("%d %s", code, body)
 			}
@@ -308,7 +307,7 @@ func TestCallerRetries(t *testing.T) {
 		codes := make([]int, n)
 		for i := range n {
 			wg.Go(func() {
-				code, _, body, err := h.send(h.proxy.Client(), "POST", "/v1/orders", orderBody, nil)
+				code, _, body, err := h.send(h.proxy.Client(), "POST", "/v1/orders", testutil.OrderBody, nil)
 				if err != nil {
 					t.Error(err)
 				}
@@ -332,7 +331,7 @@ func TestCallerRetries(t *testing.T) {
 	})
 	t.Run("client key disables reuse", func(t *testing.T) {
 		h := newEmuHarness(t)
-		code, hdr, _ := h.must(t, "POST", "/v1/orders", orderBody, http.Header{"Idempotency-Key": {"mine-1"}})
+		code, hdr, _ := h.must(t, "POST", "/v1/orders", testutil.OrderBody, http.Header{"Idempotency-Key": {"mine-1"}})
 		if code != http.StatusCreated || hdr.Get("Idempotency-Key") != "mine-1" {
 			t.Errorf("%d key %q", code, hdr.Get("Idempotency-Key"))
 		}
@@ -352,16 +351,5 @@ func TestKeylessPostOutsideRoutesIsNotRetried(t *testing.T) {
 	}
 	if got := h.emu.Requests()["POST /v1/services/{id}/actions"]; got != 1 {
 		t.Errorf("%d attempts reached the API, want 1", got)
-	}
-}
-
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

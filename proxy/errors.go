@@ -18,7 +18,7 @@ type Kind string
 const (
 	KindBadRequest       Kind = "bad_request"           // 400: a request khproxy will not forward
 	KindMethodNotAllowed Kind = "method_not_allowed"    // 405: CONNECT
-	KindBodyTooLarge     Kind = "body_too_large"        // 413: over KH_MAX_BODY_BYTES
+	KindBodyTooLarge     Kind = "body_too_large"        // 413: over Options.MaxBodyBytes
 	KindUnreachable      Kind = "upstream_unreachable"  // 502: no answer, connection refused or broken
 	KindTimeout          Kind = "upstream_timeout"      // 504: no response headers in time
 	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
@@ -71,7 +71,7 @@ func (k Kind) Status() int { return kinds[k].status }
 func problemFor(err error) (*Error, problem.Details) {
 	var e *Error
 	if !errors.As(err, &e) {
-		e = classify(err)
+		e = errorFor(err)
 	}
 	k, ok := kinds[e.Kind]
 	if !ok {
@@ -85,8 +85,8 @@ func problemFor(err error) (*Error, problem.Details) {
 	}
 }
 
-// classify turns a transport error into an Error.
-func classify(err error) *Error {
+// errorFor turns a transport error into an Error of the matching Kind.
+func errorFor(err error) *Error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.Canceled):

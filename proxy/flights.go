@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -107,4 +108,47 @@ func (fs *flights) forget(f *flight) {
 	if k, ok := fs.unanswered.Peek(f.fp); ok && k == f.key {
 		fs.unanswered.Remove(f.fp)
 	}
+}
+
+// joinFlight makes r the leader of its flight, or waits for the leader of an
+// identical request and answers with its result. It returns whether r must
+// be sent upstream by the caller, with its flight; a follower gets the flight
+// whose result it was answered with, or nil when its caller left first.
+func (p *Proxy) joinFlight(ctx context.Context, w *recorder, r *http.Request, ex *exchange) (*flight, bool) {
+	fp := fingerprint(r.Method, ex.target, ex.bodyHash)
+	key := ex.idemKey
+	for {
+		f, leader := p.flights.join(fp, key)
+		ex.idemKey = f.key
+		r.Header.Set("Idempotency-Key", f.key)
+		if leader {
+			return f, true
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			p.fail(w, r, ex, ctx.Err())
+			return nil, false
+		}
+		if f.result != nil {
+			ex.shared = true
+			ex.upstreamStatus = f.result.status
+			ex.requestID = f.result.header.Get("X-Request-Id")
+			w.replay(f.result)
+			return f, false
+		}
+		// The leader's answer was not kept; ask the API with its key, which
+		// makes it replay its stored answer.
+		key = f.key
+	}
+}
+
+// endFlight ends a leader's flight once its answer was written (or not).
+func (p *Proxy) endFlight(f *flight, ex *exchange, rec *recorder, aborted bool) {
+	delivered := !aborted && rec.err == nil && ex.upstreamStatus > 0 && ex.upstreamStatus < 500
+	var result *captured
+	if !aborted && !rec.overflow && rec.status != 0 {
+		result = &captured{status: rec.status, header: rec.header, body: rec.capture.Bytes()}
+	}
+	p.flights.finish(f, delivered, result)
 }

@@ -2,9 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/config"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/signer"
@@ -93,26 +91,25 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 
 // verify checks the four KH-* headers the way the API documents them.
 func verify(method, requestURI string, h http.Header, body []byte) error {
-	for _, name := range []string{"KH-Key", "KH-Timestamp", "KH-Nonce", "KH-Signature"} {
-		if n := len(h.Values(name)); n != 1 {
-			return fmt.Errorf("%s appears %d times", name, n)
-		}
-	}
-	if got := h.Get("KH-Key"); got != testKey {
-		return fmt.Errorf("KH-Key = %q", got)
-	}
 	path, ok := strings.CutPrefix(requestURI, basePath)
 	if !ok {
 		return fmt.Errorf("request-target %q lacks the base path", requestURI)
 	}
-	bh := sha256.Sum256(body)
-	msg := method + "\n" + path + "\n" + h.Get("KH-Timestamp") + "\n" + h.Get("KH-Nonce") + "\n" + hex.EncodeToString(bh[:])
-	m := hmac.New(sha256.New, []byte(testSecret))
-	m.Write([]byte(msg))
-	if want := hex.EncodeToString(m.Sum(nil)); !hmac.Equal([]byte(want), []byte(h.Get("KH-Signature"))) {
-		return fmt.Errorf("signature mismatch over %q", msg)
+	return testutil.VerifySignature(h, testKey, testSecret, method, path, body)
+}
+
+// defaultRoutes are the configuration's default idempotent routes.
+func defaultRoutes(t testing.TB) []proxy.Route {
+	t.Helper()
+	cfg, _, err := config.Load([]string{"KH_KEY=" + testKey, "KH_SECRET=x"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return nil
+	routes := make([]proxy.Route, len(cfg.IdempotentRoutes))
+	for i, r := range cfg.IdempotentRoutes {
+		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
+	}
+	return routes
 }
 
 func (u *upstream) all() []arrival {
@@ -134,10 +131,8 @@ func (u *upstream) last(t testing.TB) arrival {
 type harness struct {
 	up    *upstream
 	proxy *httptest.Server
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 }
-
-type syncBuffer = testutil.SyncBuffer
 
 func newHarness(t testing.TB, handle http.HandlerFunc, mutate ...func(*proxy.Options)) *harness {
 	t.Helper()
@@ -152,13 +147,10 @@ func newHarnessFor(t testing.TB, up *upstream, upstreamURL string, mutate ...fun
 		t.Fatal(err)
 	}
 	opts := proxy.Options{
-		Upstream:     u,
-		Signer:       &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
-		MaxBodyBytes: 2 << 20,
-		IdempotentRoutes: []proxy.Route{
-			{Method: "POST", Path: "/v1/orders"},
-			{Method: "POST", Path: "/v1/services/*/actions"},
-		},
+		Upstream:         u,
+		Signer:           &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
+		MaxBodyBytes:     2 << 20,
+		IdempotentRoutes: defaultRoutes(t),
 	}
 	for _, m := range mutate {
 		m(&opts)
@@ -170,9 +162,9 @@ func newHarnessFor(t testing.TB, up *upstream, upstreamURL string, mutate ...fun
 
 // startProxy serves a proxy built from opts (with a JSON logger added) and
 // fails the test if the log ever holds secret.
-func startProxy(t testing.TB, opts proxy.Options, secret string) (*httptest.Server, *syncBuffer) {
+func startProxy(t testing.TB, opts proxy.Options, secret string) (*httptest.Server, *testutil.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := proxy.New(opts)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/internal/testutil"
 	"khproxy/proxy"
 )
 
@@ -109,21 +110,9 @@ func TestBodyTooLarge(t *testing.T) {
 
 func assertProblem(t testing.TB, resp *http.Response, body []byte, status int, kind string) map[string]any {
 	t.Helper()
-	if resp.StatusCode != status {
-		t.Errorf("status = %d, want %d (body %s)", resp.StatusCode, status, body)
-	}
-	if got := resp.Header.Get("Content-Type"); got != "application/problem+json" {
-		t.Errorf("Content-Type = %q, want application/problem+json", got)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatalf("body %q is not JSON: %v", body, err)
-	}
+	p := testutil.Problem(t, resp, body, status)
 	if got, want := p["type"], proxy.TypePrefix+kind; got != want {
 		t.Errorf("type = %v, want %s", got, want)
-	}
-	if got := p["status"]; got != float64(status) {
-		t.Errorf("status field = %v, want %d", got, status)
 	}
 	if p["title"] == "" || p["detail"] == "" {
 		t.Errorf("title or detail empty: %s", body)
@@ -181,7 +170,7 @@ func TestBasePathWithEscapes(t *testing.T) {
 	if got, want := h.up.last(t).RequestURI, "/cp/kh%5Freseller_api/v1/%C3%BC?x=1"; got != want {
 		t.Errorf("upstream got %q, want %q", got, want)
 	}
-	waitFor(t, func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
+	testutil.WaitFor(t, "the access-log line", func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
 	if !strings.Contains(h.logs.String(), `"path":"/v1/%C3%BC?x=1"`) {
 		t.Errorf("signed path is not the target after the base:\n%s", h.logs.String())
 	}
@@ -442,7 +431,7 @@ func TestAccessLog(t *testing.T) {
 	key := resp.Header.Get("Idempotency-Key")
 	sig := h.up.last(t).Header.Get("KH-Signature")
 	// The line is written once the response is out: wait for it.
-	waitFor(t, func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
+	testutil.WaitFor(t, "the access-log line", func() bool { return strings.Contains(h.logs.String(), `"msg":"request"`) })
 	var line map[string]any
 	for l := range strings.SplitSeq(strings.TrimSpace(h.logs.String()), "\n") {
 		if strings.Contains(l, `"msg":"request"`) {

@@ -1,9 +1,6 @@
 package proxy
 
-import (
-	"fmt"
-	"strings"
-)
+import "strings"
 
 // Route names requests that get an automatic Idempotency-Key: an uppercase
 // method and an escaped path without query, where a "*" segment matches
@@ -19,15 +16,12 @@ func (r Route) String() string { return r.Method + " " + r.Path }
 // routeSet matches requests against routes. Immutable after newRouteSet.
 type routeSet [][]string // per route: method, then path segments
 
-func newRouteSet(routes []Route) (routeSet, error) {
+func newRouteSet(routes []Route) routeSet {
 	set := make(routeSet, 0, len(routes))
 	for _, r := range routes {
-		if r.Method == "" || !strings.HasPrefix(r.Path, "/") {
-			return nil, fmt.Errorf("proxy: route %q: want METHOD and a path starting with /", r)
-		}
 		set = append(set, append([]string{r.Method}, strings.Split(r.Path, "/")...))
 	}
-	return set, nil
+	return set
 }
 
 // match reports whether method and path (escaped, without query) fit a route.

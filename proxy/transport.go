@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -44,9 +45,26 @@ func NewTransport() *http.Transport {
 	}
 }
 
+// rootsWith returns the system's roots plus cas, or nil (the system's roots,
+// as crypto/tls reads them) when cas is empty.
+func rootsWith(cas []*x509.Certificate) *x509.CertPool {
+	if len(cas) == 0 {
+		return nil
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		// No system roots here (a scratch image): trust cas alone.
+		roots = x509.NewCertPool()
+	}
+	for _, c := range cas {
+		roots.AddCert(c)
+	}
+	return roots
+}
+
 // errAttemptTimeout marks an attempt that got no response headers within the
 // upstream timeout.
-var errAttemptTimeout = errors.New("no response headers within KH_UPSTREAM_TIMEOUT")
+var errAttemptTimeout = errors.New("no response headers within the upstream timeout")
 
 // Backoff bounds between attempts; Retry-After can ask for longer.
 const (
@@ -70,6 +88,21 @@ type signingTransport struct {
 	skew atomic.Int64
 }
 
+// retryReason says why a finished attempt is retried; noRetry means it is
+// not. The reasons are also the values of the "reason" log attribute.
+type retryReason string
+
+const (
+	noRetry          retryReason = ""
+	retryConnect     retryReason = "connect"                 // no connection: nothing was sent
+	retryTransport   retryReason = "transport"               // broken after connecting
+	retryTimeout     retryReason = "timeout"                 // no response headers in time
+	retryUnavailable retryReason = "unavailable"             // 502, 503, 504
+	retryRateLimited retryReason = "rate_limited"            // 429 with Retry-After
+	retryReplay      retryReason = "replay_detected"         // 401: the API saw this signature before
+	retryClockSkew   retryReason = "timestamp_out_of_window" // 401: our clock is off
+)
+
 // RoundTrip sends req, which ReverseProxy built from a client request whose
 // exchange is in the context, retrying as the retry rules allow.
 func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -81,20 +114,20 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	skewRetried, replayRetried := false, false
 	for retry := 0; ; retry++ {
 		resp, connected, err := t.attempt(req, ex)
-		why, wait := t.classify(req, ex, resp, err, connected)
+		why, wait := t.shouldRetry(req, ex, resp, err, connected)
 		switch {
-		case why == "":
+		case why == noRetry:
 			return resp, err
-		case why == "timestamp_out_of_window":
-			// Once, whatever KH_RETRY_MAX says: only we can fix it.
+		case why == retryClockSkew:
+			// Once, whatever RetryMax says: only we can fix it.
 			if skewRetried || !t.learnSkew(resp) {
 				return resp, err
 			}
 			skewRetried = true
 		case retry < t.retryMax:
 			wait = max(wait, backoff(retry))
-		case why == "replay_detected" && !replayRetried:
-			// Once, whatever KH_RETRY_MAX says: http.Transport resends
+		case why == retryReplay && !replayRetried:
+			// Once, whatever RetryMax says: http.Transport resends
 			// some requests on a reused connection with our signature,
 			// and that must not reach the caller as a failure.
 			replayRetried = true
@@ -105,10 +138,14 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			t.log.Debug("retry budget exhausted", "path", ex.target, "attempts", ex.attempts, "reason", why)
 			return resp, err
 		}
+		attrs := []any{"method", req.Method, "path", ex.target, "attempt", ex.attempts, "reason", why, "wait", wait, "idempotency_key", ex.idemKey}
 		if resp != nil {
+			attrs = append(attrs, "upstream_status", resp.StatusCode)
 			discard(resp.Body)
+		} else if err != nil {
+			attrs = append(attrs, "error", err)
 		}
-		t.log.Info("retrying upstream request", "method", req.Method, "path", ex.target, "attempt", ex.attempts, "reason", why, "wait", wait, "idempotency_key", ex.idemKey)
+		t.log.Info("retrying upstream request", attrs...)
 		select {
 		case <-req.Context().Done():
 			return nil, req.Context().Err()
@@ -117,47 +154,46 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 }
 
-// classify says why a finished attempt should be retried ("" when it should
-// not) and the least wait the upstream asked for.
+// shouldRetry says why a finished attempt should be retried (noRetry when it
+// should not) and the least wait the upstream asked for.
 //
 // A request the API rejected at authentication (401) had no effect, so it is
 // safe to resend re-signed. Anything else may have reached the API: only
 // requests that HTTP defines as idempotent, or that carry an Idempotency-Key
 // the API deduplicates on, are resent; others only when the connection was
 // never established.
-func (t *signingTransport) classify(req *http.Request, ex *exchange, resp *http.Response, err error, connected bool) (why string, wait time.Duration) {
+func (t *signingTransport) shouldRetry(req *http.Request, ex *exchange, resp *http.Response, err error, connected bool) (retryReason, time.Duration) {
 	if err != nil {
 		var e *Error
-		if req.Context().Err() != nil || errors.As(err, &e) {
-			return "", 0 // the client went away, or khproxy failed itself
+		switch {
+		case req.Context().Err() != nil, errors.As(err, &e):
+			return noRetry, 0 // the client went away, or khproxy failed itself
+		case !connected:
+			return retryConnect, 0
+		case !safeToRepeat(req.Method, ex):
+			return noRetry, 0
+		case errors.Is(err, errAttemptTimeout):
+			return retryTimeout, 0
+		default:
+			return retryTransport, 0
 		}
-		if !connected {
-			return "connect: " + err.Error(), 0
-		}
-		if !safeToRepeat(req.Method, ex) {
-			return "", 0
-		}
-		if errors.Is(err, errAttemptTimeout) {
-			return "timeout", 0
-		}
-		return "transport: " + err.Error(), 0
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		switch reason := authReason(resp); reason {
-		case "replay_detected", "timestamp_out_of_window":
+		switch reason := retryReason(authReason(resp)); reason {
+		case retryReplay, retryClockSkew:
 			return reason, 0
 		}
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		if safeToRepeat(req.Method, ex) {
-			return resp.Status, retryAfter(resp.Header, t.now())
+			return retryUnavailable, retryAfter(resp.Header, t.now())
 		}
 	case http.StatusTooManyRequests:
 		if d := retryAfter(resp.Header, t.now()); d > 0 && safeToRepeat(req.Method, ex) {
-			return resp.Status, d
+			return retryRateLimited, d
 		}
 	}
-	return "", 0
+	return noRetry, 0
 }
 
 // safeToRepeat reports whether sending the request twice has the effect of

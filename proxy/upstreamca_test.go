@@ -19,7 +19,7 @@ import (
 // only the test's CA pool trusts: with the pool they are signed and go over
 // HTTP/2; with the system's roots they fail as unreachable and nothing
 // arrives.
-func TestUpstreamRoots(t *testing.T) {
+func TestUpstreamCAs(t *testing.T) {
 	var mu sync.Mutex
 	var protos []string
 	up := &upstream{handle: func(w http.ResponseWriter, r *http.Request) {
@@ -33,11 +33,9 @@ func TestUpstreamRoots(t *testing.T) {
 	up.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
 	up.StartTLS()
 	t.Cleanup(up.Close)
-	trusted := x509.NewCertPool()
-	trusted.AddCert(up.Certificate())
 
 	t.Run("trusted", func(t *testing.T) {
-		h := newHarnessFor(t, up, up.URL+basePath, func(o *proxy.Options) { o.UpstreamRoots = trusted })
+		h := newHarnessFor(t, up, up.URL+basePath, func(o *proxy.Options) { o.UpstreamCAs = []*x509.Certificate{up.Certificate()} })
 		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader(`{"product_id":42}`), nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status = %d, want 200: %s", resp.StatusCode, body)
@@ -65,14 +63,14 @@ func TestUpstreamRoots(t *testing.T) {
 	})
 }
 
-func TestUpstreamRootsWithTransport(t *testing.T) {
+func TestUpstreamCAsWithTransport(t *testing.T) {
 	_, err := proxy.New(proxy.Options{
-		Upstream:      &url.URL{Scheme: "https", Host: "127.0.0.1:1"},
-		Signer:        &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
-		Transport:     http.DefaultTransport,
-		UpstreamRoots: x509.NewCertPool(),
+		Upstream:    &url.URL{Scheme: "https", Host: "127.0.0.1:1"},
+		Signer:      &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
+		Transport:   http.DefaultTransport,
+		UpstreamCAs: []*x509.Certificate{},
 	})
-	if err == nil || !strings.Contains(err.Error(), "UpstreamRoots") {
-		t.Errorf("New = %v, want an error naming UpstreamRoots", err)
+	if err == nil || !strings.Contains(err.Error(), "UpstreamCAs") {
+		t.Errorf("New = %v, want an error naming UpstreamCAs", err)
 	}
 }

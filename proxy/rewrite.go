@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
+)
+
+// forwardingHeaders are client headers that ReverseProxy drops before
+// Rewrite; khproxy forwards them unchanged, as any other client header.
+var forwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// rewrite points the outgoing request at the upstream, byte for byte.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeFrom(pr.In.Context())
+	u := *ex.url
+	pr.Out.URL = &u
+	pr.Out.Host = ""
+	named := connectionTokens(pr.In.Header)
+	for _, h := range forwardingHeaders {
+		if v, ok := pr.In.Header[h]; ok && !named[h] {
+			pr.Out.Header[h] = v
+		}
+	}
+	// The body is already here in full; an upstream 100-continue round
+	// trip would only add latency.
+	pr.Out.Header.Del("Expect")
+	// ReverseProxy re-adds an Upgrade the client asked for; the API has no
+	// protocol to switch to, and a switched connection could not be signed.
+	if _, ok := pr.Out.Header["Upgrade"]; ok {
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
+}
+
+// connectionTokens returns the canonical header names a Connection header
+// lists, which are hop-by-hop for this request.
+func connectionTokens(h http.Header) map[string]bool {
+	named := map[string]bool{}
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				named[textproto.CanonicalMIMEHeaderKey(tok)] = true
+			}
+		}
+	}
+	return named
+}
+
+// modifyResponse tells the client which Idempotency-Key was used and notes
+// the upstream request id for the access log.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	ex := exchangeFrom(resp.Request.Context())
+	if ex == nil {
+		return nil
+	}
+	ex.requestID = resp.Header.Get("X-Request-Id")
+	ex.upstreamStatus = resp.StatusCode
+	if ex.idemKey != "" {
+		resp.Header.Set("Idempotency-Key", ex.idemKey)
+	}
+	return nil
+}
