@@ -8,7 +8,6 @@
 package signer
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -36,7 +35,9 @@ const EmptyBodyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7
 // wants it. A nil or empty body gives EmptyBodyHash.
 func BodyHash(body []byte) string {
 	sum := sha256.Sum256(body)
-	return hex.EncodeToString(sum[:])
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	return string(h[:])
 }
 
 // StringToSign returns the five parts joined by single LF bytes, with no
@@ -48,9 +49,9 @@ func StringToSign(method, path, timestamp, nonce, bodyHash string) string {
 // Signature returns lowercase hex HMAC-SHA256(secret, StringToSign(...)).
 // The secret is used as its raw bytes, not hex- or base64-decoded (spec §1.2).
 func Signature(secret []byte, method, path, timestamp, nonce, bodyHash string) string {
-	mac := hmac.New(sha256.New, secret)
-	_, _ = io.WriteString(mac, StringToSign(method, path, timestamp, nonce, bodyHash))
-	return hex.EncodeToString(mac.Sum(nil))
+	st := getMAC(secret)
+	defer putMAC(st)
+	return st.signature(method, path, timestamp, nonce, bodyHash)
 }
 
 // NewNonce reads 16 bytes from r and returns them as 32 lowercase hex
@@ -105,10 +106,12 @@ func (hs Headers) Apply(h map[string][]string) {
 			}
 		}
 	}
-	h[HeaderKey] = []string{hs.Key}
-	h[HeaderTimestamp] = []string{hs.Timestamp}
-	h[HeaderNonce] = []string{hs.Nonce}
-	h[HeaderSignature] = []string{hs.Signature}
+	// One array for the four values: a request's headers are set once.
+	v := &[4]string{hs.Key, hs.Timestamp, hs.Nonce, hs.Signature}
+	h[HeaderKey] = v[0:1:1]
+	h[HeaderTimestamp] = v[1:2:2]
+	h[HeaderNonce] = v[2:3:3]
+	h[HeaderSignature] = v[3:4:4]
 }
 
 // Signer signs requests for one API key. Its fields must be set before first
@@ -140,15 +143,17 @@ func (s *Signer) Sign(method, path, bodyHash string, t time.Time) (Headers, erro
 	if r == nil {
 		r = rand.Reader
 	}
-	nonce, err := NewNonce(r)
-	if err != nil {
-		return Headers{}, err
+	st := getMAC(secret)
+	defer putMAC(st)
+	if _, err := io.ReadFull(r, st.nonce[:]); err != nil {
+		return Headers{}, fmt.Errorf("signer: read nonce: %w", err)
 	}
+	nonce := string(hex.AppendEncode(st.hex[:0], st.nonce[:]))
 	ts := Timestamp(t)
 	return Headers{
 		Key:       s.Key,
 		Timestamp: ts,
 		Nonce:     nonce,
-		Signature: Signature(secret, method, path, ts, nonce, bodyHash),
+		Signature: st.signature(method, path, ts, nonce, bodyHash),
 	}, nil
 }
