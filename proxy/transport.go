@@ -23,7 +23,7 @@ import (
 )
 
 // NewTransport returns the upstream transport khproxy uses by default: a
-// connection pool sized for a busy sidecar, TLS verification on, HTTP/2 when
+// connection pool as large as the concurrency, TLS verification on, HTTP/2 when
 // the upstream offers it, HTTPS_PROXY/HTTP_PROXY/NO_PROXY honoured, and no
 // transparent gzip (the upstream sees the client's own Accept-Encoding and the
 // client gets the bytes the upstream sent).
@@ -36,8 +36,13 @@ func NewTransport() *http.Transport {
 		}).DialContext,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
+		// khproxy talks to one host. An idle pool smaller than the
+		// concurrency closes a connection after nearly every request and
+		// opens a new one for the next (thousands of sockets in TIME_WAIT
+		// at 200 callers); the pool only ever holds as many connections as
+		// the peak concurrency opened, and for IdleConnTimeout at most.
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
