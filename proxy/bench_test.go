@@ -6,11 +6,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"testing"
+
+	"khproxy/proxy"
+	"khproxy/signer"
 )
 
 // BenchmarkProxy sends requests through real loopback sockets to an upstream
@@ -26,7 +30,8 @@ import (
 func BenchmarkProxy(b *testing.B) {
 	up := httptest.NewServer(http.HandlerFunc(benchUpstream))
 	b.Cleanup(up.Close)
-	h := newHarnessFor(b, nil, up.URL+basePath)
+	kh := httptest.NewServer(newBenchProxy(b, up.URL+basePath))
+	b.Cleanup(kh.Close)
 	plain := httptest.NewServer(newPlainProxy(b, up.URL+basePath))
 	b.Cleanup(plain.Close)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}}
@@ -43,7 +48,7 @@ func BenchmarkProxy(b *testing.B) {
 		}{
 			{"direct", up.URL + basePath, false},
 			{"plain", plain.URL, false},
-			{"khproxy", h.proxy.URL, true},
+			{"khproxy", kh.URL, true},
 		} {
 			b.Run(name+"/"+target.name, func(b *testing.B) {
 				body := uniqueBody(size)
@@ -99,6 +104,27 @@ func benchUpstream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Request-Id", "01HX7Z3K8QBENCHREQUESTID00")
 	_, _ = io.WriteString(w, `{"data":{"id":1234,"status":"active"}}`)
+}
+
+// newBenchProxy is khproxy as run.go builds it by default, its access log
+// formatted as JSON and discarded.
+func newBenchProxy(tb testing.TB, upstream string) *proxy.Proxy {
+	tb.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := proxy.New(proxy.Options{
+		Upstream:         u,
+		Signer:           &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
+		IdempotentRoutes: []proxy.Route{{Method: "POST", Path: "/v1/orders"}},
+		RetryMax:         3,
+		Logger:           slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
 
 // newPlainProxy is a stock httputil.ReverseProxy to upstream with a connection

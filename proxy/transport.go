@@ -34,8 +34,8 @@ func NewTransport() *http.Transport {
 			Timeout:   10 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     true,
+		TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true,
 		// khproxy talks to one host. An idle pool smaller than the
 		// concurrency closes a connection after nearly every request and
 		// opens a new one for the next (thousands of sockets in TIME_WAIT
