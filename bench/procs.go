@@ -22,8 +22,7 @@ type proc struct {
 	exited chan struct{}     // closed once it has exited
 	err    error             // its exit status, once exited
 
-	mu   sync.Mutex
-	tail []string // its last output lines, for error messages
+	tail tailBuffer // its last output, for error messages
 }
 
 // startProc starts cmd and reads its stdout (or stderr, for khproxy, whose
@@ -51,16 +50,15 @@ func startProc(name string, cmd *exec.Cmd, fromStderr bool, ready func(line stri
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		isReady := false
 		for sc.Scan() {
-			line := sc.Text()
-			p.remember(line)
-			if !isReady && ready(line, p.addrs) {
-				isReady = true
+			fmt.Fprintf(&p.tail, "%s\n", sc.Bytes())
+			if ready(sc.Text(), p.addrs) {
 				close(readyc)
+				break
 			}
 		}
-		_, _ = io.Copy(io.Discard, out)
+		// From here on (khproxy's access log) only the end is kept.
+		_, _ = io.Copy(&p.tail, out)
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
@@ -75,19 +73,26 @@ func startProc(name string, cmd *exec.Cmd, fromStderr bool, ready func(line stri
 	}
 }
 
-func (p *proc) remember(line string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.tail = append(p.tail, line)
-	if len(p.tail) > 20 {
-		p.tail = p.tail[1:]
+// tailBuffer keeps about the last 4 KiB written to it.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > 8<<10 {
+		t.b = append(t.b[:0], t.b[len(t.b)-4<<10:]...)
 	}
+	return len(p), nil
 }
 
 func (p *proc) lastLines() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.tail, "\n")
+	p.tail.mu.Lock()
+	defer p.tail.mu.Unlock()
+	return string(p.tail.b)
 }
 
 // stop sends SIGTERM, waits up to 10s, then kills. It is safe to call twice.
