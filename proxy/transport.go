@@ -229,7 +229,15 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange) (resp *http.
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(t.timeout, func() { cancel(errAttemptTimeout) })
 
-	out := req.Clone(ctx)
+	// The first attempt may take req's headers (ReverseProxy's own copy);
+	// a retry must not touch them, which the transport may still be
+	// writing out for an attempt that failed.
+	var out *http.Request
+	if ex.attempts == 1 {
+		out = req.WithContext(ctx)
+	} else {
+		out = req.Clone(ctx)
+	}
 	h.Apply(out.Header)
 	// Set here, after hop-by-hop removal, so that a client's Connection
 	// header cannot strip the key that the retry rules count on.
