@@ -78,7 +78,7 @@ var (
 
 func printHeader(w io.Writer, o benchOptions, args []string) {
 	fmt.Fprintf(w, "# khproxy load benchmark\n\n")
-	fmt.Fprintf(w, "- Command: `bash bench/run %s`\n", strings.Join(withoutKhproxyFlag(args), " "))
+	fmt.Fprintf(w, "- Command: `%s`\n", strings.TrimSpace("bash bench/run "+strings.Join(withoutKhproxyFlag(args), " ")))
 	fmt.Fprintf(w, "- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "- Machine: %s, %d CPUs, Linux %s, %s\n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version())
 	fmt.Fprintf(w, "- Method: wrk, 2 threads, every body unique; %d rounds of %s per target, targets alternating; "+
