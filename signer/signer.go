@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -38,6 +39,39 @@ func BodyHash(body []byte) string {
 	var h [2 * sha256.Size]byte
 	hex.Encode(h[:], sum[:])
 	return string(h[:])
+}
+
+// BodyHasher computes BodyHash of a body written to it in pieces, so that a
+// body can be hashed as it is read. The zero value is ready to use; Reset
+// makes it ready for another body. It is not safe for concurrent use.
+type BodyHasher struct {
+	d hash.Hash
+}
+
+// Write adds p to the body. It never fails.
+func (h *BodyHasher) Write(p []byte) (int, error) {
+	if h.d == nil {
+		h.d = sha256.New()
+	}
+	return h.d.Write(p)
+}
+
+// Sum returns BodyHash of everything written since the last Reset.
+func (h *BodyHasher) Sum() string {
+	if h.d == nil {
+		return EmptyBodyHash
+	}
+	var sum [sha256.Size]byte
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h.d.Sum(sum[:0]))
+	return string(x[:])
+}
+
+// Reset forgets what was written.
+func (h *BodyHasher) Reset() {
+	if h.d != nil {
+		h.d.Reset()
+	}
 }
 
 // StringToSign returns the five parts joined by single LF bytes, with no

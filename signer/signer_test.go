@@ -273,3 +273,22 @@ func TestSignatureAcrossSecrets(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestBodyHasher(t *testing.T) {
+	var h signer.BodyHasher
+	if got := h.Sum(); got != signer.EmptyBodyHash {
+		t.Errorf("zero value: Sum = %s, want EmptyBodyHash", got)
+	}
+	for _, v := range vectors {
+		h.Reset()
+		// In uneven pieces, as a body arrives from a socket.
+		for rest := v.body; len(rest) > 0; {
+			n := min(len(rest), 1+len(rest)/3)
+			h.Write(rest[:n])
+			rest = rest[n:]
+		}
+		if got := h.Sum(); got != v.bodyHash {
+			t.Errorf("%s: Sum = %s, want %s", v.name, got, v.bodyHash)
+		}
+	}
+}
