@@ -185,7 +185,7 @@ func TestParseBenchOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.rounds != 2 || len(o.requests) != 2 || o.requests[1].size != 64<<10 || len(o.conns) != 1 || o.conns[0] != 8 {
+	if o.rounds != 3 || len(o.requests) != 2 || o.requests[1].size != 64<<10 || len(o.conns) != 1 || o.conns[0] != 8 {
 		t.Errorf("options %+v", o)
 	}
 	for _, bad := range [][]string{{}, {"-khproxy", "k", "-conns", "x"}, {"-khproxy", "k", "-requests", "2MiB"}, {"-khproxy", "k", "-rounds", "0"}} {

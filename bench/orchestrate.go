@@ -50,9 +50,9 @@ func parseBenchOptions(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.khproxy, "khproxy", "", "khproxy binary to measure (bench/run builds it from this checkout)")
 	fs.StringVar(&o.wrk, "wrk", "wrk", "wrk binary")
-	fs.BoolVar(&o.quick, "quick", false, "short run (about a minute): 2 rounds of 1s")
-	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each measures every target once, in alternating order")
-	fs.DurationVar(&o.duration, "duration", 2*time.Second, "length of one measurement (whole seconds)")
+	fs.BoolVar(&o.quick, "quick", false, "short run (about a minute): 3 rounds of 1s")
+	fs.IntVar(&o.rounds, "rounds", 8, "rounds; each measures every target once, in alternating order")
+	fs.DurationVar(&o.duration, "duration", time.Second, "length of one measurement (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run of each target before each scenario's rounds")
 	conns := fs.String("conns", "16,64", "comma-separated connection counts")
 	only := fs.String("requests", "", "comma-separated subset of: GET,1KiB,64KiB,1MiB (default all)")
@@ -65,7 +65,7 @@ func parseBenchOptions(args []string, stderr io.Writer) (benchOptions, error) {
 		return o, errors.New("run: -khproxy is required (bash bench/run sets it)")
 	}
 	if o.quick {
-		o.rounds, o.duration, o.warmup = 2, time.Second, time.Second
+		o.rounds, o.duration, o.warmup = 3, time.Second, time.Second
 	}
 	if o.rounds < 1 || o.duration < time.Second {
 		return o, errors.New("run: -rounds must be at least 1 and -duration at least 1s")
