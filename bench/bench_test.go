@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -192,5 +193,12 @@ func TestParseBenchOptions(t *testing.T) {
 		if _, err := parseBenchOptions(bad, io.Discard); err == nil {
 			t.Errorf("parseBenchOptions(%q) succeeded, want an error", bad)
 		}
+	}
+}
+
+func TestCommandLineInReport(t *testing.T) {
+	got := withoutKhproxyFlag([]string{"-khproxy", "/tmp/k", "-quick", "-label=x y", "--khproxy=/a", "-label", "z", "-conns", "16"})
+	if want := []string{"-quick", "-conns", "16"}; !slices.Equal(got, want) {
+		t.Errorf("withoutKhproxyFlag = %q, want %q", got, want)
 	}
 }

@@ -26,6 +26,7 @@ const (
 // benchOptions are `khbench run`'s flags.
 type benchOptions struct {
 	khproxy  string
+	label    string
 	wrk      string
 	quick    bool
 	rounds   int
@@ -49,6 +50,7 @@ func parseBenchOptions(args []string, stderr io.Writer) (benchOptions, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.khproxy, "khproxy", "", "khproxy binary to measure (bench/run builds it from this checkout)")
+	fs.StringVar(&o.label, "label", "", "what the khproxy binary is, for the report (bash bench/run sets it)")
 	fs.StringVar(&o.wrk, "wrk", "wrk", "wrk binary")
 	fs.BoolVar(&o.quick, "quick", false, "short run (about a minute): 3 rounds of 1s")
 	fs.IntVar(&o.rounds, "rounds", 8, "rounds; each measures every target once, in alternating order")

@@ -79,6 +79,9 @@ var (
 func printHeader(w io.Writer, o benchOptions, args []string) {
 	fmt.Fprintf(w, "# khproxy load benchmark\n\n")
 	fmt.Fprintf(w, "- Command: `%s`\n", strings.TrimSpace("bash bench/run "+strings.Join(withoutKhproxyFlag(args), " ")))
+	if o.label != "" {
+		fmt.Fprintf(w, "- khproxy: %s\n", o.label)
+	}
 	fmt.Fprintf(w, "- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "- Machine: %s, %d CPUs, Linux %s, %s\n", cpuModel(), runtime.NumCPU(), kernel(), runtime.Version())
 	fmt.Fprintf(w, "- Method: wrk, 2 threads, every body unique; %d rounds of %s per target, targets alternating; "+
@@ -89,11 +92,11 @@ func printHeader(w io.Writer, o benchOptions, args []string) {
 func withoutKhproxyFlag(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
-		if args[i] == "-khproxy" || args[i] == "--khproxy" {
-			i++
-			continue
-		}
-		if strings.HasPrefix(args[i], "-khproxy=") || strings.HasPrefix(args[i], "--khproxy=") {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if name == "khproxy" || name == "label" {
+			if !hasValue {
+				i++
+			}
 			continue
 		}
 		out = append(out, args[i])
