@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"khproxy/proxy"
+	"khproxy/internal/testutil"
 	"khproxy/signer"
 )
 
@@ -38,7 +38,7 @@ func BenchmarkProxy(b *testing.B) {
 	b.Cleanup(client.CloseIdleConnections)
 
 	for _, size := range []int{0, 1 << 10, 64 << 10, 1 << 20} {
-		method, path, name := http.MethodPost, "/v1/orders", "POST-"+sizeName(size)
+		method, path, name := http.MethodPost, "/v1/orders", "POST-"+testutil.SizeName(size)
 		if size == 0 {
 			method, path, name = http.MethodGet, "/v1/products", "GET"
 		}
@@ -181,15 +181,4 @@ func (bb *benchBody) reader() io.Reader {
 	}
 	bb.r.Reset(bb.b)
 	return &bb.r
-}
-
-// sizeName names a body size: 1KiB, 64KiB, 1MiB, or bytes.
-func sizeName(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
 }

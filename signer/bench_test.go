@@ -3,26 +3,15 @@ package signer_test
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"testing"
 	"time"
 
+	"khproxy/internal/testutil"
 	"khproxy/signer"
 )
 
 // benchSizes are the body sizes every signing benchmark runs at.
 var benchSizes = []int{0, 1 << 10, 64 << 10, 1 << 20}
-
-// sizeName names a body size for a sub-benchmark: 0B, 1KiB, 64KiB, 1MiB.
-func sizeName(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
-}
 
 // stampCounter writes n as 16 hex digits at the start of body (when it is
 // that long), so that no two iterations hash the same bytes.
@@ -43,7 +32,7 @@ func BenchmarkSign(b *testing.B) {
 	s := &signer.Signer{Key: "kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345", Secret: signer.StaticSecret(vecSecret)}
 	now := time.Unix(1700000000, 0)
 	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
+		b.Run(testutil.SizeName(size), func(b *testing.B) {
 			body := make([]byte, size)
 			for i := range body {
 				body[i] = 'x'
@@ -69,7 +58,7 @@ func BenchmarkSign(b *testing.B) {
 // that grows with the body and cannot be avoided.
 func BenchmarkBodyHash(b *testing.B) {
 	for _, size := range benchSizes {
-		b.Run(sizeName(size), func(b *testing.B) {
+		b.Run(testutil.SizeName(size), func(b *testing.B) {
 			body := make([]byte, size)
 			b.SetBytes(int64(size))
 			var n uint64
