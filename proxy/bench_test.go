@@ -12,8 +12,8 @@ import (
 	"net/url"
 	"testing"
 
-	"khproxy/proxy"
 	"khproxy/internal/testutil"
+	"khproxy/proxy"
 	"khproxy/signer"
 )
 
