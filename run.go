@@ -153,6 +153,7 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 	}
 	return proxy.Options{
 		Upstream:            cfg.Upstream,
+		UpstreamCAs:         cfg.UpstreamCAs,
 		Signer:              &signer.Signer{Key: cfg.Key, Secret: secret},
 		MaxBodyBytes:        cfg.MaxBodyBytes,
 		UpstreamTimeout:     cfg.UpstreamTimeout,

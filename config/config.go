@@ -12,6 +12,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,14 +37,15 @@ type Config struct {
 	Secret     string `env:"KH_SECRET" help:"API secret used as the HMAC key. Set this or KH_SECRET_FILE, not both."`
 	SecretFile string `env:"KH_SECRET_FILE" help:"File holding the API secret (one trailing newline ignored); read again when it changes, e.g. a rotated Kubernetes secret."`
 
-	Upstream          *url.URL      `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API, without /v1; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
-	Listen            string        `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on (host:port), or unix:/path for a Unix socket (mode 0660). Anyone who can reach it can spend the account's money: keep it on loopback."`
-	MaxBodyBytes      int64         `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
-	UpstreamTimeout   time.Duration `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
-	IdempotentRoutes  []Route       `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
-	RetryMax          int           `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`
-	RetryBudget       time.Duration `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
-	IdempotencyWindow time.Duration `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
+	Upstream          *url.URL            `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API, without /v1; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
+	UpstreamCAs       []*x509.Certificate `env:"KH_UPSTREAM_CA_FILE" help:"PEM file of CA certificates trusted for an https KH_UPSTREAM besides the system's, e.g. a corporate TLS-inspecting proxy's."`
+	Listen            string              `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on (host:port), or unix:/path for a Unix socket (mode 0660). Anyone who can reach it can spend the account's money: keep it on loopback."`
+	MaxBodyBytes      int64               `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
+	UpstreamTimeout   time.Duration       `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
+	IdempotentRoutes  []Route             `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
+	RetryMax          int                 `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`
+	RetryBudget       time.Duration       `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
+	IdempotencyWindow time.Duration       `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
 	Safety
 	RateLimiting
@@ -149,6 +151,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)
 	c.Webhook.validate(&v, c.Listen, c.AdminListen)
+	c.validateUpstreamCAs(&v)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
 	}
@@ -187,7 +190,10 @@ func parse(dst any, environ []string) error {
 	}
 	opts := env.Options{
 		Environment: vars,
-		FuncMap:     map[reflect.Type]env.ParserFunc{reflect.TypeFor[url.URL](): parseURL},
+		FuncMap: map[reflect.Type]env.ParserFunc{
+			reflect.TypeFor[url.URL]():             parseURL,
+			reflect.TypeFor[[]*x509.Certificate](): parseCAFile,
+		},
 	}
 	if err := env.ParseWithOptions(dst, opts); err != nil {
 		return nameVars(err, t)
@@ -273,6 +279,8 @@ func typeName(t reflect.Type) string {
 		return "route list"
 	case reflect.TypeFor[Rate]():
 		return "rate (like 60/m, or off)"
+	case reflect.TypeFor[[]*x509.Certificate]():
+		return "PEM file of CA certificates"
 	}
 	return t.String()
 }

@@ -12,7 +12,8 @@ import (
 // It never logs the secret, the signature or the body.
 func (p *Proxy) accessLog(r *http.Request, ex *exchange, route string, status int, d time.Duration) {
 	level := slog.LevelInfo
-	attrs := []slog.Attr{
+	// Room for every attribute: a slice that never grows stays on the stack.
+	attrs := append(make([]slog.Attr, 0, 12),
 		slog.String("method", r.Method),
 		slog.String("route", route),
 		slog.String("path", ex.target),
@@ -21,7 +22,7 @@ func (p *Proxy) accessLog(r *http.Request, ex *exchange, route string, status in
 		slog.Int("attempts", ex.attempts),
 		slog.String("idempotency_key", ex.idemKey),
 		slog.String("request_id", ex.requestID),
-	}
+	)
 	if ex.keySource != "" {
 		attrs = append(attrs, slog.String("idempotency_key_source", ex.keySource))
 	}

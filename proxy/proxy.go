@@ -14,6 +14,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,8 +50,13 @@ type Options struct {
 	// IdempotentRoutes get an automatic Idempotency-Key when the client sends
 	// none.
 	IdempotentRoutes []Route
-	// Transport performs upstream attempts; nil means NewTransport().
+	// Transport performs upstream attempts; nil means NewTransport(), trusting
+	// UpstreamCAs.
 	Transport http.RoundTripper
+	// UpstreamCAs are trusted for an https upstream in addition to the
+	// system's roots; nil means the system's roots only. Set it or
+	// Transport, not both.
+	UpstreamCAs []*x509.Certificate
 	// RetryMax is how many times a failed attempt may be retried; 0 means
 	// never, apart from the two one-off retries that only khproxy can fix
 	// (see signingTransport.shouldRetry for which failures are retried).
@@ -97,7 +103,9 @@ func (o Options) withDefaults() Options {
 		o.UpstreamTimeout = 30 * time.Second
 	}
 	if o.Transport == nil {
-		o.Transport = NewTransport()
+		t := NewTransport()
+		t.TLSClientConfig.RootCAs = rootsWith(o.UpstreamCAs)
+		o.Transport = t
 	}
 	o.RetryMax = max(o.RetryMax, 0)
 	if o.RetryBudget <= 0 {
@@ -153,10 +161,13 @@ type Proxy struct {
 }
 
 // New builds a Proxy from opts. It fails only when a required option is
-// missing.
+// missing or two options conflict.
 func New(opts Options) (*Proxy, error) {
 	if opts.Upstream == nil || opts.Signer == nil {
 		return nil, errors.New("proxy: Upstream and Signer are required")
+	}
+	if opts.Transport != nil && opts.UpstreamCAs != nil {
+		return nil, errors.New("proxy: set UpstreamCAs or Transport, not both")
 	}
 	opts = opts.withDefaults()
 	p := &Proxy{

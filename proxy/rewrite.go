@@ -37,6 +37,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // connectionTokens returns the canonical header names a Connection header
 // lists, which are hop-by-hop for this request.
 func connectionTokens(h http.Header) map[string]bool {
+	if len(h["Connection"]) == 0 {
+		return nil // most requests: no map to allocate
+	}
 	named := map[string]bool{}
 	for _, v := range h["Connection"] {
 		for tok := range strings.SplitSeq(v, ",") {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -22,7 +23,7 @@ import (
 )
 
 // NewTransport returns the upstream transport khproxy uses by default: a
-// connection pool sized for a busy sidecar, TLS verification on, HTTP/2 when
+// connection pool as large as the concurrency, TLS verification on, HTTP/2 when
 // the upstream offers it, HTTPS_PROXY/HTTP_PROXY/NO_PROXY honoured, and no
 // transparent gzip (the upstream sees the client's own Accept-Encoding and the
 // client gets the bytes the upstream sent).
@@ -33,15 +34,37 @@ func NewTransport() *http.Transport {
 			Timeout:   10 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
+		TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true,
+		// khproxy talks to one host. An idle pool smaller than the
+		// concurrency closes a connection after nearly every request and
+		// opens a new one for the next (thousands of sockets in TIME_WAIT
+		// at 200 callers); the pool only ever holds as many connections as
+		// the peak concurrency opened, and for IdleConnTimeout at most.
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
+}
+
+// rootsWith returns the system's roots plus cas, or nil (the system's roots,
+// as crypto/tls reads them) when cas is empty.
+func rootsWith(cas []*x509.Certificate) *x509.CertPool {
+	if len(cas) == 0 {
+		return nil
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		// No system roots here (a scratch image): trust cas alone.
+		roots = x509.NewCertPool()
+	}
+	for _, c := range cas {
+		roots.AddCert(c)
+	}
+	return roots
 }
 
 // errAttemptTimeout marks an attempt that got no response headers within the
@@ -231,7 +254,15 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(t.timeout, func() { cancel(errAttemptTimeout) })
 
-	out := req.Clone(ctx)
+	// The first attempt may take req's headers (ReverseProxy's own copy);
+	// a retry must not touch them, which the transport may still be
+	// writing out for an attempt that failed.
+	var out *http.Request
+	if ex.attempts == 1 {
+		out = req.WithContext(ctx)
+	} else {
+		out = req.Clone(ctx)
+	}
 	h.Apply(out.Header)
 	// Set here, after hop-by-hop removal, so that a client's Connection
 	// header cannot strip the key that the retry rules count on.

@@ -8,12 +8,12 @@
 package signer
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -36,7 +36,42 @@ const EmptyBodyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7
 // wants it. A nil or empty body gives EmptyBodyHash.
 func BodyHash(body []byte) string {
 	sum := sha256.Sum256(body)
-	return hex.EncodeToString(sum[:])
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	return string(h[:])
+}
+
+// BodyHasher computes BodyHash of a body written to it in pieces, so that a
+// body can be hashed as it is read. The zero value is ready to use; Reset
+// makes it ready for another body. It is not safe for concurrent use.
+type BodyHasher struct {
+	d hash.Hash
+}
+
+// Write adds p to the body. It never fails.
+func (h *BodyHasher) Write(p []byte) (int, error) {
+	if h.d == nil {
+		h.d = sha256.New()
+	}
+	return h.d.Write(p)
+}
+
+// Sum returns BodyHash of everything written since the last Reset.
+func (h *BodyHasher) Sum() string {
+	if h.d == nil {
+		return EmptyBodyHash
+	}
+	var sum [sha256.Size]byte
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h.d.Sum(sum[:0]))
+	return string(x[:])
+}
+
+// Reset forgets what was written.
+func (h *BodyHasher) Reset() {
+	if h.d != nil {
+		h.d.Reset()
+	}
 }
 
 // BodyHashParts returns the BodyHash of the parts' concatenation, for a
@@ -58,9 +93,9 @@ func StringToSign(method, path, timestamp, nonce, bodyHash string) string {
 // Signature returns lowercase hex HMAC-SHA256(secret, StringToSign(...)).
 // The secret is used as its raw bytes, not hex- or base64-decoded (spec §1.2).
 func Signature(secret []byte, method, path, timestamp, nonce, bodyHash string) string {
-	mac := hmac.New(sha256.New, secret)
-	_, _ = io.WriteString(mac, StringToSign(method, path, timestamp, nonce, bodyHash))
-	return hex.EncodeToString(mac.Sum(nil))
+	st := getMAC(secret)
+	defer putMAC(st)
+	return st.signature(method, path, timestamp, nonce, bodyHash)
 }
 
 // NewNonce reads 16 bytes from r and returns them as 32 lowercase hex
@@ -115,10 +150,12 @@ func (hs Headers) Apply(h map[string][]string) {
 			}
 		}
 	}
-	h[HeaderKey] = []string{hs.Key}
-	h[HeaderTimestamp] = []string{hs.Timestamp}
-	h[HeaderNonce] = []string{hs.Nonce}
-	h[HeaderSignature] = []string{hs.Signature}
+	// One array for the four values: a request's headers are set once.
+	v := &[4]string{hs.Key, hs.Timestamp, hs.Nonce, hs.Signature}
+	h[HeaderKey] = v[0:1:1]
+	h[HeaderTimestamp] = v[1:2:2]
+	h[HeaderNonce] = v[2:3:3]
+	h[HeaderSignature] = v[3:4:4]
 }
 
 // Signer signs requests for one API key. Its fields must be set before first
@@ -150,15 +187,17 @@ func (s *Signer) Sign(method, path, bodyHash string, t time.Time) (Headers, erro
 	if r == nil {
 		r = rand.Reader
 	}
-	nonce, err := NewNonce(r)
-	if err != nil {
-		return Headers{}, err
+	st := getMAC(secret)
+	defer putMAC(st)
+	if _, err := io.ReadFull(r, st.nonce[:]); err != nil {
+		return Headers{}, fmt.Errorf("signer: read nonce: %w", err)
 	}
+	nonce := string(hex.AppendEncode(st.hex[:0], st.nonce[:]))
 	ts := Timestamp(t)
 	return Headers{
 		Key:       s.Key,
 		Timestamp: ts,
 		Nonce:     nonce,
-		Signature: Signature(secret, method, path, ts, nonce, bodyHash),
+		Signature: st.signature(method, path, ts, nonce, bodyHash),
 	}, nil
 }

@@ -251,3 +251,44 @@ func ExampleSigner_Sign() {
 	// 3f9a1c0e5b7d24681ace0bdf13579bdf
 	// acaa5f8d039c712064181cc692441fcb20328928aa6a452cf336bead55997f59
 }
+
+// TestSignatureAcrossSecrets signs with secrets that change between calls,
+// from several goroutines, as after a rotation or with two signers in one
+// process: each signature must be the one of its own secret.
+func TestSignatureAcrossSecrets(t *testing.T) {
+	secrets := []string{"first-secret", "second-secret-longer-than-the-first", "3"}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				secret := secrets[(g+i)%len(secrets)]
+				path := fmt.Sprintf("/v1/orders?g=%d&i=%d", g, i)
+				got := signer.Signature([]byte(secret), "POST", path, vecTS, vecNonce, signer.BodyHash([]byte(path)))
+				if want := testutil.Signature(secret, "POST", path, vecTS, vecNonce, []byte(path)); got != want {
+					t.Errorf("secret %q, %s: signature %s, want %s", secret, path, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestBodyHasher(t *testing.T) {
+	var h signer.BodyHasher
+	if got := h.Sum(); got != signer.EmptyBodyHash {
+		t.Errorf("zero value: Sum = %s, want EmptyBodyHash", got)
+	}
+	for _, v := range vectors {
+		h.Reset()
+		// In uneven pieces, as a body arrives from a socket.
+		for rest := v.body; len(rest) > 0; {
+			n := min(len(rest), 1+len(rest)/3)
+			h.Write(rest[:n])
+			rest = rest[n:]
+		}
+		if got := h.Sum(); got != v.bodyHash {
+			t.Errorf("%s: Sum = %s, want %s", v.name, got, v.bodyHash)
+		}
+	}
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The key and secret khproxy signs with in the benchmark; the upstream's
+// verify path checks them.
+const (
+	benchKey    = "kh_live_BENCHMARK0000000000000000000000"
+	benchSecret = "khbench-secret-not-a-real-one-0123456789"
+)
+
+// benchOptions are `khbench run`'s flags.
+type benchOptions struct {
+	khproxy  string
+	label    string
+	wrk      string
+	quick    bool
+	rounds   int
+	duration time.Duration
+	warmup   time.Duration
+	conns    []int
+	requests []request
+	tls      bool
+	tlsConns int
+}
+
+var allRequests = []request{
+	{"GET", http.MethodGet, "/v1/products", 0},
+	{"POST 1 KiB", http.MethodPost, "/v1/orders", 1 << 10},
+	{"POST 64 KiB", http.MethodPost, "/v1/orders", 64 << 10},
+	{"POST 1 MiB", http.MethodPost, "/v1/orders", 1 << 20},
+}
+
+func parseBenchOptions(args []string, stderr io.Writer) (benchOptions, error) {
+	o := benchOptions{}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.khproxy, "khproxy", "", "khproxy binary to measure (bench/run builds it from this checkout)")
+	fs.StringVar(&o.label, "label", "", "what the khproxy binary is, for the report (bash bench/run sets it)")
+	fs.StringVar(&o.wrk, "wrk", "wrk", "wrk binary")
+	fs.BoolVar(&o.quick, "quick", false, "short run (about a minute): 3 rounds of 1s")
+	fs.IntVar(&o.rounds, "rounds", 8, "rounds; each measures every target once, in alternating order")
+	fs.DurationVar(&o.duration, "duration", time.Second, "length of one measurement (whole seconds)")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run of each target before each scenario's rounds")
+	conns := fs.String("conns", "16,64", "comma-separated connection counts")
+	only := fs.String("requests", "", "comma-separated subset of: GET,1KiB,64KiB,1MiB (default all)")
+	fs.BoolVar(&o.tls, "tls", true, "also run the new-connection-per-request TLS scenario")
+	fs.IntVar(&o.tlsConns, "tls-callers", 16, "concurrent callers in the TLS scenario")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.khproxy == "" {
+		return o, errors.New("run: -khproxy is required (bash bench/run sets it)")
+	}
+	if o.quick {
+		o.rounds, o.duration, o.warmup = 3, time.Second, time.Second
+	}
+	if o.rounds < 1 || o.duration < time.Second {
+		return o, errors.New("run: -rounds must be at least 1 and -duration at least 1s")
+	}
+	for f := range strings.SplitSeq(*conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("run: -conns: %q is not a positive number", f)
+		}
+		o.conns = append(o.conns, n)
+	}
+	for _, r := range allRequests {
+		if *only == "" || strings.Contains(","+strings.ReplaceAll(*only, " ", "")+",", ","+strings.ReplaceAll(strings.TrimPrefix(r.name, "POST "), " ", "")+",") {
+			o.requests = append(o.requests, r)
+		}
+	}
+	if len(o.requests) == 0 {
+		return o, fmt.Errorf("run: -requests %q selects nothing", *only)
+	}
+	return o, nil
+}
+
+// runBench starts the upstream, the plain proxy and khproxy, measures them
+// and prints the results as Markdown tables.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseBenchOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.wrk, err = exec.LookPath(o.wrk); err != nil {
+		return fmt.Errorf("run: wrk: %w (bash bench/run installs it)", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "khbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "unique.lua")
+	if err := os.WriteFile(script, uniqueLua, 0o600); err != nil {
+		return err
+	}
+	certs, err := writeTLSFiles(dir)
+	if err != nil {
+		return err
+	}
+
+	t := &targets{}
+	defer t.stopAll()
+	if err := t.start(self, o.khproxy, certs); err != nil {
+		return err
+	}
+	if err := t.check(ctx); err != nil {
+		return err
+	}
+
+	started := time.Now()
+	printHeader(stdout, o, args)
+	var rows []row
+	for _, req := range o.requests {
+		for _, c := range o.conns {
+			fmt.Fprintf(stderr, "khbench: %s, %d connections ...\n", req.name, c)
+			r, err := measure(ctx, o, []*proc{t.plain, t.khproxy}, func(p *proc, d time.Duration) (result, error) {
+				return runWrk(ctx, o.wrk, script, "http://"+p.addrs["http"], c, d, req)
+			})
+			if err != nil {
+				return err
+			}
+			r.request, r.conns = req, c
+			rows = append(rows, r)
+		}
+	}
+	printLoadTable(stdout, rows)
+
+	if o.tls {
+		var tlsRows []row
+		for _, req := range allRequests[:2] { // GET and POST 1 KiB
+
+			fmt.Fprintf(stderr, "khbench: TLS, new connection per request: %s ...\n", req.name)
+			r, err := measure(ctx, o, []*proc{t.upstream, t.khproxyTLS}, func(p *proc, d time.Duration) (result, error) {
+				if p == t.upstream {
+					return runNewConnLoad(ctx, self, "https://"+p.addrs["https"]+basePath, certs.CA, o.tlsConns, d, req)
+				}
+				return runNewConnLoad(ctx, self, "http://"+p.addrs["http"], "", o.tlsConns, d, req)
+			})
+			if err != nil {
+				return err
+			}
+			r.request, r.conns = req, o.tlsConns
+			tlsRows = append(tlsRows, r)
+		}
+		printTLSTable(stdout, tlsRows)
+	}
+	fmt.Fprintf(stdout, "\nTook %s.\n", time.Since(started).Round(time.Second))
+	return t.stopAll()
+}
+
+// targets are the processes under test.
+type targets struct {
+	upstream   *proc // http and https listeners
+	plain      *proc // plain ReverseProxy to upstream's http
+	khproxy    *proc // khproxy to upstream's http
+	khproxyTLS *proc // khproxy to upstream's https, trusting certs.CA
+}
+
+func (t *targets) start(self, khproxy string, certs tlsFiles) error {
+	var err error
+	announced := func(line string, addrs map[string]string) bool {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			addrs[k] = v
+		}
+		return line == "ready"
+	}
+	t.upstream, err = startProc("upstream", exec.Command(self, "upstream", "-tls-listen", "127.0.0.1:0", "-cert", certs.Cert, "-key", certs.Key), false, announced)
+	if err != nil {
+		return err
+	}
+	t.plain, err = startProc("plain", exec.Command(self, "plain", "-upstream", "http://"+t.upstream.addrs["http"]+basePath), false, announced)
+	if err != nil {
+		return err
+	}
+	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.addrs["http"]+basePath)
+	if err != nil {
+		return err
+	}
+	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.addrs["https"]+basePath, "KH_UPSTREAM_CA_FILE="+certs.CA)
+	return err
+}
+
+// startKhproxy starts khproxy configured by its environment only, as a user
+// would run it: defaults everywhere but the upstream and the credentials,
+// access log on (JSON, to a pipe that the benchmark drains).
+func startKhproxy(name, bin, upstream string, env ...string) (*proc, error) {
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "KH_KEY=" + benchKey, "KH_SECRET=" + benchSecret,
+		"KH_UPSTREAM=" + upstream, "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}, env...)
+	return startProc(name, cmd, true, func(line string, addrs map[string]string) bool {
+		var m struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "khproxy listening" {
+			addrs["http"] = m.Addr
+			return true
+		}
+		return false
+	})
+}
+
+// check sends one request through each proxy: khproxy's must reach the
+// upstream with a signature it verifies.
+func (t *targets) check(ctx context.Context) error {
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{"http://" + t.plain.addrs["http"] + "/v1/products", http.StatusOK},
+		{"http://" + t.khproxy.addrs["http"] + verifyPath + "?q=1", http.StatusOK},
+		{"http://" + t.khproxyTLS.addrs["http"] + verifyPath, http.StatusOK},
+	} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(`{"check":true}`))
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("check %s: %w", c.url, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			return fmt.Errorf("check %s: status %d, want %d: %s", c.url, resp.StatusCode, c.want, body)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	return nil
+}
+
+// stopAll stops every process started and reports the first that had
+// already died.
+func (t *targets) stopAll() error {
+	var errs []error
+	for _, p := range []*proc{t.khproxyTLS, t.khproxy, t.plain, t.upstream} {
+		if p != nil {
+			errs = append(errs, p.alive())
+			p.stop()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// measure runs load against each of two processes: a warm-up each, then
+// rounds in which both are measured back to back, the first going first in
+// odd rounds and second in even ones, so that a machine getting busier or
+// quieter affects both alike.
+func measure(ctx context.Context, o benchOptions, procs []*proc, load func(*proc, time.Duration) (result, error)) (row, error) {
+	var r row
+	for _, p := range procs {
+		if _, err := load(p, o.warmup); err != nil {
+			return r, err
+		}
+	}
+	for round := range o.rounds {
+		order := []int{0, 1}
+		if round%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			if err := ctx.Err(); err != nil {
+				return r, err
+			}
+			p := procs[i]
+			meter := startPeak(p)
+			res, err := load(p, o.duration)
+			peak := meter.stop()
+			if err == nil {
+				err = p.alive()
+			}
+			if err != nil {
+				return r, err
+			}
+			if res.failures() > 0 {
+				return r, fmt.Errorf("%s: %.0f of %.0f requests failed: %+v", p.name, res.failures(), res.Requests+res.failures(), res.Errors)
+			}
+			r.samples[i] = append(r.samples[i], sample{rps: res.rps(), p50: res.P50US, p99: res.P99US, peak: peak})
+		}
+	}
+	return r, nil
+}
