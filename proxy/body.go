@@ -41,7 +41,7 @@ func (p *Proxy) readBody(w *recorder, r *http.Request, ex *exchange) error {
 		ex.refusedUnread = errors.As(err, &mbe) || errors.Is(err, errNeverFits) || errors.Is(err, errNoRoom)
 		return p.bodyError(err)
 	}
-	ex.bodyHash = signer.BodyHashParts(h.chunks)
+	ex.bodyHash = h.hash.Sum()
 	return nil
 }
 
@@ -85,15 +85,23 @@ func (p *Proxy) bodyError(err error) error {
 // the room it holds in the budget. The room is given back once no attempt
 // can read the body any more: when the last attempt has been made (seal)
 // and every attempt's reader is closed, or when the request ends (drop).
+//
+// The pieces are pooled buffers (bufpool.go), hashed as they are read, in
+// one pass. They go back to their pools only when every reader was closed:
+// a body dropped while a transport still holds a reader is left to the
+// garbage collector, as that reader may yet read it.
 type heldBody struct {
 	budget *budget
+	hash   signer.BodyHasher
 
 	mu       sync.Mutex
-	chunks   [][]byte // the body, in order; one piece when its length was declared
+	chunks   [][]byte     // the body, in order; one piece when its length was declared
+	bufs     []*pooledBuf // the buffers under chunks
 	size     int64
 	reserved int64
 	readers  int  // attempt readers not yet closed
 	sealed   bool // no more attempts will be made
+	forsaken bool // dropped with readers open: the buffers are not reused
 }
 
 // Pieces of a body of unknown length: the first is small, each next one
@@ -111,9 +119,21 @@ func (h *heldBody) readKnown(ctx context.Context, body io.Reader, n int64, wait 
 	if err := h.reserve(ctx, n, wait); err != nil {
 		return err
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(body, buf); err != nil {
-		return err
+	// The budget counts the body's bytes; its pooled buffer may be up to a
+	// quarter larger (its size class).
+	pb := getBuf(int(n))
+	h.bufs = append(h.bufs, pb)
+	buf := pb.b[:n:n]
+	for off := 0; off < len(buf); {
+		m, err := body.Read(buf[off:])
+		h.hash.Write(buf[off : off+m])
+		off += m
+		if err == io.EOF && off < len(buf) {
+			return io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return err
+		}
 	}
 	h.chunks, h.size = [][]byte{buf}, n
 	return nil
@@ -150,13 +170,17 @@ func (h *heldBody) readUnknown(ctx context.Context, body io.Reader, limit int64,
 				}
 			}
 			size := min(max(2*int64(cap(piece)), firstPiece), maxPiece, h.reserved-allocated)
-			piece = append(make([]byte, 0, size), extra...)
+			pb := getBuf(int(size))
+			h.bufs = append(h.bufs, pb)
+			piece = append(pb.b[:0:size], extra...)
+			h.hash.Write(extra)
 			allocated += size
 			h.chunks = append(h.chunks, piece)
 			h.size += int64(len(extra))
 			extra = nil
 		}
 		n, err := body.Read(piece[len(piece):cap(piece)])
+		h.hash.Write(piece[len(piece) : len(piece)+n])
 		piece = piece[:len(piece)+n]
 		h.chunks[len(h.chunks)-1] = piece
 		h.size += int64(n)
@@ -224,7 +248,7 @@ func (h *heldBody) reader() io.ReadCloser {
 		}
 		r = io.MultiReader(readers...)
 	}
-	return &attemptBody{Reader: r, h: h}
+	return &attemptBody{r: r, h: h}
 }
 
 // seal says that no more attempts will be made; the room goes back once the
@@ -241,6 +265,9 @@ func (h *heldBody) seal() {
 func (h *heldBody) drop() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.readers > 0 {
+		h.forsaken = true
+	}
 	h.sealed, h.readers = true, 0
 	h.releaseIfDoneLocked()
 }
@@ -261,19 +288,45 @@ func (h *heldBody) releaseIfDoneLocked() {
 	h.budget.release(h.reserved)
 	h.reserved = 0
 	h.chunks = nil // collectable once the last attempt's writer lets go
+	if !h.forsaken {
+		for _, pb := range h.bufs {
+			putBuf(pb)
+		}
+	}
+	h.bufs = nil
 }
 
-// attemptBody is one attempt's reader over a held body.
+// attemptBody is one attempt's reader over a held body. Read and Close
+// exclude each other, so that once Close has returned nothing reads the
+// buffers, which may then go back to their pools.
 type attemptBody struct {
-	io.Reader
-	h    *heldBody
-	once sync.Once
+	mu     sync.Mutex
+	r      io.Reader
+	h      *heldBody
+	closed bool
+}
+
+func (b *attemptBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errBodyClosed
+	}
+	return b.r.Read(p)
 }
 
 func (b *attemptBody) Close() error {
-	b.once.Do(b.h.closeReader)
+	b.mu.Lock()
+	closed := b.closed
+	b.closed = true
+	b.mu.Unlock()
+	if !closed {
+		b.h.closeReader()
+	}
 	return nil
 }
+
+var errBodyClosed = errors.New("proxy: read from a closed request body")
 
 // bufferPool reuses ReverseProxy's 32 KiB copy buffers across requests.
 type bufferPool struct{}
