@@ -251,6 +251,25 @@ func (h *heldBody) reader() io.ReadCloser {
 	return &attemptBody{r: r, h: h}
 }
 
+// attemptReader is reader for an upstream attempt, which also returns done,
+// to be called once the transport has finished reading the body (its
+// WroteRequest) or will never start. A body held in one piece is given as
+// an io.NopCloser over a bytes.Reader, which http.Transport knows to be in
+// memory: it then sends the headers and a small body in one write instead
+// of flushing the headers first. Its Close tells nothing, hence done.
+func (h *heldBody) attemptReader() (io.ReadCloser, func()) {
+	h.mu.Lock()
+	if len(h.chunks) != 1 {
+		h.mu.Unlock()
+		rd := h.reader()
+		return rd, func() { rd.Close() }
+	}
+	h.readers++
+	r := io.NopCloser(bytes.NewReader(h.chunks[0]))
+	h.mu.Unlock()
+	return r, sync.OnceFunc(h.closeReader)
+}
+
 // seal says that no more attempts will be made; the room goes back once the
 // open readers are closed.
 func (h *heldBody) seal() {

@@ -1,6 +1,14 @@
 package proxy
 
-import "testing"
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"khproxy/signer"
+)
 
 func TestBodyClass(t *testing.T) {
 	prevClass, prevSize := -1, 0
@@ -44,4 +52,34 @@ func TestGetBufReuses(t *testing.T) {
 		t.Errorf("getBuf(20 MiB): len %d class %d, want 20 MiB unpooled", len(big.b), big.class)
 	}
 	putBuf(big) // not pooled: a no-op
+}
+
+// TestAttemptReaderDone reads a one-piece body through attemptReader: its
+// room comes back when the attempt is done with it (done, called by the
+// transport's WroteRequest) after the last attempt, not when the transport
+// closes the reader, which tells nothing.
+func TestAttemptReaderDone(t *testing.T) {
+	b := newBudget(1 << 20)
+	h := &heldBody{budget: b}
+	body := bytes.Repeat([]byte("k"), 3000)
+	if err := h.readKnown(context.Background(), bytes.NewReader(body), int64(len(body)), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.hash.Sum(), signer.BodyHash(body); got != want {
+		t.Errorf("hash read in one pass = %s, want %s", got, want)
+	}
+	rd, done := h.attemptReader()
+	if got, _ := io.ReadAll(rd); !bytes.Equal(got, body) {
+		t.Fatalf("attempt reader gives %d bytes, want the body", len(got))
+	}
+	rd.Close()
+	h.seal()
+	if b.used == 0 {
+		t.Error("room given back before the attempt was done with the body")
+	}
+	done()
+	done()
+	if b.used != 0 {
+		t.Errorf("%d bytes still reserved after the attempt was done", b.used)
+	}
 }

@@ -31,6 +31,10 @@ import (
 	"khproxy/signer"
 )
 
+// flushDelay bounds how long bytes of an answer of known length wait
+// before they are sent on to the client.
+const flushDelay = 10 * time.Millisecond
+
 // Options configures a Proxy. Upstream and Signer are required; other zero
 // values take the defaults documented on each field.
 type Options struct {
@@ -198,8 +202,13 @@ func New(opts Options) (*Proxy, error) {
 			log:         p.log,
 			metrics:     opts.Metrics,
 		},
-		// Headers as soon as the API sends them, bytes as they come.
-		FlushInterval:  -1,
+		// Headers as soon as the API sends them, bytes as they come: an
+		// answer of unknown length (or an event stream) is flushed after
+		// every write (ReverseProxy's own rule); one of known length
+		// within flushDelay, or at its end when it comes whole before
+		// that, which most API answers do: one write instead of one for
+		// the headers and one for the body.
+		FlushInterval:  flushDelay,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		BufferPool:     bufferPool{},

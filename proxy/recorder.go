@@ -140,6 +140,10 @@ func (p *Proxy) aborted(rec *recorder, r *http.Request, ex *exchange, v any) any
 	}
 	e.Detail = "the upstream API broke off its answer: the connection to the client was cut"
 	ex.err = e
+	// What was written may still wait in the server's buffer (flushDelay):
+	// send it before the cut, so that the client sees a truncated body,
+	// not nothing.
+	_ = http.NewResponseController(rec.ResponseWriter).Flush()
 	return v
 }
 

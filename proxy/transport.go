@@ -247,9 +247,13 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	if err != nil {
 		return nil, false, &Error{Kind: KindSigning, Detail: "khproxy could not sign the request; see its log", Err: err}
 	}
+	body, bodyDone := ex.body.attemptReader()
 	var gotConn atomic.Bool
 	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) },
+		// Called once the request and all of its body were written, or
+		// failed to be.
+		WroteRequest: func(httptrace.WroteRequestInfo) { bodyDone() },
 	})
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(t.timeout, func() { cancel(errAttemptTimeout) })
@@ -269,7 +273,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	if ex.idemKey != "" {
 		out.Header["Idempotency-Key"] = []string{ex.idemKey}
 	}
-	out.Body = ex.body.reader()
+	out.Body = body
 	// No GetBody: http.Transport must not resend this signature on its own.
 	out.GetBody = nil
 	out.ContentLength = ex.body.length()
@@ -283,6 +287,9 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	}
 	if err != nil {
 		cancel(nil)
+		if !gotConn.Load() {
+			bodyDone() // never written: no connection to write it to
+		}
 		return nil, gotConn.Load(), err
 	}
 	resp.Body = t.watch(ctx, cancel, resp.Body, ex)
