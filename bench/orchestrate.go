@@ -202,11 +202,16 @@ func (t *targets) start(self, khproxy string, certs tlsFiles) error {
 
 // startKhproxy starts khproxy configured by its environment only, as a user
 // would run it: defaults everywhere but the upstream and the credentials,
-// access log on (JSON, to a pipe that the benchmark drains).
+// access log on (JSON, to a pipe that the benchmark drains), the admin
+// listener (metrics) on a free port, since two khproxy cannot share the
+// default :9090, and the rate limiter off: its default paces to the API's
+// 60 requests a minute, which would measure the pacing, not khproxy. An
+// older build ignores the variables it does not know.
 func startKhproxy(name, bin, upstream string, env ...string) (*proc, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "KH_KEY=" + benchKey, "KH_SECRET=" + benchSecret,
-		"KH_UPSTREAM=" + upstream, "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}, env...)
+		"KH_UPSTREAM=" + upstream, "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json",
+		"KH_ADMIN_LISTEN=127.0.0.1:0", "KH_RATE_LIMIT=off", "KH_SHUTDOWN_DELAY=0s"}, env...)
 	return startProc(name, cmd, true, func(line string, addrs map[string]string) bool {
 		var m struct{ Msg, Addr string }
 		if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "khproxy listening" {
