@@ -36,6 +36,7 @@ type benchOptions struct {
 	requests []request
 	tls      bool
 	tlsConns int
+	budget   string // KH_MAX_INFLIGHT_BYTES for khproxy; empty: its default
 }
 
 var allRequests = []request{
@@ -60,6 +61,7 @@ func parseBenchOptions(args []string, stderr io.Writer) (benchOptions, error) {
 	only := fs.String("requests", "", "comma-separated subset of: GET,1KiB,64KiB,1MiB (default all)")
 	fs.BoolVar(&o.tls, "tls", true, "also run the new-connection-per-request TLS scenario")
 	fs.IntVar(&o.tlsConns, "tls-callers", 16, "concurrent callers in the TLS scenario")
+	fs.StringVar(&o.budget, "max-inflight-bytes", "", "KH_MAX_INFLIGHT_BYTES for khproxy, its memory budget for request bodies (default: khproxy's own)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -120,7 +122,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	t := &targets{}
 	defer t.stopAll()
-	if err := t.start(self, o.khproxy, certs); err != nil {
+	var env []string
+	if o.budget != "" {
+		env = append(env, "KH_MAX_INFLIGHT_BYTES="+o.budget)
+	}
+	if err := t.start(self, o.khproxy, certs, env...); err != nil {
 		return err
 	}
 	if err := t.check(ctx); err != nil {
@@ -176,7 +182,9 @@ type targets struct {
 	khproxyTLS *proc // khproxy to upstream's https, trusting certs.CA
 }
 
-func (t *targets) start(self, khproxy string, certs tlsFiles) error {
+// start starts the upstream, the plain proxy and both khproxy, the latter
+// with env added to their environment.
+func (t *targets) start(self, khproxy string, certs tlsFiles, env ...string) error {
 	var err error
 	announced := func(line string, addrs map[string]string) bool {
 		if k, v, ok := strings.Cut(line, " "); ok {
@@ -192,11 +200,11 @@ func (t *targets) start(self, khproxy string, certs tlsFiles) error {
 	if err != nil {
 		return err
 	}
-	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.addrs["http"]+basePath)
+	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.addrs["http"]+basePath, env...)
 	if err != nil {
 		return err
 	}
-	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.addrs["https"]+basePath, "KH_UPSTREAM_CA_FILE="+certs.CA)
+	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.addrs["https"]+basePath, append(env, "KH_UPSTREAM_CA_FILE="+certs.CA)...)
 	return err
 }
 
