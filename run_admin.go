@@ -65,7 +65,7 @@ func newOpsServer(cfg config.Config, reg *prometheus.Registry, log *slog.Logger,
 func (o *opsServer) serve(ctx context.Context, servers ...httpserve.Server) error {
 	if o.ln != nil {
 		servers = append(servers, httpserve.Server{Name: "admin", Listener: o.ln, Handler: o.admin.Handler(),
-			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second})
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Last: true})
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

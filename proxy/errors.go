@@ -28,7 +28,7 @@ const (
 	KindSigning          Kind = "signing_failed"        // 500: e.g. no usable secret
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
-	KindShuttingDown     Kind = "shutting_down"         // 503: cut while sending its body to a khproxy stopping; nothing was sent
+	KindShuttingDown     Kind = "shutting_down"         // 503: cut by a shutdown while sending its body or waiting for a token; nothing was sent
 )
 
 var kinds = map[Kind]struct {

@@ -109,10 +109,13 @@ func (p *Proxy) stopping() bool {
 }
 
 // StopReceiving cuts the requests whose bodies are still arriving, and any
-// that start later: they get 503 shutting_down, nothing having been sent
+// that start later, and the requests still in line for their first
+// rate-limit token: they get 503 shutting_down, nothing having been sent
 // upstream. khproxy calls it when its listener stops accepting, so that a
-// slow upload cannot hold up the shutdown. Safe for concurrent use.
+// slow upload or a long line cannot hold up the shutdown. Safe for
+// concurrent use.
 func (p *Proxy) StopReceiving() {
+	p.stopCancel()
 	s := &p.receivers
 	s.mu.Lock()
 	defer s.mu.Unlock()

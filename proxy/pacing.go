@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -42,8 +43,17 @@ func (t *signingTransport) paceFirst(req *http.Request, ex *exchange) error {
 	if !t.paced(req, ex) {
 		return nil
 	}
-	d, err := t.limiter.Wait(req.Context())
+	// A shutdown takes the request out of the line: it was not sent, so
+	// the caller can safely send it elsewhere at once.
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	defer context.AfterFunc(t.stop, cancel)()
+	d, err := t.limiter.Wait(ctx)
 	ex.rateWait += d.Waited
+	if err != nil && req.Context().Err() == nil && t.stop.Err() != nil {
+		return &Error{Kind: KindShuttingDown, Err: err,
+			Detail: "khproxy is shutting down; the request was waiting for the API key's rate limit and was not sent upstream: send it again"}
+	}
 	if err != nil {
 		return err
 	}

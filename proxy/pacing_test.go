@@ -378,3 +378,39 @@ func TestTwoProxiesShareOneRedis(t *testing.T) {
 		})
 	})
 }
+
+// TestShutdownTakesRequestsOutOfLine: a request still waiting for its first
+// token when khproxy starts shutting down gets 503 shutting_down at once,
+// not a cut connection at the end of the grace period; it was never sent.
+func TestShutdownTakesRequestsOutOfLine(t *testing.T) {
+	api := newLimitedAPI(t, fastLimit)
+	l, reg := ratelimittest.NewLimiter(t, ratelimit.Options{Limit: ratelimit.Limit{Every: time.Minute, Burst: 1}, MaxWait: time.Hour})
+	h := api.proxy(t, l)
+	if code, _, body := h.must(t, "GET", "/v1/me", "", nil); code != http.StatusOK {
+		t.Fatalf("first: %d %s", code, body)
+	}
+	type answer struct {
+		resp *http.Response
+		body []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, body := do(t, h, "GET", "/v1/me")
+		got <- answer{resp, body}
+	}()
+	testutil.WaitFor(t, "the second caller in line", func() bool { return ratelimittest.Metric(t, reg, "khproxy_ratelimit_waiting") == 1 })
+	h.proxy.Config.Handler.(*proxy.Proxy).StopReceiving()
+	var a answer
+	select {
+	case a = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request in line got no answer when the shutdown began")
+	}
+	p := testutil.Problem(t, a.resp, a.body, http.StatusServiceUnavailable)
+	if got, want := p["type"], proxy.TypePrefix+"shutting_down"; got != want {
+		t.Errorf("type = %v, want %s", got, want)
+	}
+	if c := api.calls(); c != 1 {
+		t.Errorf("%d requests reached the API, want 1", c)
+	}
+}

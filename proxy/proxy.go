@@ -157,8 +157,12 @@ type Proxy struct {
 	flights           *flights
 	inflight          inflightSet
 	receivers         receivingSet
-	log               *slog.Logger
-	metrics           Metrics
+	// stop is cancelled by StopReceiving: requests still in line for a
+	// rate-limit token leave it.
+	stop       context.Context
+	stopCancel context.CancelFunc
+	log        *slog.Logger
+	metrics    Metrics
 	// abandonAfter bounds how long a leader goes on once its caller left.
 	abandonAfter time.Duration
 	now          func() time.Time
@@ -174,7 +178,10 @@ func New(opts Options) (*Proxy, error) {
 		return nil, errors.New("proxy: set UpstreamCAs or Transport, not both")
 	}
 	opts = opts.withDefaults()
+	stop, stopCancel := context.WithCancel(context.Background())
 	p := &Proxy{
+		stop:              stop,
+		stopCancel:        stopCancel,
 		upstream:          opts.Upstream,
 		basePath:          strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
 		basePathUnescaped: strings.TrimSuffix(opts.Upstream.Path, "/"),
@@ -199,6 +206,7 @@ func New(opts Options) (*Proxy, error) {
 			retryBudget: opts.RetryBudget,
 			idleTimeout: opts.UpstreamIdleTimeout,
 			limiter:     opts.Limiter,
+			stop:        p.stop,
 			log:         p.log,
 			metrics:     opts.Metrics,
 		},

@@ -88,6 +88,7 @@ type signingTransport struct {
 	retryBudget time.Duration
 	idleTimeout time.Duration
 	limiter     *ratelimit.Limiter // nil: no pacing
+	stop        context.Context    // done once khproxy is shutting down
 	log         *slog.Logger
 	metrics     Metrics
 

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -48,6 +50,10 @@ type Server struct {
 	// BeforeClose, when set, is called if the grace period runs out with
 	// requests still in flight, just before their connections are closed.
 	BeforeClose func()
+	// Last keeps the server answering until every other server has shut
+	// down, as an admin listener must, to report the shutdown to its
+	// probes. Servers without it shut down together.
+	Last bool
 }
 
 // Timeouts every server gets.
@@ -79,12 +85,11 @@ type Options struct {
 const DefaultGrace = 25 * time.Second
 
 // Serve serves every server until ctx is done, waits Options.Delay, then
-// shuts them down in the order given, each waiting for its in-flight
-// requests within one shared grace period (put a server that must answer
-// until the end, such as an admin listener, last). It returns nil after a clean shutdown, and an error naming
-// the server when one fails to serve (the others are then shut down too) or
-// does not finish within the grace period (its remaining connections are
-// closed).
+// shuts them down: all together, then those marked Last, each waiting for its
+// in-flight requests within one shared grace period. It returns nil after a
+// clean shutdown, and an error naming the server when one fails to serve
+// (the others are then shut down too) or does not finish within the grace
+// period (its remaining connections are closed).
 func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	log := opts.Logger
 	if log == nil {
@@ -121,17 +126,8 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	var errs []error
-	for i, srv := range https {
-		if servers[i].Stopping != nil {
-			servers[i].Stopping()
-		}
-		if err := srv.Shutdown(sctx); err != nil {
-			if servers[i].BeforeClose != nil {
-				servers[i].BeforeClose()
-			}
-			_ = srv.Close()
-			errs = append(errs, fmt.Errorf("%s: shutdown: %w", servers[i].Name, err))
-		}
+	for _, last := range []bool{false, true} {
+		errs = append(errs, shutdown(sctx, servers, https, last)...)
 	}
 	// Collect every Serve's return; the failed one was already received.
 	n := len(servers)
@@ -151,6 +147,33 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// shutdown shuts down together every server whose Last is last, and
+// returns their errors in the servers' order.
+func shutdown(ctx context.Context, servers []Server, https []*http.Server, last bool) []error {
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range https {
+		s := servers[i]
+		if s.Last != last {
+			continue
+		}
+		wg.Go(func() {
+			if s.Stopping != nil {
+				s.Stopping()
+			}
+			if err := srv.Shutdown(ctx); err != nil {
+				if s.BeforeClose != nil {
+					s.BeforeClose()
+				}
+				_ = srv.Close()
+				errs[i] = fmt.Errorf("%s: shutdown: %w", s.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return slices.DeleteFunc(errs, func(err error) bool { return err == nil })
 }
 
 // newServer builds the http.Server for s, and the listener it serves:

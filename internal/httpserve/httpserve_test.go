@@ -140,3 +140,59 @@ func TestServeDelay(t *testing.T) {
 		t.Error("listener still accepts after Serve returned")
 	}
 }
+
+// TestServeShutsDownTogetherThenLast: servers stop accepting together (a
+// webhook listener does not go on taking deliveries while the proxy
+// drains), and a Last server answers until the others are done.
+func TestServeShutsDownTogetherThenLast(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+	})
+	proxyLn, hookLn, adminLn := listen(t), listen(t), listen(t)
+	stopping := make(chan string, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- httpserve.Serve(ctx, httpserve.Options{},
+			httpserve.Server{Name: "proxy", Listener: proxyLn, Handler: slow, Stopping: func() { stopping <- "proxy" }},
+			httpserve.Server{Name: "webhook", Listener: hookLn, Handler: http.NotFoundHandler(), Stopping: func() { stopping <- "webhook" }},
+			httpserve.Server{Name: "admin", Listener: adminLn, Handler: http.NotFoundHandler(), Stopping: func() { stopping <- "admin" }, Last: true})
+	}()
+	go http.Get("http://" + proxyLn.Addr().String())
+	<-started
+	cancel()
+	next := func() string {
+		t.Helper()
+		select {
+		case name := <-stopping:
+			return name
+		case <-time.After(5 * time.Second):
+			close(release)
+			t.Fatal("no further server stopping while the proxy drains")
+			return ""
+		}
+	}
+	got := map[string]bool{next(): true, next(): true}
+	if !got["proxy"] || !got["webhook"] {
+		t.Fatalf("stopping first: %v, want proxy and webhook while the proxy drains", got)
+	}
+	resp, err := http.Get("http://" + adminLn.Addr().String())
+	if err != nil {
+		t.Fatalf("the Last server stopped answering while the proxy drains: %v", err)
+	}
+	resp.Body.Close()
+	select {
+	case name := <-stopping:
+		t.Fatalf("%s stopping before the proxy drained", name)
+	default:
+	}
+	close(release)
+	if name := <-stopping; name != "admin" {
+		t.Errorf("stopping last: %s, want admin", name)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+}
