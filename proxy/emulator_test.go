@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
 )
@@ -27,18 +28,7 @@ type emuHarness struct {
 
 func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	t.Helper()
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:      []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit: emulator.RateLimit{Disabled: true},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu, key, secret := emulatortest.New(t)
 	up := httptest.NewServer(emu)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)

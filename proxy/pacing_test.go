@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/ratelimit"
@@ -41,18 +42,7 @@ var (
 
 func newLimitedAPI(t testing.TB, rl emulator.RateLimit) *limitedAPI {
 	t.Helper()
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:      []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit: rl,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu, key, secret := emulatortest.New(t, func(o *emulator.Options) { o.RateLimit = rl })
 	api := &limitedAPI{emu: emu, key: key, secret: secret, statuses: map[int]int{}}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusWriter{ResponseWriter: w}
