@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 )
 
@@ -125,19 +126,15 @@ func TestCheck(t *testing.T) {
 }
 
 func testCheck(t *testing.T, tt checkCase) {
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	known := emulator.Key{ID: key, Secret: secret, Scopes: emulator.AllScopes()}
-	if tt.key != nil {
-		tt.key(&known)
-	}
-	emu, err := emulator.New(emulator.Options{Keys: []emulator.Key{known}, Faults: tt.faults})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	// The credentials khproxy is given: a case may change the API's side.
+	var key, secret string
+	emu, _, _ := emulatortest.New(t, func(o *emulator.Options) {
+		key, secret = o.Keys[0].ID, o.Keys[0].Secret
+		if tt.key != nil {
+			tt.key(&o.Keys[0])
+		}
+		o.Faults = tt.faults
+	})
 	srv := httptest.NewUnstartedServer(emu)
 	if tt.tls {
 		srv.StartTLS()
@@ -153,7 +150,7 @@ func testCheck(t *testing.T, tt checkCase) {
 	}
 	env = append(env, "KH_KEY="+key)
 	var out strings.Builder
-	err = run(context.Background(), []string{"check"}, env, &out, io.Discard)
+	err := run(context.Background(), []string{"check"}, env, &out, io.Discard)
 	if got := err != nil; got != tt.wantFail {
 		t.Errorf("check failed = %v (%v), want %v\n%s", got, err, tt.wantFail, out.String())
 	}

@@ -22,6 +22,7 @@ import (
 	"khproxy/admin"
 	"khproxy/apiroute"
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 )
 
@@ -41,17 +42,7 @@ type api struct {
 // health endpoint waits until releaseHealth; else it answers at once.
 func startAPI(t testing.TB, holdHealth bool) *api {
 	t.Helper()
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:      []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit: emulator.RateLimit{Disabled: true},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, key, secret := emulatortest.New(t)
 	a := &api{emu: emu, key: key, secret: secret, health: make(chan struct{}),
 		slowArrived: make(chan struct{}, 1), slowRelease: make(chan struct{})}
 	if !holdHealth {

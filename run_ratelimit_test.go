@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/ratelimit/redisstore/redistest"
 )
@@ -17,12 +18,7 @@ import (
 // TestRunPacesAndUsesRedis runs khproxy as main does, configured only by
 // the environment, in front of the emulator.
 func TestRunPacesAndUsesRedis(t *testing.T) {
-	key, secret, _ := emulator.NewCredentials()
-	emu, err := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu, key, secret := emulatortest.New(t, func(o *emulator.Options) { o.RateLimit = emulator.RateLimit{} })
 	up := httptest.NewServer(emu)
 	defer up.Close()
 	// A port nothing listens on: Redis "down" from the start.

@@ -14,6 +14,7 @@ import (
 
 	"khproxy/config"
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/webhook"
 )
@@ -62,20 +63,10 @@ func countDelivered(emu *emulator.Emulator) int {
 // listener and places an order, both through the signing proxy, and the
 // order's events come back through the receiver, verified, each once.
 func TestServeWebhooks(t *testing.T) {
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:                  []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit:             emulator.RateLimit{Disabled: true},
-		WebhookHeader:         "Stripe-Signature",
-		AllowInsecureWebhooks: true, // khproxy's webhook listener is on loopback
+	emu, key, secret := emulatortest.New(t, func(o *emulator.Options) {
+		o.WebhookHeader = "Stripe-Signature"
+		o.AllowInsecureWebhooks = true // khproxy's webhook listener is on loopback
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
 	api := httptest.NewServer(emu)
 	t.Cleanup(api.Close)
 	app := &hookApp{}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 )
 
@@ -17,19 +18,9 @@ import (
 // returns it with the URL of its unsigned health endpoint.
 func startEmulator(t testing.TB) (*emulator.Emulator, string) {
 	t.Helper()
-	id, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: id, Secret: secret}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, _, _ := emulatortest.New(t)
 	srv := httptest.NewServer(emu)
-	t.Cleanup(func() {
-		srv.Close()
-		emu.Close()
-	})
+	t.Cleanup(srv.Close)
 	return emu, srv.URL + emu.BasePath() + "/v1/health"
 }
 

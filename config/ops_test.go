@@ -1,13 +1,12 @@
 package config_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"khproxy/config"
+	"khproxy/internal/testutil"
 )
 
 func TestOpsBadValues(t *testing.T) {
@@ -109,13 +108,7 @@ func TestListenNetwork(t *testing.T) {
 
 func TestLoadKeyFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := func(name, content string) string { return testutil.WriteFile(t, dir, name, content) }
 	t.Run("read once, newline trimmed", func(t *testing.T) {
 		path := write("key", goodKey+"\r\n")
 		c, warns, err := config.Load(environ("KH_KEY", "<unset>", "KH_KEY_FILE", path))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"khproxy/config"
+	"khproxy/internal/testutil"
 )
 
 // writeCA writes a self-signed CA certificate as PEM (with extra, before it)
@@ -80,13 +81,7 @@ func TestUpstreamCAFile(t *testing.T) {
 
 func TestUpstreamCAFileErrors(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return testutil.WriteFile(t, dir, name, content) }
 	tests := []struct {
 		name, path, want string
 	}{

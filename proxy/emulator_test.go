@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
 )
@@ -27,18 +28,7 @@ type emuHarness struct {
 
 func newEmuHarness(t testing.TB, mutate ...func(*proxy.Options)) *emuHarness {
 	t.Helper()
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:      []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit: emulator.RateLimit{Disabled: true},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu, key, secret := emulatortest.New(t)
 	up := httptest.NewServer(emu)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL + emulator.DefaultBasePath)
@@ -225,11 +215,10 @@ func TestReplayDetectedIsResigned(t *testing.T) {
 }
 
 func TestCallerRetries(t *testing.T) {
-	impatient := func(*emuHarness) *http.Client { return &http.Client{Timeout: 200 * time.Millisecond} }
 	t.Run("retry while the first is in flight", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1})
-		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
+		if _, _, _, err := h.send(impatient, "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
 			t.Fatal("the first attempt did not time out")
 		}
 		code, _, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
@@ -242,23 +231,12 @@ func TestCallerRetries(t *testing.T) {
 	})
 	t.Run("retry after the first finished unanswered", func(t *testing.T) {
 		h := newEmuHarness(t)
-		h.emu.SetFaults(emulator.Faults{Delay: 400 * time.Millisecond, DelayCount: 1})
-		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
-			t.Fatal("the first attempt did not time out")
-		}
-		testutil.WaitFor(t, "the first request's access-log line", func() bool { return strings.Contains(h.logs.String(), `"status":201`) })
-		code, hdr, body := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
-		if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "true" {
-			t.Errorf("retry: %d replayed=%q %s", code, hdr.Get("Idempotent-Replayed"), body)
-		}
-		if n := h.emu.OrderCount(); n != 1 {
-			t.Errorf("%d orders, want 1", n)
-		}
+		abandonThenRetry(t, h.emu, h, h)
 	})
 	t.Run("a retry answered by the first forgets its key", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1})
-		if _, _, _, err := h.send(impatient(h), "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
+		if _, _, _, err := h.send(impatient, "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
 			t.Fatal("the first attempt did not time out")
 		}
 		if code, _, _ := h.must(t, "POST", "/v1/orders", testutil.OrderBody, nil); code != http.StatusCreated {
@@ -351,3 +329,27 @@ func TestKeylessPostOutsideRoutesIsNotRetried(t *testing.T) {
 		t.Errorf("%d attempts reached the API, want 1", got)
 	}
 }
+
+// abandonThenRetry orders through first with a client that gives up before
+// the answer, waits until that request has finished, and orders the same
+// again through second: the API must replay the first order, not place a
+// second one.
+func abandonThenRetry(t *testing.T, emu *emulator.Emulator, first, second *emuHarness) {
+	t.Helper()
+	emu.SetFaults(emulator.Faults{Delay: 400 * time.Millisecond, DelayCount: 1})
+	if _, _, _, err := first.send(impatient, "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
+		t.Fatal("the first attempt did not time out")
+	}
+	testutil.WaitFor(t, "the first request's access-log line", func() bool { return strings.Contains(first.logs.String(), `"status":201`) })
+	code, hdr, body := second.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
+	if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry: %d replayed=%q %s", code, hdr.Get("Idempotent-Replayed"), body)
+	}
+	if n := emu.OrderCount(); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+}
+
+// impatient is a client that gives up on an answer before the emulator's
+// 400 ms delay fault ends.
+var impatient = &http.Client{Timeout: 200 * time.Millisecond}

@@ -238,14 +238,5 @@ func (h *harness) do(t testing.TB, method, path string, body io.Reader, header h
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := h.proxy.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return testutil.Do(t, h.proxy.Client(), req)
 }

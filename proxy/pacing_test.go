@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
 	"khproxy/ratelimit"
@@ -41,18 +42,7 @@ var (
 
 func newLimitedAPI(t testing.TB, rl emulator.RateLimit) *limitedAPI {
 	t.Helper()
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:      []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit: rl,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu, key, secret := emulatortest.New(t, func(o *emulator.Options) { o.RateLimit = rl })
 	api := &limitedAPI{emu: emu, key: key, secret: secret, statuses: map[int]int{}}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusWriter{ResponseWriter: w}
@@ -340,19 +330,7 @@ func TestTwoProxiesShareOneRedis(t *testing.T) {
 		lb, mb, _ := sharedLimiter(t, srv, api.key, fastLimiter)
 		a := api.proxy(t, la, func(o *proxy.Options) { o.RetryMemory = ma })
 		b := api.proxy(t, lb, func(o *proxy.Options) { o.RetryMemory = mb })
-		api.emu.SetFaults(emulator.Faults{Delay: 400 * time.Millisecond, DelayCount: 1})
-		impatient := &http.Client{Timeout: 200 * time.Millisecond}
-		if _, _, _, err := a.send(impatient, "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
-			t.Fatal("the first attempt did not time out")
-		}
-		testutil.WaitFor(t, "the first request's access-log line", func() bool { return strings.Contains(a.logs.String(), `"status":201`) })
-		code, hdr, body := b.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
-		if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "true" {
-			t.Errorf("retry through b: %d replayed=%q %s", code, hdr.Get("Idempotent-Replayed"), body)
-		}
-		if n := api.emu.OrderCount(); n != 1 {
-			t.Errorf("%d orders, want 1", n)
-		}
+		abandonThenRetry(t, api.emu, a, b)
 	})
 	t.Run("Redis stopped mid-run", func(t *testing.T) {
 		api := newLimitedAPI(t, fastLimit)

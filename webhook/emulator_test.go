@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"khproxy/emulator"
+	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
 	"khproxy/signer"
 	"khproxy/webhook"
@@ -58,20 +59,10 @@ func TestEmulatorWebhooksArriveOnce(t *testing.T) {
 }
 
 func testEmulatorWebhooks(t *testing.T, header string) {
-	key, secret, err := emulator.NewCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu, err := emulator.New(emulator.Options{
-		Keys:                  []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		RateLimit:             emulator.RateLimit{Disabled: true},
-		WebhookHeader:         header,
-		AllowInsecureWebhooks: true, // the receiver is on loopback
+	emu, key, secret := emulatortest.New(t, func(o *emulator.Options) {
+		o.WebhookHeader = header
+		o.AllowInsecureWebhooks = true // the receiver is on loopback
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
 	api := httptest.NewServer(emu)
 	t.Cleanup(api.Close)
 

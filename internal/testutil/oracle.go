@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -94,4 +96,15 @@ func Do(t testing.TB, client *http.Client, req *http.Request) (*http.Response, [
 		t.Fatal(err)
 	}
 	return resp, b
+}
+
+// WriteFile writes content to a file named name in dir, readable by its
+// owner only, and returns its path, failing the test on any error.
+func WriteFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
