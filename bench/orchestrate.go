@@ -36,6 +36,7 @@ type benchOptions struct {
 	requests []request
 	tls      bool
 	tlsConns int
+	budget   string // KH_MAX_INFLIGHT_BYTES for khproxy; empty: its default
 }
 
 var allRequests = []request{
@@ -60,6 +61,7 @@ func parseBenchOptions(args []string, stderr io.Writer) (benchOptions, error) {
 	only := fs.String("requests", "", "comma-separated subset of: GET,1KiB,64KiB,1MiB (default all)")
 	fs.BoolVar(&o.tls, "tls", true, "also run the new-connection-per-request TLS scenario")
 	fs.IntVar(&o.tlsConns, "tls-callers", 16, "concurrent callers in the TLS scenario")
+	fs.StringVar(&o.budget, "max-inflight-bytes", "", "KH_MAX_INFLIGHT_BYTES for khproxy, its memory budget for request bodies (default: khproxy's own)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -120,7 +122,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	t := &targets{}
 	defer t.stopAll()
-	if err := t.start(self, o.khproxy, certs); err != nil {
+	var env []string
+	if o.budget != "" {
+		env = append(env, "KH_MAX_INFLIGHT_BYTES="+o.budget)
+	}
+	if err := t.start(self, o.khproxy, certs, env...); err != nil {
 		return err
 	}
 	if err := t.check(ctx); err != nil {
@@ -176,7 +182,9 @@ type targets struct {
 	khproxyTLS *proc // khproxy to upstream's https, trusting certs.CA
 }
 
-func (t *targets) start(self, khproxy string, certs tlsFiles) error {
+// start starts the upstream, the plain proxy and both khproxy, the latter
+// with env added to their environment.
+func (t *targets) start(self, khproxy string, certs tlsFiles, env ...string) error {
 	var err error
 	announced := func(line string, addrs map[string]string) bool {
 		if k, v, ok := strings.Cut(line, " "); ok {
@@ -192,21 +200,26 @@ func (t *targets) start(self, khproxy string, certs tlsFiles) error {
 	if err != nil {
 		return err
 	}
-	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.addrs["http"]+basePath)
+	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.addrs["http"]+basePath, env...)
 	if err != nil {
 		return err
 	}
-	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.addrs["https"]+basePath, "KH_UPSTREAM_CA_FILE="+certs.CA)
+	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.addrs["https"]+basePath, append(env, "KH_UPSTREAM_CA_FILE="+certs.CA)...)
 	return err
 }
 
 // startKhproxy starts khproxy configured by its environment only, as a user
 // would run it: defaults everywhere but the upstream and the credentials,
-// access log on (JSON, to a pipe that the benchmark drains).
+// access log on (JSON, to a pipe that the benchmark drains), the admin
+// listener (metrics) on a free port, since two khproxy cannot share the
+// default :9090, and the rate limiter off: its default paces to the API's
+// 60 requests a minute, which would measure the pacing, not khproxy. An
+// older build ignores the variables it does not know.
 func startKhproxy(name, bin, upstream string, env ...string) (*proc, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "KH_KEY=" + benchKey, "KH_SECRET=" + benchSecret,
-		"KH_UPSTREAM=" + upstream, "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}, env...)
+		"KH_UPSTREAM=" + upstream, "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json",
+		"KH_ADMIN_LISTEN=127.0.0.1:0", "KH_RATE_LIMIT=off", "KH_SHUTDOWN_DELAY=0s"}, env...)
 	return startProc(name, cmd, true, func(line string, addrs map[string]string) bool {
 		var m struct{ Msg, Addr string }
 		if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "khproxy listening" {
