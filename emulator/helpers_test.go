@@ -9,35 +9,16 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"khproxy/internal/testutil"
 )
 
-// fakeClock is a settable clock for Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type testEnv struct {
 	emu    *Emulator
 	srv    *httptest.Server
-	clock  *fakeClock
+	clock  *testutil.Clock
 	key    string
 	secret string
 	client *http.Client
@@ -51,7 +32,7 @@ func newEnv(t testing.TB, mutate func(*Options)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Unix(1_750_000_000, 0)}
+	clock := testutil.NewClock(time.Unix(1_750_000_000, 0))
 	opts := Options{
 		Keys:      []Key{{ID: id, Secret: secret, Scopes: AllScopes()}},
 		Now:       clock.Now,
