@@ -68,7 +68,7 @@ func (p *Proxy) LogInDoubt() int {
 // dropBody gives the body's room in the budget back: the request is over.
 func (ex *exchange) dropBody() {
 	if ex.body != nil {
-		ex.body.drop()
+		ex.body.Drop()
 	}
 }
 

@@ -121,7 +121,7 @@ func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	// After the last attempt nothing reads the body again: its room in the
 	// budget goes back once the transport has closed it.
-	defer ex.body.seal()
+	defer ex.body.Seal()
 	start := t.now()
 	skewRetried, replayRetried := false, false
 	if err := t.paceFirst(req, ex); err != nil {
@@ -248,7 +248,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	if err != nil {
 		return nil, false, &Error{Kind: KindSigning, Detail: "khproxy could not sign the request; see its log", Err: err}
 	}
-	body, bodyDone := ex.body.attemptReader()
+	body, bodyDone := ex.body.AttemptReader()
 	var gotConn atomic.Bool
 	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) },
@@ -277,7 +277,7 @@ func (t *signingTransport) attempt(req *http.Request, ex *exchange, reason strin
 	out.Body = body
 	// No GetBody: http.Transport must not resend this signature on its own.
 	out.GetBody = nil
-	out.ContentLength = ex.body.length()
+	out.ContentLength = ex.body.Len()
 	out.TransferEncoding = nil
 
 	t.metrics.UpstreamAttempt(reason)

@@ -25,8 +25,8 @@ func dialUpstream(dial func(ctx context.Context, network, addr string) (net.Conn
 // *io.LimitedReader around it, which hides the body's WriteTo: the
 // connection's ReadFrom then copies it through a new 32 KiB buffer, one
 // write per 32 KiB. The held body reaches the transport as a bytes.Reader
-// (heldBody.attemptReader); its bytes are written here in one write, with
-// no copy and no buffer. Anything else is copied through a pooled buffer.
+// (heldbody.Body.AttemptReader); its bytes are written here in one write,
+// with no copy and no buffer. Anything else is copied through a pooled buffer.
 // Over TLS the transport writes to the tls.Conn above this one, and this
 // path is not taken.
 type upstreamConn struct{ net.Conn }

@@ -1,4 +1,4 @@
-package proxy
+package heldbody
 
 import (
 	"math/bits"

@@ -1,4 +1,4 @@
-package proxy
+package heldbody
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 )
 
 func TestBudgetFirstComeFirstServed(t *testing.T) {
-	b := newBudget(100)
+	b := NewBudget(100)
 	ctx := context.Background()
 	if err := b.acquire(ctx, 80, time.Second); err != nil {
 		t.Fatal(err)
@@ -35,22 +35,22 @@ func TestBudgetFirstComeFirstServed(t *testing.T) {
 	if err := <-small; err != nil {
 		t.Fatalf("small: %v", err)
 	}
-	if st := (&Proxy{budget: b}).BodyBudget(); st.Reserved != 70 || st.Peak != 80 || st.Waiting != 0 {
+	if st := b.Stats(); st.Reserved != 70 || st.Peak != 80 || st.Waiting != 0 {
 		t.Errorf("stats %+v, want 70 reserved, peak 80, none waiting", st)
 	}
 }
 
 func TestBudgetRefusals(t *testing.T) {
-	b := newBudget(100)
+	b := NewBudget(100)
 	ctx := context.Background()
-	if err := b.acquire(ctx, 101, time.Hour); !errors.Is(err, errNeverFits) {
-		t.Errorf("over the whole budget: %v, want errNeverFits at once", err)
+	if err := b.acquire(ctx, 101, time.Hour); !errors.Is(err, ErrNeverFits) {
+		t.Errorf("over the whole budget: %v, want ErrNeverFits at once", err)
 	}
 	if err := b.acquire(ctx, 100, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.acquire(ctx, 1, 20*time.Millisecond); !errors.Is(err, errNoRoom) {
-		t.Errorf("full budget: %v, want errNoRoom after the wait", err)
+	if err := b.acquire(ctx, 1, 20*time.Millisecond); !errors.Is(err, ErrNoRoom) {
+		t.Errorf("full budget: %v, want ErrNoRoom after the wait", err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -64,7 +64,7 @@ func TestBudgetRefusals(t *testing.T) {
 	}
 }
 
-func waitWaiting(t *testing.T, b *budget, n int) {
+func waitWaiting(t *testing.T, b *Budget, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -93,23 +93,23 @@ func TestHeldBody(t *testing.T) {
 				if oneByte && size > 100<<10 {
 					continue
 				}
-				b := newBudget(8 << 20)
-				h := &heldBody{budget: b}
+				b := NewBudget(8 << 20)
+				h := New(b)
 				var r io.Reader = bytes.NewReader(body)
 				if oneByte {
 					r = iotest.OneByteReader(r)
 				}
 				var err error
 				if known {
-					err = h.readKnown(context.Background(), r, int64(size), time.Second)
+					err = h.ReadKnown(context.Background(), r, int64(size), time.Second)
 				} else {
-					err = h.readUnknown(context.Background(), r, limit, time.Second)
+					err = h.ReadUnknown(context.Background(), r, limit, time.Second)
 				}
 				if err != nil {
 					t.Fatalf("size %d known %v: %v", size, known, err)
 				}
-				if got := bytes.Join(h.chunks, nil); !bytes.Equal(got, body) || h.length() != int64(size) {
-					t.Fatalf("size %d known %v: kept %d bytes (length %d), want the body", size, known, len(got), h.length())
+				if got := bytes.Join(h.chunks, nil); !bytes.Equal(got, body) || h.Len() != int64(size) {
+					t.Fatalf("size %d known %v: kept %d bytes (length %d), want the body", size, known, len(got), h.Len())
 				}
 				var allocated int64
 				for _, c := range h.chunks {
@@ -121,11 +121,11 @@ func TestHeldBody(t *testing.T) {
 				if known && size > 0 && (len(h.chunks) != 1 || cap(h.chunks[0]) != size) {
 					t.Errorf("size %d: %d pieces, first of capacity %d; want one buffer of the declared size", size, len(h.chunks), cap(h.chunks[0]))
 				}
-				rd := h.reader()
+				rd := h.Reader()
 				if got, _ := io.ReadAll(rd); !bytes.Equal(got, body) {
 					t.Errorf("size %d known %v: attempt reader gives %d bytes", size, known, len(got))
 				}
-				h.seal()
+				h.Seal()
 				if b.used == 0 && size > 0 {
 					t.Errorf("size %d: room given back while an attempt's reader is open", size)
 				}
@@ -139,13 +139,13 @@ func TestHeldBody(t *testing.T) {
 }
 
 func TestHeldBodyOverLimit(t *testing.T) {
-	b := newBudget(1 << 20)
-	h := &heldBody{budget: b}
-	err := h.readUnknown(context.Background(), bytes.NewReader(make([]byte, 2<<20)), 4<<20, time.Second)
-	if !errors.Is(err, errNeverFits) {
-		t.Errorf("a body larger than the budget: %v, want errNeverFits", err)
+	b := NewBudget(1 << 20)
+	h := New(b)
+	err := h.ReadUnknown(context.Background(), bytes.NewReader(make([]byte, 2<<20)), 4<<20, time.Second)
+	if !errors.Is(err, ErrNeverFits) {
+		t.Errorf("a body larger than the budget: %v, want ErrNeverFits", err)
 	}
-	h.drop()
+	h.Drop()
 	if b.used != 0 {
 		t.Errorf("%d bytes still reserved after drop", b.used)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package heldbody
 
 import (
 	"bytes"
@@ -54,26 +54,26 @@ func TestGetBufReuses(t *testing.T) {
 	putBuf(big) // not pooled: a no-op
 }
 
-// TestAttemptReaderDone reads a one-piece body through attemptReader: its
+// TestAttemptReaderDone reads a one-piece body through AttemptReader: its
 // room comes back when the attempt is done with it (done, called by the
 // transport's WroteRequest) after the last attempt, not when the transport
 // closes the reader, which tells nothing.
 func TestAttemptReaderDone(t *testing.T) {
-	b := newBudget(1 << 20)
-	h := &heldBody{budget: b}
+	b := NewBudget(1 << 20)
+	h := New(b)
 	body := bytes.Repeat([]byte("k"), 3000)
-	if err := h.readKnown(context.Background(), bytes.NewReader(body), int64(len(body)), time.Second); err != nil {
+	if err := h.ReadKnown(context.Background(), bytes.NewReader(body), int64(len(body)), time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := h.hash.Sum(), signer.BodyHash(body); got != want {
+	if got, want := h.Hash(), signer.BodyHash(body); got != want {
 		t.Errorf("hash read in one pass = %s, want %s", got, want)
 	}
-	rd, done := h.attemptReader()
+	rd, done := h.AttemptReader()
 	if got, _ := io.ReadAll(rd); !bytes.Equal(got, body) {
 		t.Fatalf("attempt reader gives %d bytes, want the body", len(got))
 	}
 	rd.Close()
-	h.seal()
+	h.Seal()
 	if b.used == 0 {
 		t.Error("room given back before the attempt was done with the body")
 	}

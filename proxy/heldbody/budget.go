@@ -1,4 +1,4 @@
-package proxy
+package heldbody
 
 import (
 	"container/list"
@@ -8,10 +8,14 @@ import (
 	"time"
 )
 
-// budget bounds the bytes of request bodies held in memory at once. Room is
+// Budget bounds the bytes of request bodies held in memory at once. Room is
 // handed out first come, first served, so that a large body is not starved
-// by a stream of small ones. Safe for concurrent use.
-type budget struct {
+// by a stream of small ones. Only a Body takes and gives back room.
+//
+// Create a Budget with NewBudget: the zero value has no room at all, and
+// refuses with ErrNeverFits every body but one declared empty. Safe for
+// concurrent use.
+type Budget struct {
 	limit int64
 
 	mu      sync.Mutex
@@ -26,23 +30,27 @@ type budgetWaiter struct {
 }
 
 var (
-	// errNeverFits: the request needs more than the whole budget.
-	errNeverFits = errors.New("the body is larger than the memory budget")
-	// errNoRoom: no room came free within the wait.
-	errNoRoom = errors.New("no room in the memory budget within the wait")
+	// ErrNeverFits is returned when a body needs more than the whole budget.
+	ErrNeverFits = errors.New("the body is larger than the memory budget")
+	// ErrNoRoom is returned when no room came free within the wait.
+	ErrNoRoom = errors.New("no room in the memory budget within the wait")
 )
 
-func newBudget(limit int64) *budget { return &budget{limit: limit} }
+// NewBudget returns a Budget of limit bytes, none of them reserved.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Limit returns the budget's size in bytes.
+func (b *Budget) Limit() int64 { return b.limit }
 
 // acquire reserves n bytes, waiting at most wait for room. It fails at once
-// with errNeverFits when n exceeds the whole budget, with errNoRoom when the
+// with ErrNeverFits when n exceeds the whole budget, with ErrNoRoom when the
 // wait ran out, and with ctx's error when ctx ends first.
-func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) error {
+func (b *Budget) acquire(ctx context.Context, n int64, wait time.Duration) error {
 	if n <= 0 {
 		return nil
 	}
 	if n > b.limit {
-		return errNeverFits
+		return ErrNeverFits
 	}
 	b.mu.Lock()
 	if b.waiters.Len() == 0 && b.used+n <= b.limit {
@@ -61,7 +69,7 @@ func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) error
 	case <-w.ready:
 		return nil
 	case <-timer.C:
-		err = errNoRoom
+		err = ErrNoRoom
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -79,7 +87,7 @@ func (b *budget) acquire(ctx context.Context, n int64, wait time.Duration) error
 }
 
 // release returns n bytes to the budget.
-func (b *budget) release(n int64) {
+func (b *Budget) release(n int64) {
 	if n <= 0 {
 		return
 	}
@@ -89,13 +97,13 @@ func (b *budget) release(n int64) {
 	b.wakeLocked()
 }
 
-func (b *budget) grantLocked(n int64) {
+func (b *Budget) grantLocked(n int64) {
 	b.used += n
 	b.peak = max(b.peak, b.used)
 }
 
 // wakeLocked grants room to the oldest waiters, in order, while they fit.
-func (b *budget) wakeLocked() {
+func (b *Budget) wakeLocked() {
 	for e := b.waiters.Front(); e != nil; e = b.waiters.Front() {
 		w := e.Value.(*budgetWaiter)
 		if b.used+w.n > b.limit {
@@ -107,18 +115,17 @@ func (b *budget) wakeLocked() {
 	}
 }
 
-// BudgetStats describes the memory budget for request bodies at one moment.
-type BudgetStats struct {
-	Limit    int64 // Options.MaxInflightBytes
+// Stats describes a Budget at one moment.
+type Stats struct {
+	Limit    int64 // the budget's size
 	Reserved int64 // bytes reserved by bodies now
 	Peak     int64 // most bytes ever reserved at once
-	Waiting  int   // requests waiting for room
+	Waiting  int   // bodies waiting for room
 }
 
-// BodyBudget reports the memory budget's state. Safe for concurrent use.
-func (p *Proxy) BodyBudget() BudgetStats {
-	b := p.budget
+// Stats reports the budget's state. Safe for concurrent use.
+func (b *Budget) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return BudgetStats{Limit: b.limit, Reserved: b.used, Peak: b.peak, Waiting: b.waiters.Len()}
+	return Stats{Limit: b.limit, Reserved: b.used, Peak: b.peak, Waiting: b.waiters.Len()}
 }
