@@ -74,12 +74,19 @@ func (o *opsServer) serve(ctx context.Context, servers ...httpserve.Server) erro
 		defer func() { <-done }()
 	}
 	o.admin.Started()
-	return httpserve.Serve(ctx, httpserve.Options{
+	err := httpserve.Serve(ctx, httpserve.Options{
 		Logger:         o.log,
 		Grace:          o.cfg.ShutdownTimeout,
 		Delay:          o.cfg.ShutdownDelay,
 		BeforeShutdown: o.admin.Stopping,
 	}, servers...)
+	// A shutdown that ran out of time did what was asked: the requests it
+	// cut are logged as in doubt, one by one, and khproxy exits 0.
+	if httpserve.OnlyGraceExpired(err) {
+		o.log.Warn("stopped: KH_SHUTDOWN_TIMEOUT ran out and requests still in flight were cut", "error", err)
+		return nil
+	}
+	return err
 }
 
 // countReloads counts the changes of a secret file in the metrics, besides

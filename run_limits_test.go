@@ -142,8 +142,8 @@ func TestShutdownLogsRequestsInDoubt(t *testing.T) {
 	go http.Post("http://"+addr+"/v1/orders", "application/json", strings.NewReader(`{"product_id":42}`))
 	key := <-arrived
 	cancel()
-	if err := <-errc; err == nil {
-		t.Error("run = nil, want the shutdown's error: a request was cut")
+	if err := <-errc; err != nil {
+		t.Errorf("run = %v, want nil: a shutdown that ran out of time still exits 0", err)
 	}
 	var inDoubt map[string]any
 	for line := range strings.SplitSeq(logs.String(), "\n") {

@@ -149,6 +149,29 @@ func Serve(ctx context.Context, opts Options, servers ...Server) error {
 	return nil
 }
 
+// ErrGraceExpired is wrapped by the error of a server whose in-flight
+// requests had not finished when the grace period ran out, and were cut.
+var ErrGraceExpired = errors.New("the grace period ran out with requests in flight")
+
+// OnlyGraceExpired reports whether err, as Serve returns it, says nothing
+// but that requests were cut when the grace period ran out: every server
+// served and stopped accepting as asked.
+func OnlyGraceExpired(err error) bool {
+	if err == nil {
+		return false
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return errors.Is(err, ErrGraceExpired)
+	}
+	for _, e := range j.Unwrap() {
+		if !errors.Is(e, ErrGraceExpired) {
+			return false
+		}
+	}
+	return true
+}
+
 // shutdown shuts down together every server whose Last is last, and
 // returns their errors in the servers' order.
 func shutdown(ctx context.Context, servers []Server, https []*http.Server, last bool) []error {
@@ -168,7 +191,7 @@ func shutdown(ctx context.Context, servers []Server, https []*http.Server, last 
 					s.BeforeClose()
 				}
 				_ = srv.Close()
-				errs[i] = fmt.Errorf("%s: shutdown: %w", s.Name, err)
+				errs[i] = fmt.Errorf("%s: shutdown: %w: %w", s.Name, ErrGraceExpired, err)
 			}
 		})
 	}

@@ -86,6 +86,9 @@ func TestServeNamesTheServerThatMissedTheGrace(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "stuck: shutdown") {
 		t.Errorf("Serve = %v, want a shutdown error naming stuck", err)
 	}
+	if !httpserve.OnlyGraceExpired(err) {
+		t.Errorf("OnlyGraceExpired(%v) = false, want true", err)
+	}
 }
 
 func TestServeStopsAllWhenOneFails(t *testing.T) {
@@ -97,6 +100,9 @@ func TestServeStopsAllWhenOneFails(t *testing.T) {
 		httpserve.Server{Name: "bad", Listener: bad, Handler: http.NotFoundHandler()})
 	if err == nil || !strings.Contains(err.Error(), "bad: serve") {
 		t.Errorf("Serve = %v, want an error naming bad", err)
+	}
+	if httpserve.OnlyGraceExpired(err) {
+		t.Errorf("OnlyGraceExpired(%v) = true for a server that failed", err)
 	}
 	if _, err := net.Dial("tcp", good.Addr().String()); err == nil {
 		t.Error("the good listener still accepts")
