@@ -286,6 +286,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			p.endFlight(f, ex, rec, aborted)
 		}
+		if !aborted {
+			rec.flushComplete()
+		}
 		d, route := p.now().Sub(start), routeOf(ex)
 		p.accessLog(r, ex, route, rec.status, d)
 		p.observe(r, ex, route, rec.status, d)

@@ -166,6 +166,21 @@ func (r *recorder) finish(ctx context.Context) bool {
 	return r.err == nil
 }
 
+// flushComplete sends a finished answer of declared length to the client
+// now, so that the bookkeeping after it (access log, metrics) is not part
+// of the client's wait, nor of the wait of its next request on the same
+// connection. An answer without Content-Length is left to the server, which
+// frames a short one itself once the handler returns: a flush now would
+// make it chunked.
+func (r *recorder) flushComplete() {
+	if r.err != nil || !r.headerSent || r.ResponseWriter.Header().Get("Content-Length") == "" {
+		return
+	}
+	if err := http.NewResponseController(r.ResponseWriter).Flush(); err != nil {
+		r.err = err
+	}
+}
+
 // replay writes a captured response.
 func (r *recorder) replay(c *captured) {
 	h := r.Header()
