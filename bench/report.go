@@ -15,6 +15,7 @@ type sample struct {
 	rps      float64
 	p50, p99 float64 // microseconds
 	peak     int64   // bytes
+	cpu      cpuUse  // the target's and the machine's, per request
 }
 
 // row is one scenario: samples[0] are the reference's (plain proxy, or the
