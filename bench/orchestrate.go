@@ -150,6 +150,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	printLoadTable(stdout, rows)
+	printCPUTable(stdout, rows)
 
 	if o.tls {
 		var tlsRows []row
