@@ -340,3 +340,16 @@ func TestCPUTableRow(t *testing.T) {
 		t.Errorf("table:\n%s\nwant a row %q", b.String(), want)
 	}
 }
+
+func TestTLSTableRow(t *testing.T) {
+	r := row{request: allRequests[0], conns: 16}
+	r.samples[0] = []sample{{rps: 1000, p50: 8000, p99: 9000, cpu: cpuUse{procUS: 700, machineUS: 1900}}}
+	r.samples[1] = []sample{{rps: 3000, p50: 3000, p99: 4000, cpu: cpuUse{procUS: 150, machineUS: 600}}}
+	var b strings.Builder
+	printTLSTable(&b, []row{r})
+	// khproxy's own CPU, then the machine's on the direct path and via khproxy.
+	want := "| GET | 16 | 1000 | 3000 | 3.00x | 8.00 / 3.00 | 9.00 / 4.00 | 150 | 1900 / 600 |\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table:\n%s\nwant a row %q", b.String(), want)
+	}
+}
