@@ -124,10 +124,9 @@ func withoutKhproxyFlag(args []string) []string {
 
 // printLoadTable prints the keep-alive scenarios: plain proxy vs khproxy.
 func printLoadTable(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "## Keep-alive clients (wrk): khproxy vs a plain httputil.ReverseProxy")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| Request | Conns | req/s plain | req/s khproxy | ratio | p50 ms plain / khproxy | p99 ms plain / khproxy | p99 ratio | peak RSS MiB plain / khproxy | RSS ratio |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---|---|---|---|---|---|")
+	printTableHead(w, "Keep-alive clients (wrk): khproxy vs a plain httputil.ReverseProxy",
+		"| Request | Conns | req/s plain | req/s khproxy | ratio | p50 ms plain / khproxy | p99 ms plain / khproxy | p99 ratio | peak RSS MiB plain / khproxy | RSS ratio |",
+		"|---|---:|---:|---:|---|---|---|---|---|---|")
 	var peaks [2]int64
 	for _, r := range rows {
 		med, lo, hi := r.ratios(rps)
@@ -147,10 +146,9 @@ func printLoadTable(w io.Writer, rows []row) {
 // printCPUTable prints the keep-alive scenarios' CPU per request and the
 // throughput ratio it predicts on a CPU-bound machine.
 func printCPUTable(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "## CPU per request (keep-alive): where the gap is")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| Request | Conns | proxy CPU µs/req plain / khproxy | khproxy extra µs/req | machine µs/req plain / khproxy | machine busy plain / khproxy | CPU-bound ceiling | req/s ratio |")
-	fmt.Fprintln(w, "|---|---:|---|---:|---|---|---:|---|")
+	printTableHead(w, "CPU per request (keep-alive): where the gap is",
+		"| Request | Conns | proxy CPU µs/req plain / khproxy | khproxy extra µs/req | machine µs/req plain / khproxy | machine busy plain / khproxy | CPU-bound ceiling | req/s ratio |",
+		"|---|---:|---|---:|---|---|---:|---|")
 	for _, r := range rows {
 		extra, ceiling, ok := r.cpuCeiling()
 		c := "-"
@@ -174,10 +172,9 @@ func printCPUTable(w io.Writer, rows []row) {
 // printTLSTable prints the new-connection-per-request scenario: the TLS
 // upstream called directly vs khproxy over loopback HTTP.
 func printTLSTable(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "## A new connection per request: the TLS upstream directly vs khproxy over loopback HTTP")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| Request | Callers | req/s direct TLS | req/s via khproxy | ratio | p50 ms direct / khproxy | p99 ms direct / khproxy | khproxy CPU µs/req | machine µs/req direct / khproxy |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---|---|---|---:|---|")
+	printTableHead(w, "A new connection per request: the TLS upstream directly vs khproxy over loopback HTTP",
+		"| Request | Callers | req/s direct TLS | req/s via khproxy | ratio | p50 ms direct / khproxy | p99 ms direct / khproxy | khproxy CPU µs/req | machine µs/req direct / khproxy |",
+		"|---|---:|---:|---:|---|---|---|---:|---|")
 	for _, r := range rows {
 		med, lo, hi := r.ratios(rps)
 		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %s | %s / %s | %s / %s | %s | %s / %s |\n",
@@ -189,6 +186,12 @@ func printTLSTable(w io.Writer, rows []row) {
 			us(median(r.field(0, machineCPU))), us(median(r.field(1, machineCPU))))
 	}
 	fmt.Fprintln(w, "\nkhproxy CPU is its own process's; machine CPU is the whole machine's (callers, khproxy, upstream), both per request as above.")
+}
+
+// printTableHead prints a table's title, its header row and its alignment
+// row.
+func printTableHead(w io.Writer, title, header, align string) {
+	fmt.Fprintf(w, "## %s\n\n%s\n%s\n", title, header, align)
 }
 
 // ratio formats a median ratio with its range, when there is one.
