@@ -150,6 +150,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	printLoadTable(stdout, rows)
+	printCPUTable(stdout, rows)
 
 	if o.tls {
 		var tlsRows []row
@@ -292,21 +293,40 @@ func measure(ctx context.Context, o benchOptions, procs []*proc, load func(*proc
 			if err := ctx.Err(); err != nil {
 				return r, err
 			}
-			p := procs[i]
-			meter := startPeak(p)
-			res, err := load(p, o.duration)
-			peak := meter.stop()
-			if err == nil {
-				err = p.alive()
-			}
+			s, err := measureOnce(procs[i], o.duration, load)
 			if err != nil {
 				return r, err
 			}
-			if res.failures() > 0 {
-				return r, fmt.Errorf("%s: %.0f of %.0f requests failed: %+v", p.name, res.failures(), res.Requests+res.failures(), res.Errors)
-			}
-			r.samples[i] = append(r.samples[i], sample{rps: res.rps(), p50: res.P50US, p99: res.P99US, peak: peak})
+			r.samples[i] = append(r.samples[i], s)
 		}
 	}
 	return r, nil
+}
+
+// measureOnce runs load against p for d and returns what it measured: the
+// load's own figures, p's peak RSS and, read right before and right after
+// the load, p's and the whole machine's CPU time per request.
+func measureOnce(p *proc, d time.Duration, load func(*proc, time.Duration) (result, error)) (sample, error) {
+	meter := startPeak(p)
+	before, err := readCPU(p.cmd.Process.Pid)
+	if err != nil {
+		meter.stop()
+		return sample{}, err
+	}
+	res, err := load(p, d)
+	after, cpuErr := readCPU(p.cmd.Process.Pid)
+	peak := meter.stop()
+	if err == nil {
+		err = p.alive()
+	}
+	if err == nil {
+		err = cpuErr
+	}
+	if err != nil {
+		return sample{}, err
+	}
+	if res.failures() > 0 {
+		return sample{}, fmt.Errorf("%s: %.0f of %.0f requests failed: %+v", p.name, res.failures(), res.Requests+res.failures(), res.Errors)
+	}
+	return sample{rps: res.rps(), p50: res.P50US, p99: res.P99US, peak: peak, cpu: perRequest(before, after, res.Requests)}, nil
 }
