@@ -40,7 +40,7 @@ type Config struct {
 	Upstream          *url.URL            `env:"KH_UPSTREAM" envDefault:"https://www.kernelhost.com/cp/kh_reseller_api" help:"Base URL of the API, without /v1; a client's /v1/x?q goes to {KH_UPSTREAM}/v1/x?q."`
 	UpstreamCAs       []*x509.Certificate `env:"KH_UPSTREAM_CA_FILE" help:"PEM file of CA certificates trusted for an https KH_UPSTREAM besides the system's, e.g. a corporate TLS-inspecting proxy's."`
 	Listen            string              `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on (host:port), or unix:/path for a Unix socket (mode 0660). Anyone who can reach it can spend the account's money: keep it on loopback."`
-	MaxBodyBytes      int64               `env:"KH_MAX_BODY_BYTES" envDefault:"10485760" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent."`
+	MaxBodyBytes      int64               `env:"KH_MAX_BODY_BYTES" envDefault:"1048576" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent. Raise KH_MAX_INFLIGHT_BYTES with it."`
 	UpstreamTimeout   time.Duration       `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
 	IdempotentRoutes  []Route             `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
 	RetryMax          int                 `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`

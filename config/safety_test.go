@@ -40,13 +40,33 @@ func TestSafetyBadValues(t *testing.T) {
 	}
 }
 
+// TestSafetyBudgetBelowBodyLimitWarns: a budget below the body limit starts
+// with a warning, also when only KH_MAX_BODY_BYTES is raised above the
+// default budget, as an app with larger bodies might do.
 func TestSafetyBudgetBelowBodyLimitWarns(t *testing.T) {
-	_, warns, err := config.Load(environ("KH_MAX_INFLIGHT_BYTES", "1000", "KH_MAX_BODY_BYTES", "2000"))
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		env  []string
+		warn bool
+	}{
+		{"both set, budget below", environ("KH_MAX_INFLIGHT_BYTES", "1000", "KH_MAX_BODY_BYTES", "2000"), true},
+		{"body limit raised alone", environ("KH_MAX_BODY_BYTES", "10485760"), true},
+		{"both raised", environ("KH_MAX_BODY_BYTES", "10485760", "KH_MAX_INFLIGHT_BYTES", "67108864"), false},
+		{"budget equal to the body limit", environ("KH_MAX_BODY_BYTES", "2097152"), false},
 	}
-	if len(warns) != 1 || warns[0].Var != "KH_MAX_INFLIGHT_BYTES" {
-		t.Errorf("warnings = %+v, want one for KH_MAX_INFLIGHT_BYTES", warns)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, warns, err := config.Load(tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.warn && (len(warns) != 1 || warns[0].Var != "KH_MAX_INFLIGHT_BYTES"):
+				t.Errorf("warnings = %+v, want one for KH_MAX_INFLIGHT_BYTES", warns)
+			case !tt.warn && len(warns) != 0:
+				t.Errorf("warnings = %+v, want none", warns)
+			}
+		})
 	}
 }
 

@@ -249,7 +249,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, monitors []*podMonitor)
 	t.Run("probes", func(t *testing.T) { checkProbes(t, kh, cfg) })
 	t.Run("metrics", func(t *testing.T) { checkScraping(t, d, kh, cfg, monitors) })
 	t.Run("security", func(t *testing.T) { checkSecurity(t, pod) })
-	t.Run("resources", func(t *testing.T) { checkResources(t, kh) })
+	t.Run("resources", func(t *testing.T) { checkResources(t, kh, cfg) })
 	t.Run("shutdown fits the grace period", func(t *testing.T) {
 		grace := int64(30) // Kubernetes' default
 		if pod.TerminationGracePeriodSeconds != nil {
@@ -490,8 +490,9 @@ func checkSecurity(t *testing.T, pod corev1.PodSpec) {
 	}
 }
 
-// checkResources: requests and limits, and GOMEMLIMIT from the memory limit.
-func checkResources(t *testing.T, kh corev1.Container) {
+// checkResources: requests and limits, a memory limit that holds the body
+// budget, and GOMEMLIMIT from the memory limit.
+func checkResources(t *testing.T, kh corev1.Container, cfg config.Config) {
 	r := kh.Resources
 	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		if _, ok := r.Requests[res]; !ok {
@@ -504,6 +505,12 @@ func checkResources(t *testing.T, kh corev1.Container) {
 	}
 	if req := r.Requests[corev1.ResourceMemory]; req.Cmp(limit) > 0 {
 		t.Errorf("memory request %s exceeds the limit %s", req.String(), limit.String())
+	}
+	// The README's sizing rule: with Go's default GC settings, peak RSS is
+	// about twice the body budget plus some 30 MiB.
+	if need := 2*cfg.MaxInflightBytes + 32<<20; limit.Value() < need {
+		t.Errorf("memory limit %s is below twice KH_MAX_INFLIGHT_BYTES (%d) plus 32Mi: %d bytes (README: Memory, slow clients and overload)",
+			limit.String(), cfg.MaxInflightBytes, need)
 	}
 	e := envOf(kh, "GOMEMLIMIT")
 	switch {

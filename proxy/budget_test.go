@@ -168,6 +168,40 @@ func TestBodyBudgetRefusals(t *testing.T) {
 	})
 }
 
+// TestDefaultBodyLimits: Options left zero take bodies of up to 1 MiB, held
+// within a 2 MiB budget (config's defaults, sized for a sidecar).
+func TestDefaultBodyLimits(t *testing.T) {
+	s := serve(t, nil, httpserve.Server{ReadTimeout: time.Minute}, func(o *proxy.Options) {
+		o.MaxBodyBytes, o.MaxInflightBytes = 0, 0
+	})
+	if got, want := s.p.BodyBudget().Limit, int64(2<<20); got != want {
+		t.Errorf("budget = %d bytes, want %d", got, want)
+	}
+	t.Run("at the body limit", func(t *testing.T) {
+		resp, err := http.Post("http://"+s.addr+"/v1/upload", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("status %d, want 200", resp.StatusCode)
+		}
+	})
+	t.Run("over the body limit", func(t *testing.T) {
+		c := s.dial(t)
+		fmt.Fprintf(c, "POST /v1/over HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 1<<20+1)
+		resp, body := readResponse(t, bufio.NewReader(c), "POST")
+		p := assertProblem(t, resp, body, http.StatusRequestEntityTooLarge, "body_too_large")
+		if !strings.Contains(fmt.Sprint(p["detail"]), "1048576 bytes") {
+			t.Errorf("detail %q does not name the 1 MiB limit", p["detail"])
+		}
+		if s.up.hasArrival("/v1/over") {
+			t.Error("the refused upload reached the upstream")
+		}
+	})
+}
+
 // TestBodyRoomHeldUntilLastAttempt: a retried request keeps its body's room
 // while attempts may still need it, and gives it back after the last.
 func TestBodyRoomHeldUntilLastAttempt(t *testing.T) {

@@ -48,7 +48,7 @@ type Options struct {
 	Upstream *url.URL
 	// Signer signs every upstream attempt.
 	Signer *signer.Signer
-	// MaxBodyBytes bounds the request body; 0 means 10 MiB.
+	// MaxBodyBytes bounds the request body; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// UpstreamTimeout bounds one attempt until response headers; 0 means 30s.
 	UpstreamTimeout time.Duration
@@ -74,7 +74,7 @@ type Options struct {
 	// means 10 minutes. It sizes the default RetryMemory only.
 	IdempotencyWindow time.Duration
 	// MaxInflightBytes is the memory budget for the request bodies held at
-	// once; 0 means 64 MiB. A body larger than it gets 413 at once.
+	// once; 0 means 2 MiB. A body larger than it gets 413 at once.
 	MaxInflightBytes int64
 	// BudgetWait bounds how long a request waits for room in the budget
 	// before it gets 503; 0 means 5s.
@@ -102,7 +102,7 @@ type Options struct {
 // withDefaults returns o with every zero value replaced by its default.
 func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 10 << 20
+		o.MaxBodyBytes = 1 << 20
 	}
 	if o.UpstreamTimeout <= 0 {
 		o.UpstreamTimeout = 30 * time.Second
@@ -120,7 +120,7 @@ func (o Options) withDefaults() Options {
 		o.IdempotencyWindow = 10 * time.Minute
 	}
 	if o.MaxInflightBytes <= 0 {
-		o.MaxInflightBytes = 64 << 20
+		o.MaxInflightBytes = 2 << 20
 	}
 	if o.BudgetWait <= 0 {
 		o.BudgetWait = 5 * time.Second

@@ -13,10 +13,19 @@
 //	trickle  N clients trickle their bodies at 20 B/s (under -nofile open
 //	         files); meanwhile one good request per second for -hold.
 //
-// Every run is bounded by -timeout. Example:
+// khproxy runs with its defaults, except KH_MAX_BODY_BYTES, raised to
+// -size when -size is above the default, and what -env sets (-env wins).
+// The default -size is just under the default body limit. A -size above
+// the default budget (KH_MAX_INFLIGHT_BYTES, 2 MiB) only measures 413s
+// unless -env raises the budget too; khproxy's start-up warnings are
+// printed to stderr.
+//
+// Every run is bounded by -timeout. Examples (the second with the former
+// defaults, 10 MiB bodies in a 64 MiB budget, as in the README's figures):
 //
 //	go run ./bench/pressure -scenario upload -clients 50,100,200
-//	go run ./bench/pressure -scenario upload -clients 200 -env KH_MAX_INFLIGHT_BYTES=0
+//	go run ./bench/pressure -scenario upload -clients 50,100,200 -size 10485759 \
+//	    -env KH_RATE_LIMIT=off,KH_MAX_BODY_BYTES=10485760,KH_MAX_INFLIGHT_BYTES=67108864
 //
 // Benchmarks are not tests: the figures depend on the machine.
 package main
@@ -41,6 +50,9 @@ import (
 	"time"
 )
 
+// defaultMaxBody is khproxy's default KH_MAX_BODY_BYTES.
+const defaultMaxBody = 1 << 20
+
 type options struct {
 	bin      string
 	scenario string
@@ -59,7 +71,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "khproxy binary (default: build this checkout into a temporary directory)")
 	flag.StringVar(&o.scenario, "scenario", "upload", "upload, stall or trickle")
 	flag.StringVar(&clients, "clients", "50,100,200", "comma-separated client counts, one run each")
-	flag.Int64Var(&o.size, "size", 10<<20-1, "body size in bytes")
+	flag.Int64Var(&o.size, "size", defaultMaxBody-1, "body size in bytes")
 	flag.DurationVar(&o.delay, "delay", 2*time.Second, "how long the upstream holds each upload")
 	flag.DurationVar(&o.hold, "hold", 10*time.Second, "stall/trickle: how long to keep the slow clients")
 	flag.IntVar(&o.nofile, "nofile", 0, "run khproxy with this open-file limit (ulimit -n); 0 keeps the current one")
@@ -142,15 +154,18 @@ func startKhproxy(o options, upstream string) (*proc, error) {
 		shell = "ulimit -n " + strconv.Itoa(o.nofile) + ` && exec "$0"`
 	}
 	cmd := exec.Command("sh", "-c", shell, o.bin)
-	cmd.Env = append([]string{
+	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"KH_KEY=kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
 		"KH_SECRET=pressure-secret-0123456789abcdef",
 		"KH_UPSTREAM=http://" + upstream + "/cp/kh_reseller_api",
 		"KH_LISTEN=127.0.0.1:0",
 		"KH_LOG_FORMAT=json",
-		"KH_MAX_BODY_BYTES=" + strconv.FormatInt(max(o.size, 10<<20), 10),
-	}, o.env...)
+	}
+	if o.size > defaultMaxBody {
+		env = append(env, "KH_MAX_BODY_BYTES="+strconv.FormatInt(o.size, 10))
+	}
+	cmd.Env = append(env, o.env...) // the last of duplicate keys wins
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -160,8 +175,14 @@ func startKhproxy(o options, upstream string) (*proc, error) {
 	}
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		var line struct{ Msg, Addr string }
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "khproxy listening" {
+		var line struct{ Level, Msg, Var, Addr string }
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		if line.Level == "WARN" {
+			fmt.Fprintf(os.Stderr, "pressure: khproxy warns: %s %s\n", line.Var, line.Msg)
+		}
+		if line.Msg == "khproxy listening" {
 			go func() { _, _ = io.Copy(io.Discard, stderr) }()
 			return &proc{cmd: cmd, addr: line.Addr}, nil
 		}
