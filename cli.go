@@ -10,6 +10,7 @@ import (
 	"github.com/lmittmann/tint"
 
 	"khproxy/config"
+	"khproxy/internal/logbatch"
 )
 
 func usage(w io.Writer) {
@@ -41,13 +42,33 @@ Environment:
 }
 
 // newLogger builds the one logger: coloured text (tint) on a terminal, JSON
-// otherwise, unless the configured format forces one.
+// otherwise, unless the configured format forces one. Written to a
+// logbatch.Writer, lines above Info go out at once, the rest in batches.
 func newLogger(w io.Writer, c config.Logging) *slog.Logger {
 	tty := isTerminal(w)
+	var h slog.Handler
 	if c.LogFormat == "json" || (c.LogFormat == "auto" && !tty) {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: c.LogLevel}))
+		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: c.LogLevel})
+	} else {
+		h = tint.NewHandler(w, &tint.Options{Level: c.LogLevel, TimeFormat: time.TimeOnly, NoColor: !tty})
 	}
-	return slog.New(tint.NewHandler(w, &tint.Options{Level: c.LogLevel, TimeFormat: time.TimeOnly, NoColor: !tty}))
+	if bw, ok := w.(*logbatch.Writer); ok {
+		h = logbatch.NewHandler(h, bw)
+	}
+	return slog.New(h)
+}
+
+// batchedLog returns where the proxy's log goes: stderr itself on a
+// terminal, where a person reads along; otherwise (a container's pipe, a
+// file) a logbatch.Writer over it, so that the access log costs one write
+// per batch rather than one per request. close writes what is held; call
+// it before the process exits.
+func batchedLog(stderr io.Writer) (w io.Writer, close func()) {
+	if isTerminal(stderr) {
+		return stderr, func() {}
+	}
+	bw := logbatch.NewWriter(stderr, 0, 0)
+	return bw, func() { _ = bw.Close() }
 }
 
 // isTerminal reports whether w is a character device, such as a terminal.

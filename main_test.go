@@ -338,6 +338,30 @@ func TestLogLevels(t *testing.T) {
 	}
 }
 
+// TestBatchedLog checks the log of a khproxy whose stderr is not a
+// terminal: routine lines are held for a batch, a warning goes out at once
+// after them, and closing writes what is left.
+func TestBatchedLog(t *testing.T) {
+	var out testutil.SyncBuffer
+	w, closeLog := batchedLog(&out)
+	lc, err := config.LoadLogging([]string{"KH_LOG_FORMAT=json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := newLogger(w, lc)
+	log.Info("request", "n", 1)
+	log.Warn("upstream unreachable")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"msg":"request"`) || !strings.Contains(lines[1], `"msg":"upstream unreachable"`) {
+		t.Fatalf("after a warning the log holds %q, want the info line then the warning", lines)
+	}
+	log.Info("request", "n", 2)
+	closeLog()
+	if got := strings.Count(out.String(), `"msg":"request"`); got != 2 {
+		t.Errorf("after close the log holds %d access lines, want 2:\n%s", got, out.String())
+	}
+}
+
 // TestSecretFileRotation is the Kubernetes story: the secret is a mounted
 // file; the API's secret is rotated (the old one stops working at once) and
 // the file is swapped; khproxy signs with the new one without a restart.
@@ -396,9 +420,10 @@ func TestSecretFileRotation(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(logs.String(), "secret file changed") {
-		t.Error("no log line about the rotation")
-	}
+	// An info line: the log writes it within its batch delay.
+	testutil.WaitFor(t, "the log line about the rotation", func() bool {
+		return strings.Contains(logs.String(), "secret file changed")
+	})
 	for _, s := range []string{oldSecret, newSecret} {
 		if strings.Contains(logs.String(), s) {
 			t.Error("the log contains a secret")

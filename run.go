@@ -35,7 +35,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 	switch cmd {
 	case "":
-		cfg, log, err := load(environ, stderr)
+		logw, closeLog := batchedLog(stderr)
+		defer closeLog()
+		cfg, log, err := load(environ, logw)
 		if err != nil {
 			return err
 		}

@@ -328,6 +328,8 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 	if v := logValue(r.logs, "khproxy listening", "version"); v != version {
 		t.Errorf("the startup line says version %q, want %q", v, version)
 	}
+	// Access-log lines go out in batches, within the log's batch delay.
+	testutil.WaitFor(t, "access-log lines", func() bool { return strings.Contains(r.logs.String(), `"msg":"request"`) })
 	checkAccessLogKeys(t, r.logs.String())
 }
 
