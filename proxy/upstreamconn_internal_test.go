@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 )
@@ -36,6 +40,12 @@ func TestUpstreamConnReadFrom(t *testing.T) {
 		{"limit below the body: only the limit", func() io.Reader {
 			return &io.LimitedReader{R: bytes.NewReader([]byte(body)), N: 1234}
 		}, body[:1234], 0},
+		{"held body behind io.NopCloser, as the transport passes it", func() io.Reader {
+			return &io.LimitedReader{R: io.NopCloser(bytes.NewReader([]byte(body))), N: int64(len(body))}
+		}, body, 1},
+		{"NopCloser with a limit below the body: only the limit", func() io.Reader {
+			return &io.LimitedReader{R: io.NopCloser(bytes.NewReader([]byte(body))), N: 1234}
+		}, body[:1234], 1},
 		{"any other reader", func() io.Reader {
 			return iotest.HalfReader(strings.NewReader(body))
 		}, body, 0},
@@ -54,5 +64,58 @@ func TestUpstreamConnReadFrom(t *testing.T) {
 				t.Errorf("%d writes, want %d", rc.writes, tt.wantWrites)
 			}
 		})
+	}
+}
+
+// countingConn counts the writes made to a real connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestHeldBodyThroughTransport sends a held body the way khproxy does, through
+// a real http.Transport, which wraps the body and a limit around it before
+// the connection's ReadFrom sees it: the body must still go out in one
+// write after the one that carries the headers, not 32 KiB at a time.
+func TestHeldBodyThroughTransport(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
+	got := make(chan []byte, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- b
+	}))
+	defer srv.Close()
+	var writes atomic.Int64
+	dialer := &net.Dialer{}
+	tr := &http.Transport{DialContext: dialUpstream(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, writes: &writes}, nil
+	})}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodPost, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if b := <-got; !bytes.Equal(b, body) {
+		t.Fatalf("the upstream got %d bytes, want the %d of the body", len(b), len(body))
+	}
+	// One write for the headers (with the body's first bytes, filling the
+	// transport's 4 KiB buffer), one for the rest.
+	if n := writes.Load(); n != 2 {
+		t.Errorf("%d writes for a %d-byte body, want 2", n, len(body))
 	}
 }
