@@ -22,12 +22,12 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"khproxy/problem"
 	"khproxy/proxy/heldbody"
+	"khproxy/proxy/reqtarget"
 	"khproxy/ratelimit"
 	"khproxy/signer"
 )
@@ -146,18 +146,15 @@ func (o Options) withDefaults() Options {
 // Proxy is the signing reverse proxy. Create it with New; it is safe for
 // concurrent use.
 type Proxy struct {
-	rp       *httputil.ReverseProxy
-	upstream *url.URL
-	basePath string // upstream's escaped path without trailing slash
-
-	basePathUnescaped string
-	maxBody           int64
-	budget            *heldbody.Budget
-	budgetWait        time.Duration
-	routes            routeSet
-	flights           *flights
-	inflight          inflightSet
-	receivers         receivingSet
+	rp         *httputil.ReverseProxy
+	base       reqtarget.Base // the upstream URL request-targets resolve against
+	maxBody    int64
+	budget     *heldbody.Budget
+	budgetWait time.Duration
+	routes     routeSet
+	flights    *flights
+	inflight   inflightSet
+	receivers  receivingSet
 	// stop is cancelled by StopReceiving: requests still in line for a
 	// rate-limit token leave it.
 	stop       context.Context
@@ -181,20 +178,18 @@ func New(opts Options) (*Proxy, error) {
 	opts = opts.withDefaults()
 	stop, stopCancel := context.WithCancel(context.Background())
 	p := &Proxy{
-		stop:              stop,
-		stopCancel:        stopCancel,
-		upstream:          opts.Upstream,
-		basePath:          strings.TrimSuffix(opts.Upstream.EscapedPath(), "/"),
-		basePathUnescaped: strings.TrimSuffix(opts.Upstream.Path, "/"),
-		maxBody:           opts.MaxBodyBytes,
-		budget:            heldbody.NewBudget(opts.MaxInflightBytes),
-		budgetWait:        opts.BudgetWait,
-		routes:            newRouteSet(opts.IdempotentRoutes),
-		flights:           newFlights(opts.RetryMemory, retryGrace),
-		log:               opts.Logger,
-		metrics:           opts.Metrics,
-		abandonAfter:      opts.RetryBudget + opts.UpstreamTimeout,
-		now:               opts.Now,
+		stop:         stop,
+		stopCancel:   stopCancel,
+		base:         reqtarget.NewBase(opts.Upstream),
+		maxBody:      opts.MaxBodyBytes,
+		budget:       heldbody.NewBudget(opts.MaxInflightBytes),
+		budgetWait:   opts.BudgetWait,
+		routes:       newRouteSet(opts.IdempotentRoutes),
+		flights:      newFlights(opts.RetryMemory, retryGrace),
+		log:          opts.Logger,
+		metrics:      opts.Metrics,
+		abandonAfter: opts.RetryBudget + opts.UpstreamTimeout,
+		now:          opts.Now,
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: p.rewrite,
@@ -333,9 +328,6 @@ func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 		return ex, connectRefusal(r)
 	}
 	if err := p.resolveTarget(ex, r.RequestURI); err != nil {
-		return ex, err
-	}
-	if err := refuseDotSegments(ex.target); err != nil {
 		return ex, err
 	}
 	if err := checkClientKey(r.Header); err != nil {

@@ -67,3 +67,24 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	return nil
 }
+
+// relocateHeaders are the response headers whose URI khproxy maps back into
+// its own path space.
+var relocateHeaders = []string{"Location", "Content-Location"}
+
+// relocate rewrites Location and Content-Location headers that point under
+// the upstream's base, as an absolute path or as an absolute URL on the
+// upstream's host, to a path relative to khproxy (/v1/orders/1006), so that
+// a client can follow them through khproxy (reqtarget.Base.Relocate). Other
+// values, and the body, are left alone.
+func (p *Proxy) relocate(h http.Header) {
+	for _, name := range relocateHeaders {
+		vs := h[name]
+		if len(vs) != 1 {
+			continue
+		}
+		if local, ok := p.base.Relocate(vs[0]); ok {
+			h[name] = []string{local}
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package reqtarget_test
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+
+	"khproxy/proxy/reqtarget"
+)
+
+// FuzzResolve resolves arbitrary request-targets and checks what Resolve
+// promises: it refuses with one of its errors and no URL, or gives a URL on
+// the upstream, under the base path, whose request-target is the base path
+// followed by Path, with no dot segment in any decoding, with the client's
+// query as sent; and Path, resolved again against no base path, is itself.
+func FuzzResolve(f *testing.F) {
+	for _, tt := range resolveCases {
+		f.Add(tt.target)
+	}
+	upstream, err := url.Parse("http://" + upHost + basePath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	base := reqtarget.NewBase(upstream)
+	plain := reqtarget.NewBase(&url.URL{Scheme: "http", Host: upHost})
+	f.Fuzz(func(t *testing.T, target string) {
+		got, err := base.Resolve(target)
+		if err != nil {
+			if !errors.Is(err, reqtarget.ErrNotAPath) && !errors.Is(err, reqtarget.ErrNetworkPath) &&
+				!errors.Is(err, reqtarget.ErrBadEscape) && !errors.Is(err, reqtarget.ErrDotSegment) {
+				t.Fatalf("Resolve(%q): unexpected error %v", target, err)
+			}
+			if got.URL != nil {
+				t.Fatalf("Resolve(%q) failed (%v) but gave the URL %v", target, err, got.URL)
+			}
+			return
+		}
+		u := got.URL
+		if u == nil || u.Scheme != upstream.Scheme || u.Host != upstream.Host {
+			t.Fatalf("Resolve(%q): URL %v is not on the upstream", target, u)
+		}
+		uri := u.RequestURI()
+		if uri != basePath+got.Path {
+			t.Fatalf("Resolve(%q): request-target %q, want the base path and Path %q", target, uri, got.Path)
+		}
+		path, query, hasQuery := strings.Cut(uri, "?")
+		if !strings.HasPrefix(path, basePath+"/") || strings.HasPrefix(got.Path, "//") {
+			t.Fatalf("Resolve(%q): request-target %q is not under the base %s", target, uri, basePath)
+		}
+		if hasDots(path) {
+			t.Fatalf("Resolve(%q): request-target %q has a dot segment", target, uri)
+		}
+		if hasQuery && !strings.HasSuffix(target, "?"+query) {
+			t.Fatalf("Resolve(%q): query %q is not the client's", target, query)
+		}
+		if again, err := plain.Resolve(got.Path); err != nil || again.Path != got.Path {
+			t.Fatalf("Resolve(%q) = %q, which resolves again to %q, %v", target, got.Path, again.Path, err)
+		}
+	})
+}
+
+// hasDots reports whether path, decoded with url.PathUnescape as long as it
+// decodes and changes, ever has a "/./" or "/../", counting backslashes as
+// slashes.
+func hasDots(path string) bool {
+	for {
+		s := "/" + strings.ReplaceAll(path, `\`, "/") + "/"
+		if strings.Contains(s, "/./") || strings.Contains(s, "/../") {
+			return true
+		}
+		decoded, err := url.PathUnescape(path)
+		if err != nil || decoded == path {
+			return false
+		}
+		path = decoded
+	}
+}
