@@ -6,22 +6,18 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"khproxy/proxy/flight"
 )
 
 // RetryMemory remembers, for a while, the Idempotency-Key of automatic-key
 // requests whose answer did not reach their caller (fingerprint -> key), so
 // that the caller's identical retry reuses it. ratelimit.RetryMemory
 // implements it, in process or shared through Redis. Implementations are
-// safe for concurrent use, never fail, and should answer quickly: flights
-// calls them under its lock.
-type RetryMemory interface {
-	// Get returns the key remembered for fp.
-	Get(fp string) (key string, ok bool)
-	// Add remembers key for fp, replacing any other key.
-	Add(fp, key string)
-	// Forget drops fp's entry if its key is key.
-	Forget(fp, key string)
-}
+// safe for concurrent use, never fail, and should answer quickly: the
+// flight registry calls them under its lock. It is flight.RetryMemory,
+// named here for Options.
+type RetryMemory = flight.RetryMemory
 
 // spendsBudget reports whether a request counts against the API key's rate
 // limit: all do except GET (or HEAD) /v1/health, which the API answers

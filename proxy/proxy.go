@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"khproxy/problem"
+	"khproxy/proxy/flight"
 	"khproxy/proxy/heldbody"
 	"khproxy/proxy/reqtarget"
 	"khproxy/ratelimit"
@@ -152,7 +153,7 @@ type Proxy struct {
 	budget     *heldbody.Budget
 	budgetWait time.Duration
 	routes     routeSet
-	flights    *flights
+	flights    *flight.Registry
 	inflight   inflightSet
 	receivers  receivingSet
 	// stop is cancelled by StopReceiving: requests still in line for a
@@ -185,7 +186,7 @@ func New(opts Options) (*Proxy, error) {
 		budget:       heldbody.NewBudget(opts.MaxInflightBytes),
 		budgetWait:   opts.BudgetWait,
 		routes:       newRouteSet(opts.IdempotentRoutes),
-		flights:      newFlights(opts.RetryMemory, retryGrace),
+		flights:      flight.NewRegistry(opts.RetryMemory, flight.DefaultGrace),
 		log:          opts.Logger,
 		metrics:      opts.Metrics,
 		abandonAfter: opts.RetryBudget + opts.UpstreamTimeout,
@@ -261,7 +262,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.metrics.RequestStarted()
 	rec := &recorder{ResponseWriter: w, closeConn: framingUnclear(r)}
 	ex, err := p.prepare(rec, r)
-	var f *flight
+	var f *flight.Flight
 	defer func() {
 		// ReverseProxy panics with http.ErrAbortHandler when the response
 		// could not be copied whole; the bookkeeping must happen anyway.
@@ -309,7 +310,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() {
-			p.flights.leave(f)
+			p.flights.Leave(f)
 			time.AfterFunc(p.abandonAfter, cancel)
 		})
 		defer stop()

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+
+	"khproxy/proxy/flight"
 )
 
 // recorder stands between the handler and the client's ResponseWriter. It
@@ -182,13 +184,13 @@ func (r *recorder) flushComplete() {
 }
 
 // replay writes a captured response.
-func (r *recorder) replay(c *captured) {
+func (r *recorder) replay(c *flight.Answer) {
 	h := r.Header()
-	for k, v := range c.header {
+	for k, v := range c.Header {
 		h[k] = v
 	}
-	r.WriteHeader(c.status)
-	_, _ = r.Write(c.body)
+	r.WriteHeader(c.Status)
+	_, _ = r.Write(c.Body)
 }
 
 // Hijack hands the connection over (to answer CONNECT); nothing more is
