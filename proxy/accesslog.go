@@ -19,15 +19,15 @@ func (p *Proxy) accessLog(r *http.Request, ex *exchange, route string, status in
 		slog.String("path", ex.target),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-		slog.Int("attempts", ex.attempts),
+		slog.Int("attempts", ex.up.Attempts),
 		slog.String("idempotency_key", ex.idemKey),
 		slog.String("request_id", ex.requestID),
 	)
 	if ex.keySource != "" {
 		attrs = append(attrs, slog.String("idempotency_key_source", ex.keySource))
 	}
-	if ex.rateWait > 0 {
-		attrs = append(attrs, slog.Duration("rate_wait", ex.rateWait))
+	if ex.up.RateWait > 0 {
+		attrs = append(attrs, slog.Duration("rate_wait", ex.up.RateWait))
 	}
 	if ex.shared {
 		attrs = append(attrs, slog.Bool("shared_answer", true))

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"khproxy/proxy/heldbody"
@@ -86,15 +85,3 @@ type BudgetStats = heldbody.Stats
 
 // BodyBudget reports the memory budget's state. Safe for concurrent use.
 func (p *Proxy) BodyBudget() BudgetStats { return p.budget.Stats() }
-
-// bufferPool reuses ReverseProxy's 32 KiB copy buffers across requests.
-type bufferPool struct{}
-
-var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
-
-func (bufferPool) Get() []byte { return copyBuffers.Get().(*[32 << 10]byte)[:] }
-func (bufferPool) Put(b []byte) {
-	if len(b) == 32<<10 {
-		copyBuffers.Put((*[32 << 10]byte)(b))
-	}
-}

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"syscall"
 	"time"
 
 	"khproxy/problem"
+	"khproxy/proxy/upstream"
 )
 
 // Kind is a class of failure that khproxy itself answers, as opposed to an
@@ -99,15 +101,29 @@ func problemFor(err error) (*Error, problem.Details) {
 
 // errorFor turns a transport error into an Error of the matching Kind.
 func errorFor(err error) *Error {
-	var ne net.Error
+	var (
+		ne      net.Error
+		signErr *upstream.SignError
+		rateErr *upstream.RateLimitError
+		stopErr *upstream.StopError
+	)
 	switch {
+	case errors.As(err, &signErr):
+		return &Error{Kind: KindSigning, Detail: "khproxy could not sign the request; see its log", Err: signErr.Err}
+	case errors.As(err, &rateErr):
+		secs := int((rateErr.RetryAfter + time.Second - 1) / time.Second)
+		return &Error{Kind: KindRateLimited, RetryAfter: rateErr.RetryAfter,
+			Detail: fmt.Sprintf("the API key's rate limit has no free request within khproxy's wait bound; the request was not sent upstream; retry in %d s", secs)}
+	case errors.As(err, &stopErr):
+		return &Error{Kind: KindShuttingDown, Err: stopErr.Err,
+			Detail: "khproxy is shutting down; the request was waiting for the API key's rate limit and was not sent upstream: send it again"}
 	case localShortage(err):
 		// Not the upstream's fault: no file descriptor or buffer for a
 		// connection on this machine.
 		return &Error{Kind: KindOverloaded, Detail: "khproxy is out of local resources (open files) and could not connect upstream: retry shortly", Err: err, RetryAfter: time.Second}
 	case errors.Is(err, context.Canceled):
 		return &Error{Kind: KindClientGone, Detail: "the client went away before the answer", Err: err}
-	case errors.Is(err, errAttemptTimeout), errors.Is(err, errUpstreamIdle), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, upstream.ErrAttemptTimeout), errors.Is(err, upstream.ErrBodyIdle), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return &Error{Kind: KindTimeout, Detail: "the upstream API did not answer in time", Err: err}
 	default:
 		return &Error{Kind: KindUnreachable, Detail: "the upstream API could not be reached or broke the connection", Err: err}

@@ -12,6 +12,15 @@ import (
 // response captured for a retry that claims it; as a follower it waits for
 // the abandoned request it claimed and is answered with that one's answer.
 
+// RetryMemory remembers, for a while, the Idempotency-Key of automatic-key
+// requests whose answer did not reach their caller (fingerprint -> key), so
+// that the caller's identical retry reuses it. ratelimit.RetryMemory
+// implements it, in process or shared through Redis. Implementations are
+// safe for concurrent use, never fail, and should answer quickly: the
+// flight registry calls them under its lock. It is flight.RetryMemory,
+// named here for Options.
+type RetryMemory = flight.RetryMemory
+
 // captureLimit bounds the copy of a leader's response kept for followers.
 // Larger answers are not shared; followers then ask the API with the same key.
 const captureLimit = 1 << 20

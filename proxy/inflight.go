@@ -52,7 +52,7 @@ func (p *Proxy) LogInDoubt() int {
 	}
 	var list []doubt
 	for ex, e := range s.m {
-		if ex.sent.Load() {
+		if ex.up.Sent.Load() {
 			list = append(list, doubt{e, ex})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"khproxy/apiroute"
+	"khproxy/proxy/upstream"
 )
 
 // Metrics receives what the proxy measures; Options.Metrics nil means
@@ -34,7 +35,7 @@ type Metrics interface {
 }
 
 // AttemptFirst is the reason of each request's first upstream attempt.
-const AttemptFirst = "first"
+const AttemptFirst = upstream.AttemptFirst
 
 // Sources of a request's Idempotency-Key.
 const (

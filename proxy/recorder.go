@@ -133,7 +133,7 @@ func (p *Proxy) aborted(rec *recorder, r *http.Request, ex *exchange, v any) any
 		ex.err = &Error{Kind: KindClientGone, Detail: "the client went away during the answer", Err: rec.err}
 		return v
 	}
-	e := errorFor(ex.upstreamErr)
+	e := errorFor(ex.up.BodyErr)
 	if !rec.headerSent {
 		rec.reset()
 		e.Detail = "the upstream API broke off its answer before anything was sent to the client"

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"testing"
 
+	"khproxy/proxy/upstream"
 	"khproxy/signer"
 )
 
@@ -26,7 +27,8 @@ func TestAbortedAnswer(t *testing.T) {
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set("X-From-Upstream", "1")
 	rec.WriteHeader(http.StatusOK)
-	ex := &exchange{upstreamErr: io.ErrUnexpectedEOF}
+	ex := &exchange{}
+	ex.up.BodyErr = io.ErrUnexpectedEOF
 	if v := p.aborted(rec, req, ex, http.ErrAbortHandler); v != nil {
 		t.Fatalf("nothing was sent, yet the answer is cut (%v)", v)
 	}
@@ -38,7 +40,8 @@ func TestAbortedAnswer(t *testing.T) {
 	rec = &recorder{ResponseWriter: w}
 	rec.WriteHeader(http.StatusOK)
 	rec.Write([]byte("abc"))
-	ex = &exchange{upstreamErr: errUpstreamIdle}
+	ex = &exchange{}
+	ex.up.BodyErr = upstream.ErrBodyIdle
 	if v := p.aborted(rec, req, ex, http.ErrAbortHandler); v != http.ErrAbortHandler {
 		t.Errorf("the answer had started, yet it is not cut (%v)", v)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -8,27 +8,23 @@ import (
 	"time"
 )
 
-// errUpstreamIdle marks a response body that sent nothing for the idle
-// timeout.
-var errUpstreamIdle = errors.New("the upstream response body sent nothing within the idle timeout")
-
 // watchedBody is an upstream response body. A read may wait at most idle
 // for the next bytes (time spent writing to a slow client does not count);
 // closing the body releases the attempt's context; the first failure is
-// noted for the access log.
+// noted in the Call (BodyErr).
 type watchedBody struct {
 	io.ReadCloser
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	idle   time.Duration
 	timer  *time.Timer
-	ex     *exchange
+	call   *Call
 	once   sync.Once
 }
 
-func (t *signingTransport) watch(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, ex *exchange) io.ReadCloser {
-	b := &watchedBody{ReadCloser: body, ctx: ctx, cancel: cancel, idle: t.idleTimeout, ex: ex}
-	b.timer = time.AfterFunc(t.idleTimeout, func() { cancel(errUpstreamIdle) })
+func (t *Transport) watch(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, c *Call) io.ReadCloser {
+	b := &watchedBody{ReadCloser: body, ctx: ctx, cancel: cancel, idle: t.idleTimeout, call: c}
+	b.timer = time.AfterFunc(t.idleTimeout, func() { cancel(ErrBodyIdle) })
 	b.timer.Stop()
 	return b
 }
@@ -38,11 +34,11 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.timer.Stop()
 	if err != nil && err != io.EOF {
-		if errors.Is(context.Cause(b.ctx), errUpstreamIdle) {
-			err = errUpstreamIdle
+		if errors.Is(context.Cause(b.ctx), ErrBodyIdle) {
+			err = ErrBodyIdle
 		}
-		if b.ex.upstreamErr == nil {
-			b.ex.upstreamErr = err
+		if b.call.BodyErr == nil {
+			b.call.BodyErr = err
 		}
 	}
 	return n, err

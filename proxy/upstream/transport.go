@@ -1,0 +1,433 @@
+// Package upstream is khproxy's upstream attempt loop: an http.RoundTripper
+// that signs every attempt with a fresh timestamp and nonce, retries what is
+// safe to retry (with backoff, Retry-After and a time budget), learns the
+// upstream's clock skew, paces attempts to the API key's rate limit, and
+// bounds how long the response body may send nothing; and the
+// http.Transport under it, whose connections write a held request body in
+// one write.
+//
+// The package knows nothing of the proxy in front of it: each request
+// carries a Call in its context that says what the Transport must know of
+// it (the signed target, the body and its hash, the Idempotency-Key) and
+// records what its attempts did. Its own failures are the errors of
+// errors.go, which the proxy maps to what the client is told.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"khproxy/ratelimit"
+	"khproxy/signer"
+)
+
+// Backoff bounds between attempts; Retry-After can ask for longer.
+const (
+	backoffBase = 100 * time.Millisecond
+	backoffMax  = 5 * time.Second
+)
+
+// AttemptFirst is the reason of each request's first attempt, as
+// Metrics.UpstreamAttempt is told; a retry's is why it was retried.
+const AttemptFirst = "first"
+
+// Metrics receives what the Transport measures. Implementations must be
+// safe for concurrent use.
+type Metrics interface {
+	// UpstreamAttempt reports one signed attempt handed to the next
+	// RoundTripper: AttemptFirst, or the reason it is a retry
+	// ("connect", "transport", "timeout", "unavailable", "rate_limited",
+	// "replay_detected", "timestamp_out_of_window").
+	UpstreamAttempt(reason string)
+	// ClockOffset reports the learned offset of the upstream's clock from
+	// ours.
+	ClockOffset(d time.Duration)
+}
+
+// Options configures a Transport. Signer is required; other zero values
+// take the defaults documented on each field.
+type Options struct {
+	// Next sends each attempt; nil means NewHTTPTransport().
+	Next http.RoundTripper
+	// Signer signs every attempt.
+	Signer *signer.Signer
+	// Timeout bounds one attempt until response headers; 0 means 30s.
+	Timeout time.Duration
+	// RetryMax is how many times a failed attempt may be retried; 0 means
+	// never, apart from the two one-off retries that only khproxy can fix
+	// (replay_detected, and timestamp_out_of_window with a usable Date).
+	RetryMax int
+	// RetryBudget bounds the time from the first attempt to the start of
+	// the last, backoff waits included; 0 means 30s.
+	RetryBudget time.Duration
+	// IdleTimeout bounds how long a response body may send nothing; the
+	// response is then cut with ErrBodyIdle. 0 means 60s.
+	IdleTimeout time.Duration
+	// Limiter paces attempts to the API key's rate limit: each attempt but
+	// a GET (or HEAD) /v1/health waits for a token, and an upstream 429
+	// pauses it. nil means no pacing.
+	Limiter *ratelimit.Limiter
+	// Stop, once done, takes the requests still in line for their first
+	// token out of it (StopError); nil means never.
+	Stop context.Context
+	// Logger receives retries and clock corrections; nil discards them.
+	Logger *slog.Logger
+	// Metrics receives attempts and the clock offset; nil measures
+	// nothing.
+	Metrics Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Transport signs each attempt with a fresh timestamp and nonce, retries
+// what is safe to retry, and corrects for upstream clock skew. Create it
+// with New; it is safe for concurrent use.
+type Transport struct {
+	next        http.RoundTripper
+	signer      *signer.Signer
+	now         func() time.Time
+	timeout     time.Duration
+	retryMax    int
+	retryBudget time.Duration
+	idleTimeout time.Duration
+	limiter     *ratelimit.Limiter // nil: no pacing
+	stop        context.Context    // done once khproxy is shutting down
+	log         *slog.Logger
+	metrics     Metrics
+
+	// skew is the upstream clock minus ours, in seconds, learned from a
+	// 401 timestamp_out_of_window; every signature adds it.
+	skew atomic.Int64
+}
+
+// New builds a Transport from o. It fails only when o.Signer is nil.
+func New(o Options) (*Transport, error) {
+	if o.Signer == nil {
+		return nil, errors.New("upstream: Signer is required")
+	}
+	t := &Transport{
+		next:        o.Next,
+		signer:      o.Signer,
+		now:         o.Now,
+		timeout:     o.Timeout,
+		retryMax:    max(o.RetryMax, 0),
+		retryBudget: o.RetryBudget,
+		idleTimeout: o.IdleTimeout,
+		limiter:     o.Limiter,
+		stop:        o.Stop,
+		log:         o.Logger,
+		metrics:     o.Metrics,
+	}
+	if t.next == nil {
+		t.next = NewHTTPTransport()
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	if t.timeout <= 0 {
+		t.timeout = 30 * time.Second
+	}
+	if t.retryBudget <= 0 {
+		t.retryBudget = 30 * time.Second
+	}
+	if t.idleTimeout <= 0 {
+		t.idleTimeout = 60 * time.Second
+	}
+	if t.stop == nil {
+		t.stop = context.Background()
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if t.metrics == nil {
+		t.metrics = noMetrics{}
+	}
+	return t, nil
+}
+
+// noMetrics measures nothing.
+type noMetrics struct{}
+
+func (noMetrics) UpstreamAttempt(string)    {}
+func (noMetrics) ClockOffset(time.Duration) {}
+
+// retryReason says why a finished attempt is retried; noRetry means it is
+// not. The reasons are also the values of the "reason" log attribute.
+type retryReason string
+
+const (
+	noRetry          retryReason = ""
+	retryConnect     retryReason = "connect"                 // no connection: nothing was sent
+	retryTransport   retryReason = "transport"               // broken after connecting
+	retryTimeout     retryReason = "timeout"                 // no response headers in time
+	retryUnavailable retryReason = "unavailable"             // 502, 503, 504
+	retryRateLimited retryReason = "rate_limited"            // 429 with Retry-After
+	retryReplay      retryReason = "replay_detected"         // 401: the API saw this signature before
+	retryClockSkew   retryReason = "timestamp_out_of_window" // 401: our clock is off
+)
+
+// RoundTrip sends req, whose Call is in its context (WithCall), retrying as
+// the retry rules allow. A request without a Call fails.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := callFrom(req.Context())
+	if c == nil {
+		return nil, errors.New("upstream: request without a Call in its context")
+	}
+	// After the last attempt nothing reads the body again: its room in the
+	// budget goes back once the transport has closed it.
+	defer c.Body.Seal()
+	start := t.now()
+	skewRetried, replayRetried := false, false
+	if err := t.paceFirst(req, c); err != nil {
+		return nil, err
+	}
+	reason := AttemptFirst
+	for retry := 0; ; retry++ {
+		resp, connected, err := t.attempt(req, c, reason)
+		t.observe(req, c, resp)
+		why, wait := t.shouldRetry(req, c, resp, err, connected)
+		switch {
+		case why == noRetry:
+			return resp, err
+		case why == retryClockSkew:
+			// Once, whatever RetryMax says: only we can fix it.
+			if skewRetried || !t.learnSkew(resp) {
+				return resp, err
+			}
+			skewRetried = true
+		case retry < t.retryMax:
+			wait = max(wait, backoff(retry))
+		case why == retryReplay && !replayRetried:
+			// Once, whatever RetryMax says: http.Transport resends
+			// some requests on a reused connection with our signature,
+			// and that must not reach the caller as a failure.
+			replayRetried = true
+		default:
+			return resp, err
+		}
+		if t.now().Add(wait).Sub(start) > t.retryBudget {
+			t.log.Debug("retry budget exhausted", "path", c.Target, "attempts", c.Attempts, "reason", why)
+			return resp, err
+		}
+		if why == retryRateLimited && t.paced(req, c) {
+			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
+		}
+		attrs := []any{"method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
+		if resp != nil {
+			attrs = append(attrs, "upstream_status", resp.StatusCode)
+		} else if err != nil {
+			attrs = append(attrs, "error", err)
+		}
+		t.log.Info("retrying upstream request", attrs...)
+		// The limiter runs on the real clock; t.now may be a test's.
+		deadline := time.Now().Add(t.retryBudget - t.now().Sub(start))
+		ok, cerr := t.waitToRetry(req, c, wait, deadline)
+		switch {
+		case cerr != nil:
+			if resp != nil {
+				discard(resp.Body)
+			}
+			return nil, cerr
+		case !ok:
+			return resp, err // no token in time: the last answer stands
+		}
+		if resp != nil {
+			discard(resp.Body)
+		}
+		reason = string(why)
+	}
+}
+
+// shouldRetry says why a finished attempt should be retried (noRetry when it
+// should not) and the least wait the upstream asked for.
+//
+// A request the API rejected at authentication (401) had no effect, so it is
+// safe to resend re-signed. Anything else may have reached the API: only
+// requests that HTTP defines as idempotent, or that carry an Idempotency-Key
+// the API deduplicates on, are resent; others only when the connection was
+// never established.
+func (t *Transport) shouldRetry(req *http.Request, c *Call, resp *http.Response, err error, connected bool) (retryReason, time.Duration) {
+	if err != nil {
+		var se *SignError
+		switch {
+		case req.Context().Err() != nil, errors.As(err, &se):
+			return noRetry, 0 // the client went away, or khproxy failed itself
+		case !connected:
+			return retryConnect, 0
+		case !safeToRepeat(req.Method, c.IdempotencyKey):
+			return noRetry, 0
+		case errors.Is(err, ErrAttemptTimeout):
+			return retryTimeout, 0
+		default:
+			return retryTransport, 0
+		}
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		switch reason := retryReason(authReason(resp)); reason {
+		case retryReplay, retryClockSkew:
+			return reason, 0
+		}
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		if safeToRepeat(req.Method, c.IdempotencyKey) {
+			return retryUnavailable, retryAfter(resp.Header, t.now())
+		}
+	case http.StatusTooManyRequests:
+		if d := retryAfter(resp.Header, t.now()); d > 0 && safeToRepeat(req.Method, c.IdempotencyKey) {
+			return retryRateLimited, d
+		}
+	}
+	return noRetry, 0
+}
+
+// safeToRepeat reports whether sending the request twice has the effect of
+// sending it once: its method is idempotent, or it carries an
+// Idempotency-Key (idemKey) the API deduplicates on.
+func safeToRepeat(method, idemKey string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return idemKey != ""
+}
+
+// attempt sends one signed copy of req. Its deadline covers the time until
+// response headers; the body may then stream for as long as it takes.
+// connected reports whether a connection to the upstream was obtained, after
+// which the request's bytes may have reached it. reason is AttemptFirst or
+// why this attempt is a retry, for the metrics.
+func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *http.Response, connected bool, err error) {
+	c.Attempts++
+	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
+	h, err := t.signer.Sign(req.Method, c.Target, c.BodyHash, now)
+	if err != nil {
+		return nil, false, &SignError{Err: err}
+	}
+	body, bodyDone := c.Body.AttemptReader()
+	var gotConn atomic.Bool
+	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) },
+		// Called once the request and all of its body were written, or
+		// failed to be.
+		WroteRequest: func(httptrace.WroteRequestInfo) { bodyDone() },
+	})
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(t.timeout, func() { cancel(ErrAttemptTimeout) })
+
+	// The first attempt may take req's headers (ReverseProxy's own copy);
+	// a retry must not touch them, which the transport may still be
+	// writing out for an attempt that failed.
+	var out *http.Request
+	if c.Attempts == 1 {
+		out = req.WithContext(ctx)
+	} else {
+		out = req.Clone(ctx)
+	}
+	h.Apply(out.Header)
+	// Set here, after hop-by-hop removal, so that a client's Connection
+	// header cannot strip the key that the retry rules count on.
+	if c.IdempotencyKey != "" {
+		out.Header["Idempotency-Key"] = []string{c.IdempotencyKey}
+	}
+	out.Body = body
+	// No GetBody: http.Transport must not resend this signature on its own.
+	out.GetBody = nil
+	out.ContentLength = c.Body.Len()
+	out.TransferEncoding = nil
+
+	t.metrics.UpstreamAttempt(reason)
+	c.Sent.Store(true)
+	resp, err = t.next.RoundTrip(out)
+	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), ErrAttemptTimeout) {
+		err = errors.Join(ErrAttemptTimeout, err)
+	}
+	if err != nil {
+		cancel(nil)
+		if !gotConn.Load() {
+			bodyDone() // never written: no connection to write it to
+		}
+		return nil, gotConn.Load(), err
+	}
+	resp.Body = t.watch(ctx, cancel, resp.Body, c)
+	return resp, true, nil
+}
+
+// learnSkew sets the clock correction from the upstream's Date header and
+// reports whether it found one.
+func (t *Transport) learnSkew(resp *http.Response) bool {
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)")
+		return false
+	}
+	skew := date.Sub(t.now()).Round(time.Second)
+	t.skew.Store(int64(skew / time.Second))
+	t.metrics.ClockOffset(skew)
+	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
+	return true
+}
+
+// authReason reads the reason of a 401 problem body and puts the bytes back
+// so that the response can still be passed through untouched.
+func authReason(resp *http.Response) string {
+	const limit = 64 << 10
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	rest := resp.Body
+	resp.Body = &multiReadCloser{Reader: io.MultiReader(bytes.NewReader(b), rest), Closer: rest}
+	if err != nil {
+		return ""
+	}
+	var p struct {
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal(b, &p) != nil {
+		return ""
+	}
+	return p.Reason
+}
+
+type multiReadCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// retryAfter parses Retry-After (seconds or an HTTP date); 0 when absent or
+// unusable.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
+}
+
+// backoff is the wait before retry n (0-based): exponential with jitter, so
+// that many proxies do not retry in step.
+func backoff(n int) time.Duration {
+	d := min(backoffBase<<min(n, 16), backoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// discard drains a little of a body so the connection can be reused, then
+// closes it.
+func discard(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 64<<10)
+	_ = body.Close()
+}
