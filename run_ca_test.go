@@ -47,7 +47,7 @@ func TestUpstreamCAFileIsTrusted(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			logs := &testutil.SyncBuffer{}
 			env := append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
-				"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_RETRY_MAX=0"}, tt.env...)
+				"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RETRY_MAX=0"}, tt.env...)
 			errc := make(chan error, 1)
 			go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 			defer func() {

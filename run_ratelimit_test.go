@@ -38,7 +38,7 @@ func TestRunPacesAndUsesRedis(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
-				"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=1/h", "KH_RATE_BURST=2", "KH_RATE_WAIT=0s"}
+				"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=1/h", "KH_RATE_BURST=2", "KH_RATE_WAIT=0s"}
 			if u := tt.redis(t); u != "" {
 				env = append(env, "KH_REDIS_URL="+u)
 			}
