@@ -87,11 +87,13 @@ func TestSafetySettingsTakeEffect(t *testing.T) {
 
 // whileHeld holds a connection to addr with a stalled upload, sends probe
 // meanwhile and returns what it got. The held connection is itself refused
-// when a closed one still holds the slot (Go waits a moment before closing
-// a connection, so that the client reads the answer): then it tries again.
+// when a closed one still holds the slot (Go waits up to half a second
+// before closing a connection, so that the client reads the answer): then
+// it tries again, for up to 10 s. A refusal comes at once, so the bound is
+// time, not a number of tries.
 func whileHeld(t *testing.T, addr string, probe func() (*http.Response, map[string]any)) (*http.Response, map[string]any) {
 	t.Helper()
-	for attempt := 1; attempt <= 20; attempt++ {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		held, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
