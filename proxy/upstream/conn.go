@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
+	"strings"
 	"sync"
 	"time"
 )
@@ -88,10 +91,10 @@ type upstreamConn struct{ net.Conn }
 // ReadFrom writes r to the connection; see upstreamConn.
 func (c upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 	if lr, ok := r.(*io.LimitedReader); ok {
-		if wt, ok := lr.R.(io.WriterTo); ok {
+		if wt, ok := inMemory(lr.R); ok {
 			n, err := wt.WriteTo(&cappedWriter{w: c.Conn, n: lr.N})
 			lr.N -= n
-			if err == errCapped {
+			if errors.Is(err, errCapped) {
 				err = nil // the limit is reached, as io.LimitedReader would stop
 			}
 			return n, err
@@ -100,6 +103,30 @@ func (c upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 	buf := BufferPool{}.Get()
 	defer BufferPool{}.Put(buf)
 	return io.CopyBuffer(writerOnly{c.Conn}, r, buf)
+}
+
+// nopCloserWriterTo is the type io.NopCloser returns for a reader that has
+// WriteTo, such as *bytes.Reader.
+var nopCloserWriterTo = reflect.TypeOf(io.NopCloser(bytes.NewReader(nil)))
+
+// inMemory returns r's WriteTo when r is a reader over memory, possibly
+// behind io.NopCloser (unwrapped as net/http unwraps it): its WriteTo
+// consumes exactly what it writes, so a write capped at the limit leaves
+// any byte beyond it for the transport to find, and a body longer than its
+// Content-Length stays an error. Other readers' WriteTo may read ahead
+// through a buffer of their own (*os.File, io.MultiReader) and lose what
+// the cap cuts off; they take the copy path.
+func inMemory(r io.Reader) (io.WriterTo, bool) {
+	if reflect.TypeOf(r) == nopCloserWriterTo {
+		r = reflect.ValueOf(r).Field(0).Interface().(io.Reader)
+	}
+	switch r := r.(type) {
+	case *bytes.Reader:
+		return r, true
+	case *strings.Reader:
+		return r, true
+	}
+	return nil, false
 }
 
 // errCapped reports that a cappedWriter got more than its n bytes.
@@ -113,6 +140,9 @@ type cappedWriter struct {
 }
 
 func (c *cappedWriter) Write(p []byte) (int, error) {
+	if c.n <= 0 && len(p) > 0 {
+		return 0, errCapped
+	}
 	capped := int64(len(p)) > c.n
 	if capped {
 		p = p[:c.n]

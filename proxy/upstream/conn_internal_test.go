@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -117,5 +119,58 @@ func TestHeldBodyThroughTransport(t *testing.T) {
 	// transport's 4 KiB buffer), one for the rest.
 	if n := writes.Load(); n != 2 {
 		t.Errorf("%d writes for a %d-byte body, want 2", n, len(body))
+	}
+}
+
+// TestBodyLongerThanContentLength: a request body longer than its
+// ContentLength is an error of http.Transport, and must stay one through
+// upstreamConn, whatever the reader, rather than a body cut short without a
+// word (a file's WriteTo reads ahead of what the limit lets through).
+func TestBodyLongerThanContentLength(t *testing.T) {
+	const n = 100 << 10
+	data := bytes.Repeat([]byte("x"), n+100)
+	path := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer srv.Close()
+	tests := []struct {
+		name string
+		body func(t *testing.T) io.Reader
+	}{
+		{"a file", func(t *testing.T) io.Reader {
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return f
+		}},
+		{"a held body", func(*testing.T) io.Reader { return io.NopCloser(bytes.NewReader(data)) }},
+		{"several readers", func(*testing.T) io.Reader {
+			return io.MultiReader(iotest.HalfReader(bytes.NewReader(data[:n/2])), iotest.HalfReader(bytes.NewReader(data[n/2:])))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := &http.Transport{DialContext: dialUpstream((&net.Dialer{}).DialContext)}
+			defer tr.CloseIdleConnections()
+			req, err := http.NewRequest(http.MethodPost, srv.URL, tt.body(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = n
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("a body of %d bytes sent as Content-Length %d without an error", len(data), n)
+			}
+			if !strings.Contains(err.Error(), "ContentLength") {
+				t.Errorf("error = %v, want http.Transport's ContentLength error", err)
+			}
+		})
 	}
 }
