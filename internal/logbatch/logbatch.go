@@ -26,8 +26,9 @@ const (
 // Write that fills the batch waits for the underlying write. After Close,
 // every Write goes straight through.
 //
-// Create one with NewWriter. Safe for concurrent use; each Write is
-// written whole, never interleaved with another.
+// Create one with NewWriter; the zero value is not usable. Safe for
+// concurrent use; each Write is written whole, never interleaved with
+// another.
 type Writer struct {
 	w     io.Writer
 	delay time.Duration
@@ -87,7 +88,18 @@ func (b *Writer) Write(p []byte) (int, error) {
 func (b *Writer) Flush() error {
 	b.writing.Lock()
 	defer b.writing.Unlock()
+	return b.flushLocked(false)
+}
+
+// flushLocked is Flush with b.writing held. With close it also closes b, in
+// the same step that takes the batch: a Write that finds b closed and goes
+// straight through then waits for b.writing, after the held lines.
+func (b *Writer) flushLocked(close bool) error {
 	b.mu.Lock()
+	if close {
+		b.closed = true
+		b.timer.Stop()
+	}
 	batch := b.held
 	b.held, b.spare = b.spare[:0], nil
 	b.scheduled = false
@@ -110,18 +122,17 @@ func (b *Writer) Flush() error {
 // Close writes what is held and makes every later Write go straight
 // through. It returns the first error the underlying writer gave.
 func (b *Writer) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	b.timer.Stop()
-	b.mu.Unlock()
-	return b.Flush()
+	b.writing.Lock()
+	defer b.writing.Unlock()
+	return b.flushLocked(true)
 }
 
 // Handler is a slog.Handler whose records are written through a Writer:
 // those above Info, the level of routine lines such as the access log,
 // are flushed at once, with whatever was held before them.
 //
-// Create one with NewHandler. Safe for concurrent use.
+// Create one with NewHandler; the zero value is not usable. Safe for
+// concurrent use.
 type Handler struct {
 	inner slog.Handler
 	w     *Writer

@@ -203,3 +203,29 @@ func TestHandlerFlushesAboveInfo(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestCloseKeepsOrder: a line written while Close runs goes out after the
+// lines held before it, never ahead of them.
+func TestCloseKeepsOrder(t *testing.T) {
+	for i := range 5000 {
+		s := &sink{}
+		w := logbatch.NewWriter(s, never, 0)
+		w.Write([]byte("held\n"))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Go(func() { <-start; w.Close() })
+		for range 4 {
+			wg.Go(func() {
+				<-start
+				for range 20 {
+					w.Write([]byte("late\n"))
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if got := s.got(); len(got) == 0 || !strings.HasPrefix(got[0], "held\n") {
+			t.Fatalf("run %d: the first write was %q, want the held line first", i, got[:min(len(got), 1)])
+		}
+	}
+}
