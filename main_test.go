@@ -24,6 +24,7 @@ import (
 
 	"khproxy/config"
 	"khproxy/emulator"
+	"khproxy/internal/logbatch"
 	"khproxy/internal/testutil"
 )
 
@@ -344,6 +345,9 @@ func TestLogLevels(t *testing.T) {
 func TestBatchedLog(t *testing.T) {
 	var out testutil.SyncBuffer
 	w, closeLog := batchedLog(&out)
+	if _, ok := w.(*logbatch.Writer); !ok {
+		t.Fatalf("batchedLog gave %T off a terminal, want a *logbatch.Writer", w)
+	}
 	lc, err := config.LoadLogging([]string{"KH_LOG_FORMAT=json"})
 	if err != nil {
 		t.Fatal(err)

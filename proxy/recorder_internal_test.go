@@ -52,3 +52,40 @@ func TestAbortedAnswer(t *testing.T) {
 		t.Errorf("other panics must pass through, got %v", v)
 	}
 }
+
+// TestFlushComplete: a finished answer goes out before the bookkeeping only
+// when its length is declared; one without Content-Length is left for the
+// server to frame (a flush would make it chunked), and so is one whose
+// status line has not gone out.
+func TestFlushComplete(t *testing.T) {
+	tests := []struct {
+		name        string
+		header      http.Header
+		body        string
+		send        bool // the status line has gone to the real writer
+		wantFlushed bool
+	}{
+		{"declared length", http.Header{"Content-Length": {"3"}}, "abc", true, true},
+		{"no Content-Length", http.Header{}, "abc", true, false},
+		{"nothing sent yet", http.Header{"Content-Length": {"0"}}, "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			rec := &recorder{ResponseWriter: w}
+			for k, v := range tt.header {
+				rec.Header()[k] = v
+			}
+			rec.WriteHeader(http.StatusOK)
+			if tt.body != "" {
+				rec.Write([]byte(tt.body))
+			} else if tt.send {
+				rec.sendHeader()
+			}
+			rec.flushComplete()
+			if w.Flushed != tt.wantFlushed {
+				t.Errorf("flushed = %v, want %v", w.Flushed, tt.wantFlushed)
+			}
+		})
+	}
+}
