@@ -58,9 +58,10 @@ type Options struct {
 	// AllowInsecureWebhooks accepts http:// URLs and loopback, private and
 	// link-local hosts for webhooks (local testing only).
 	AllowInsecureWebhooks bool
-	// WebhookClient delivers webhooks. Nil: a client with a 5 s timeout
-	// whose dialer refuses non-public addresses unless
-	// AllowInsecureWebhooks. A custom client gets no such guard.
+	// WebhookClient delivers webhooks. Nil: a client with a 10 s timeout
+	// that follows no redirects and whose dialer refuses non-public
+	// addresses unless AllowInsecureWebhooks (see webhooksend.Options).
+	// A custom client gets no such guard.
 	WebhookClient *http.Client
 	// WebhookRetries are the waits before each retry of a failed webhook
 	// delivery; the number of attempts is len+1. Nil means
