@@ -121,7 +121,7 @@ func (e *Emulator) completeAction(epoch int64, a *action) {
 	view := e.actionView(a, s)
 	urls := e.webhookURLsLocked(s.account)
 	e.mu.Unlock()
-	e.hooks.enqueue(urls, now, []event{{"service.action_completed", view}})
+	e.sendEvents(urls, now, []event{{"service.action_completed", view}})
 }
 
 // allowed returns "" when action may run on s now, or why not.

@@ -383,8 +383,9 @@ func (e *Emulator) controlState() map[string]any {
 	}
 	orders := len(e.orders)
 	e.mu.Unlock()
-	retries := make([]duration, 0, len(e.hooks.retries))
-	for _, d := range e.hooks.retries {
+	schedule := e.hooks.Retries()
+	retries := make([]duration, 0, len(schedule))
+	for _, d := range schedule {
 		retries = append(retries, duration(d))
 	}
 	return map[string]any{

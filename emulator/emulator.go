@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"khproxy/emulator/webhooksend"
 )
 
 // DefaultBasePath is the path prefix of the real API; signed paths start
@@ -55,9 +58,10 @@ type Options struct {
 	// AllowInsecureWebhooks accepts http:// URLs and loopback, private and
 	// link-local hosts for webhooks (local testing only).
 	AllowInsecureWebhooks bool
-	// WebhookClient delivers webhooks. Nil: a client with a 5 s timeout
-	// whose dialer refuses non-public addresses unless
-	// AllowInsecureWebhooks. A custom client gets no such guard.
+	// WebhookClient delivers webhooks. Nil: a client with a 10 s timeout
+	// that follows no redirects and whose dialer refuses non-public
+	// addresses unless AllowInsecureWebhooks (see webhooksend.Options).
+	// A custom client gets no such guard.
 	WebhookClient *http.Client
 	// WebhookRetries are the waits before each retry of a failed webhook
 	// delivery; the number of attempts is len+1. Nil means
@@ -120,7 +124,7 @@ type Emulator struct {
 	nonces  nonceCache
 	idem    idemStore
 	limiter *limiter
-	hooks   *webhookSender
+	hooks   *webhooksend.Sender
 	life    *scheduler
 }
 
@@ -145,7 +149,7 @@ func New(opts Options) (*Emulator, error) {
 		rateCfg:        rl,
 		maxBody:        1 << 20,
 		maxOrders:      10000,
-		lookupIP:       defaultLookup,
+		lookupIP:       net.DefaultResolver.LookupHost,
 		faults:         o.Faults,
 		nonces:         nonceCache{max: 200000},
 		idem:           idemStore{max: 20000},
@@ -163,7 +167,9 @@ func New(opts Options) (*Emulator, error) {
 	}
 	o.Keys = slices.Clone(o.Keys)
 	e.initial = o
-	e.hooks = newWebhookSender(e, o.WebhookSecret, o.WebhookHeader, o.AllowInsecureWebhooks, o.WebhookClient, o.WebhookRetries)
+	if e.hooks, err = e.newWebhookSender(o); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -187,7 +193,7 @@ func (opts Options) withDefaults() (o Options, base string, rl RateLimit, err er
 	if rl, err = o.RateLimit.withDefaults(); err != nil {
 		return o, "", rl, err
 	}
-	if err = errors.Join(o.Faults.validate(), o.Lifecycle.validate(), validateRetries(o.WebhookRetries)); err != nil {
+	if err = errors.Join(o.Faults.validate(), o.Lifecycle.validate(), webhooksend.ValidateRetries(o.WebhookRetries)); err != nil {
 		return o, "", rl, err
 	}
 	if o.Card, err = ParseCard(string(o.Card)); err != nil {
@@ -246,12 +252,12 @@ func (e *Emulator) clearLocked() {
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() { close(e.closing) })
 	e.life.drop(true)
-	e.hooks.close()
+	e.hooks.Close()
 	return nil
 }
 
 // WebhookSecret returns the secret that signs webhook deliveries.
-func (e *Emulator) WebhookSecret() string { return e.hooks.secret }
+func (e *Emulator) WebhookSecret() string { return e.hooks.Secret() }
 
 // BasePath returns the effective path prefix ("" when none).
 func (e *Emulator) BasePath() string { return e.basePath }

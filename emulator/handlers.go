@@ -392,7 +392,7 @@ func (e *Emulator) handlePutWebhook(c *call) *response {
 		}
 	}
 	if u != "" {
-		if msg := e.hooks.vet(c.r.Context(), u); msg != "" {
+		if msg := e.hooks.Vet(c.r.Context(), u); msg != "" {
 			return errorResponse(c.reqID, validationError("url", msg))
 		}
 	}

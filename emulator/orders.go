@@ -172,7 +172,7 @@ func (e *Emulator) settleOrder(epoch int64, id int64) {
 	sid := o.ServiceID
 	e.mu.Unlock()
 
-	e.hooks.enqueue(urls, now, evs)
+	e.sendEvents(urls, now, evs)
 	if failure == "" {
 		e.life.later(provisionDelay, func() { e.provisionService(epoch, sid) })
 	}
@@ -211,5 +211,5 @@ func (e *Emulator) provisionService(epoch int64, id int64) {
 	sv := e.serviceView(s)
 	urls := e.webhookURLsLocked(s.account)
 	e.mu.Unlock()
-	e.hooks.enqueue(urls, now, []event{{"service.provisioned", sv}})
+	e.sendEvents(urls, now, []event{{"service.provisioned", sv}})
 }

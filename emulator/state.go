@@ -233,7 +233,7 @@ func (e *Emulator) accountLocked(id string) *account {
 func (e *Emulator) Reset() {
 	e.life.drop(false)
 	e.life.setConfig(e.initial.Lifecycle)
-	e.hooks.reset()
+	e.hooks.Reset()
 	e.mu.Lock()
 	e.epoch++
 	e.clearLocked()

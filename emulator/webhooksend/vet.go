@@ -1,22 +1,28 @@
-package emulator
+package webhooksend
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 )
 
-const webhookMaxURLLen = 2048
+const maxURLLen = 2048
 
-// vet checks a webhook URL (spec §3) and returns "" or the reason it is
-// refused.
-func (s *webhookSender) vet(ctx context.Context, raw string) string {
-	if len(raw) > webhookMaxURLLen {
-		return fmt.Sprintf("must be at most %d characters", webhookMaxURLLen)
+// Vet checks a webhook URL (spec §3) and returns "" when it is acceptable,
+// or the reason it is refused, worded for an API validation error. Without
+// Options.Insecure the URL must be https, without user info, and its host
+// must be, or resolve (through Options.Lookup, within 3 s) only to, public
+// addresses; with it, http and https URLs to any host pass. Safe for
+// concurrent use.
+func (s *Sender) Vet(ctx context.Context, raw string) string {
+	if len(raw) > maxURLLen {
+		return fmt.Sprintf("must be at most %d characters", maxURLLen)
 	}
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" {
@@ -49,7 +55,7 @@ func (s *webhookSender) vet(ctx context.Context, raw string) string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	addrs, err := s.e.lookupIP(ctx, host)
+	addrs, err := s.lookup(ctx, host)
 	if err != nil || len(addrs) == 0 {
 		return "host does not resolve"
 	}
@@ -62,8 +68,24 @@ func (s *webhookSender) vet(ctx context.Context, raw string) string {
 	return ""
 }
 
-func defaultLookup(ctx context.Context, host string) ([]string, error) {
-	return net.DefaultResolver.LookupHost(ctx, host)
+// guardedTransport dials only public addresses unless insecure: the URL
+// was vetted when it was set, but DNS may have changed since.
+func guardedTransport(insecure bool) *http.Transport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		if insecure {
+			return nil
+		}
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return fmt.Errorf("webhook: bad address: %w", err)
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !isPublic(a) {
+			return fmt.Errorf("webhook: refusing to connect to non-public address %s", host)
+		}
+		return nil
+	}}
+	return &http.Transport{DialContext: dialer.DialContext, TLSHandshakeTimeout: 5 * time.Second,
+		ResponseHeaderTimeout: 5 * time.Second, MaxIdleConns: 16, IdleConnTimeout: 30 * time.Second}
 }
 
 var nonPublicPrefixes = []netip.Prefix{
