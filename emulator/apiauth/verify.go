@@ -58,6 +58,7 @@ type Refusal struct {
 	RetryAfter time.Duration // > 0 only with status 429
 }
 
+// Error returns the reason and the detail.
 func (r *Refusal) Error() string { return r.Reason + ": " + r.Detail }
 
 func unauthorized(reason, detail string) *Refusal {
