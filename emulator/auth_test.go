@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/emulator/apiauth"
 	"khproxy/internal/testutil"
 )
 
@@ -103,7 +104,7 @@ func TestAuthFailures(t *testing.T) {
 		resp, body := env.do(t, r)
 		wantProblem(t, resp, body, http.StatusUnauthorized, codeAuth, "replay_detected")
 		// After 600 s the nonce may be used again (re-signed with a fresh timestamp).
-		env.clock.Advance(nonceTTL)
+		env.clock.Advance(apiauth.NonceTTL)
 		if resp, body := env.do(t, rq{path: "/v1/me", nonce: h.Get(HeaderNonce)}); resp.StatusCode != http.StatusOK {
 			t.Fatalf("after TTL: status %d, body %s", resp.StatusCode, body)
 		}

@@ -128,9 +128,8 @@ func (c *cliFlags) banner(w io.Writer, emu *Emulator, addr string, generated boo
 		fmt.Fprintf(w, "export KH_WEBHOOK_SECRET=%s\n", emu.WebhookSecret())
 	}
 	fmt.Fprintf(w, "listening on http://%s\nexport KH_UPSTREAM=http://%s%s  # for khproxy in front of it\n", addr, addr, emu.BasePath())
-	emu.mu.Lock()
-	scopes := emu.keys[c.key].Scopes
-	emu.mu.Unlock()
+	k, _ := emu.auth.Get(c.key)
+	scopes := k.Scopes
 	note := ""
 	if c.scopes == "read-only" {
 		note = " (read-only, as a new key is; -scopes all to place orders)"

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/emulator/apiauth"
 	"khproxy/internal/testutil"
 )
 
@@ -25,7 +26,7 @@ func TestRun(t *testing.T) {
 			vars[k] = v
 		}
 	}
-	if !keyPattern.MatchString(vars["KH_KEY"]) || len(vars["KH_SECRET"]) < 32 || vars["KH_WEBHOOK_SECRET"] == "" {
+	if !apiauth.KeyIDPattern.MatchString(vars["KH_KEY"]) || len(vars["KH_SECRET"]) < 32 || vars["KH_WEBHOOK_SECRET"] == "" {
 		t.Fatalf("generated credentials not printed: %q", out.String())
 	}
 	base := "http://" + addr + DefaultBasePath

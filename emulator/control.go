@@ -253,19 +253,22 @@ func (e *Emulator) controlKey(id string, err error) (any, *controlError) {
 	case err != nil:
 		return nil, badControl("%v", err)
 	}
+	k, _ := e.auth.Get(id)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return keyView(e.keys[id]), nil
+	return keyView(k, e.hookURLs[id]), nil
 }
 
-func keyView(ks *keyState) map[string]any {
+// keyView is a key and its webhook URL ("" for none) as the control
+// endpoint shows them.
+func keyView(ks Key, url string) map[string]any {
 	ips := make([]string, 0, len(ks.AllowIPs))
 	for _, p := range ks.AllowIPs {
 		ips = append(ips, p.String())
 	}
 	var hook any
-	if ks.webhookURL != "" {
-		hook = ks.webhookURL
+	if url != "" {
+		hook = url
 	}
 	return map[string]any{"id": ks.ID, "account": ks.Account, "scopes": slices.Sorted(slices.Values(ks.Scopes)),
 		"locked": ks.Locked, "allow_ips": ips, "webhook_url": hook}
@@ -371,9 +374,10 @@ func (e *Emulator) controlRedeliver(_ string, body []byte) (any, *controlError) 
 // controlState is GET /__emulator/state.
 func (e *Emulator) controlState() map[string]any {
 	e.mu.Lock()
-	keys := make([]map[string]any, 0, len(e.keys))
-	for _, id := range slices.Sorted(maps.Keys(e.keys)) {
-		keys = append(keys, keyView(e.keys[id]))
+	all := e.auth.Keys()
+	keys := make([]map[string]any, 0, len(all))
+	for _, k := range all {
+		keys = append(keys, keyView(k, e.hookURLs[k.ID]))
 	}
 	accounts := make([]map[string]any, 0, len(e.accounts))
 	for _, id := range slices.Sorted(maps.Keys(e.accounts)) {

@@ -105,7 +105,7 @@ func TestControlKeys(t *testing.T) {
 	ctlOK(t, env, "PUT", "keys/"+env.key+"/scopes", `{"scopes":["read:products"]}`)
 	resp, body = env.do(t, rq{path: "/v1/billing/balance"})
 	wantProblem(t, resp, body, http.StatusForbidden, codeForbidden, "missing_scope")
-	if got := ctlOK(t, env, "PUT", "keys/"+env.key+"/scopes", `{"scopes":"all"}`); len(got["scopes"].([]any)) != len(allScopes) {
+	if got := ctlOK(t, env, "PUT", "keys/"+env.key+"/scopes", `{"scopes":"all"}`); len(got["scopes"].([]any)) != len(AllScopes()) {
 		t.Errorf("scopes all: %v", got)
 	}
 	mustGet(t, env, "/v1/billing/balance")

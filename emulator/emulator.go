@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"khproxy/emulator/apiauth"
 	"khproxy/emulator/webhooksend"
 )
 
@@ -102,9 +103,9 @@ type Emulator struct {
 	initialCard Card
 	noControl   bool
 
-	mu          sync.Mutex // guards everything below up to faultMu
-	epoch       int64      // bumped by Reset; lifecycle steps of another epoch do nothing
-	keys        map[string]*keyState
+	mu          sync.Mutex        // guards everything below up to faultMu
+	epoch       int64             // bumped by Reset; lifecycle steps of another epoch do nothing
+	hookURLs    map[string]string // key id -> its webhook URL (PUT /v1/webhook)
 	accounts    map[string]*account
 	orders      map[int64]*Order
 	orderIDs    []int64
@@ -121,7 +122,7 @@ type Emulator struct {
 	closing   chan struct{} // closed by Close: injected delays end early
 	closeOnce sync.Once
 
-	nonces  nonceCache
+	auth    apiauth.Store // keys and nonces
 	idem    idemStore
 	limiter *limiter
 	hooks   *webhooksend.Sender
@@ -151,14 +152,13 @@ func New(opts Options) (*Emulator, error) {
 		maxOrders:      10000,
 		lookupIP:       net.DefaultResolver.LookupHost,
 		faults:         o.Faults,
-		nonces:         nonceCache{max: 200000},
 		idem:           idemStore{max: 20000},
 		limiter:        newLimiter(rl),
 		life:           newScheduler(o.Lifecycle),
 	}
 	e.clearLocked()
 	for _, k := range o.Keys {
-		if _, dup := e.keys[k.ID]; dup {
+		if _, dup := e.auth.Get(k.ID); dup {
 			return nil, fmt.Errorf("emulator: duplicate key %s", k.ID)
 		}
 		if err := e.SetKey(k); err != nil {
@@ -234,7 +234,7 @@ var (
 // clearLocked empties all resources and counters; e.mu must be held (or
 // e not yet shared).
 func (e *Emulator) clearLocked() {
-	e.keys = map[string]*keyState{}
+	e.hookURLs = map[string]string{}
 	e.accounts = map[string]*account{}
 	e.orders = map[int64]*Order{}
 	e.orderIDs = nil
@@ -266,7 +266,7 @@ func (e *Emulator) BasePath() string { return e.basePath }
 type call struct {
 	r         *http.Request
 	reqID     string
-	key       *keyState
+	key       *apiauth.Principal
 	id        int64 // {id} path parameter, 0 if none
 	body      []byte
 	idemKey   string
@@ -352,7 +352,7 @@ func (e *Emulator) process(r *http.Request, reqID string, rt *route, id int64, a
 	return resp, ticket, committed, ks.ID
 }
 
-func (e *Emulator) dispatch(r *http.Request, reqID string, ks *keyState, body []byte, rt *route, id int64, allow []string, serverNow time.Time, rateErr *apiError) (*response, *idemTicket, bool) {
+func (e *Emulator) dispatch(r *http.Request, reqID string, ks *apiauth.Principal, body []byte, rt *route, id int64, allow []string, serverNow time.Time, rateErr *apiError) (*response, *idemTicket, bool) {
 	if rateErr != nil {
 		return errorResponse(reqID, rateErr), nil, false
 	}
@@ -364,7 +364,7 @@ func (e *Emulator) dispatch(r *http.Request, reqID string, ks *keyState, body []
 		}
 		return errorResponse(reqID, notFound("No such endpoint.")), nil, false
 	}
-	if rt.scope != scopeAny && !ks.scopes[rt.scope] {
+	if rt.scope != scopeAny && !ks.Allows(rt.scope) {
 		return errorResponse(reqID, &apiError{code: codeForbidden, reason: "missing_scope",
 			detail: "This key lacks the scope " + rt.scope + "."}), nil, false
 	}

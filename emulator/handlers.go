@@ -213,7 +213,7 @@ func (e *Emulator) handleMe(c *call) *response {
 		scopes = []string{}
 	}
 	var hook any
-	if u := e.keys[c.key.ID].webhookURL; u != "" {
+	if u := e.hookURLs[c.key.ID]; u != "" {
 		hook = u
 	}
 	whitelist := make([]string, 0, len(c.key.AllowIPs))
@@ -359,7 +359,7 @@ func (e *Emulator) handleInvoicePDF(c *call) *response {
 
 func (e *Emulator) handleGetWebhook(c *call) *response {
 	e.mu.Lock()
-	u := e.keys[c.key.ID].webhookURL
+	u := e.hookURLs[c.key.ID]
 	e.mu.Unlock()
 	return jsonResponse(http.StatusOK, webhookView(u))
 }
@@ -397,7 +397,9 @@ func (e *Emulator) handlePutWebhook(c *call) *response {
 		}
 	}
 	e.mu.Lock()
-	e.keys[c.key.ID].webhookURL = u
+	if _, ok := e.auth.Get(c.key.ID); ok { // not a key Reset removed meanwhile
+		e.hookURLs[c.key.ID] = u
+	}
 	e.mu.Unlock()
 	return jsonResponse(http.StatusOK, webhookView(u))
 }

@@ -1,103 +1,41 @@
 package emulator
 
 import (
-	"errors"
-	"fmt"
 	"net/netip"
-	"slices"
-	"strings"
+
+	"khproxy/emulator/apiauth"
 )
 
 // Scopes (spec §4.2, §5). GET /v1/health needs none and GET /v1/me any.
 const (
-	ScopeReadProducts    = "read:products"
-	ScopeWriteOrders     = "write:orders"
-	ScopeReadOrders      = "read:orders"
-	ScopeReadServices    = "read:services"
-	ScopeWriteServices   = "write:services"
-	ScopeReadCredentials = "read:credentials"
-	ScopeReadBilling     = "read:billing"
-	ScopeReadWebhooks    = "read:webhooks"
-	ScopeWriteWebhooks   = "write:webhooks"
+	ScopeReadProducts    = apiauth.ScopeReadProducts
+	ScopeWriteOrders     = apiauth.ScopeWriteOrders
+	ScopeReadOrders      = apiauth.ScopeReadOrders
+	ScopeReadServices    = apiauth.ScopeReadServices
+	ScopeWriteServices   = apiauth.ScopeWriteServices
+	ScopeReadCredentials = apiauth.ScopeReadCredentials
+	ScopeReadBilling     = apiauth.ScopeReadBilling
+	ScopeReadWebhooks    = apiauth.ScopeReadWebhooks
+	ScopeWriteWebhooks   = apiauth.ScopeWriteWebhooks
 )
 
-var allScopes = []string{
-	ScopeReadProducts, ScopeWriteOrders, ScopeReadOrders, ScopeReadServices, ScopeWriteServices,
-	ScopeReadCredentials, ScopeReadBilling, ScopeReadWebhooks, ScopeWriteWebhooks,
-}
-
-// readOnlyScopes are the scopes of a new key (spec §4.2: "read-only by
-// default"; write and sensitive scopes are enabled explicitly, so
-// read:credentials is not among them).
-var readOnlyScopes = []string{
-	ScopeReadProducts, ScopeReadOrders, ScopeReadServices, ScopeReadBilling, ScopeReadWebhooks,
-}
-
 // AllScopes returns a new slice with every scope of spec §5.
-func AllScopes() []string { return slices.Clone(allScopes) }
+func AllScopes() []string { return apiauth.AllScopes() }
 
 // ReadOnlyScopes returns a new slice with the scopes a new key has (spec
 // §4.2): every read scope except the sensitive read:credentials.
-func ReadOnlyScopes() []string { return slices.Clone(readOnlyScopes) }
+func ReadOnlyScopes() []string { return apiauth.ReadOnlyScopes() }
 
 // ParseScopes reads a scope list as the -scopes flag and the control
 // endpoint take it: "all", "read-only" (ReadOnlyScopes), "none", or a
 // comma-separated list of the spec's names (read:products,write:orders).
 // It returns an error naming an unknown scope. The result is never nil.
-func ParseScopes(s string) ([]string, error) {
-	switch strings.TrimSpace(s) {
-	case "all":
-		return AllScopes(), nil
-	case "read-only":
-		return ReadOnlyScopes(), nil
-	case "none":
-		return []string{}, nil
-	}
-	out := []string{}
-	for _, name := range strings.Split(s, ",") {
-		name = strings.TrimSpace(name)
-		switch {
-		case name == "":
-			continue
-		case !slices.Contains(allScopes, name):
-			return nil, fmt.Errorf("unknown scope %q (want all, read-only, none or a list of %s)", name, strings.Join(allScopes, ","))
-		case !slices.Contains(out, name):
-			out = append(out, name)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New(`no scopes given (use "none" for a key without scopes)`)
-	}
-	return out, nil
-}
+func ParseScopes(s string) ([]string, error) { return apiauth.ParseScopes(s) }
 
 // ParseAllowIPs reads an IP whitelist as the -allow-ip flag takes it: a
 // comma-separated list of CIDR prefixes or single addresses, IPv4 or IPv6
 // (spec §4.4). "" is an empty list (any address).
-func ParseAllowIPs(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		if strings.Contains(item, "/") {
-			p, err := netip.ParsePrefix(item)
-			if err != nil {
-				return nil, fmt.Errorf("bad CIDR %q: %w", item, err)
-			}
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(item)
-		if err != nil {
-			return nil, fmt.Errorf("bad address %q: %w", item, err)
-		}
-		a = a.Unmap()
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
+func ParseAllowIPs(s string) ([]netip.Prefix, error) { return apiauth.ParseAllowIPs(s) }
 
 // Key is one API key the emulator accepts. ID must match
 // ^kh_live_[A-Z0-9]{32}$ and Secret must not be empty; its bytes are the
@@ -109,56 +47,18 @@ func ParseAllowIPs(s string) ([]netip.Prefix, error) {
 // client address (r.RemoteAddr) is rejected with ip_not_allowed. Keys with
 // the same Account share orders, services, invoices, balance and card; an
 // empty Account means DefaultAccount.
-type Key struct {
-	ID       string
-	Secret   string
-	Scopes   []string
-	Locked   bool
-	Account  string
-	AllowIPs []netip.Prefix
-}
+type Key = apiauth.Key
 
 // ErrUnknownKey is returned by the runtime key controls for a key id the
 // emulator does not have.
-var ErrUnknownKey = errors.New("emulator: no such key")
+var ErrUnknownKey = apiauth.ErrUnknownKey
 
-// keyState is a configured key plus its per-key state (guarded by e.mu).
-type keyState struct {
-	Key
-	scopes     map[string]bool
-	webhookURL string
-}
-
-// check validates k and returns it normalised (default scopes and
-// account, cloned slices) with its scope set.
-func (k Key) check() (Key, map[string]bool, error) {
-	if !keyPattern.MatchString(k.ID) {
-		return k, nil, fmt.Errorf("emulator: key id must match %s", keyPattern)
-	}
-	if k.Secret == "" {
-		return k, nil, fmt.Errorf("emulator: key %s: empty secret", k.ID)
-	}
-	if k.Scopes == nil {
-		k.Scopes = ReadOnlyScopes()
-	}
-	scopes := map[string]bool{}
-	for _, s := range k.Scopes {
-		if !slices.Contains(allScopes, s) {
-			return k, nil, fmt.Errorf("emulator: key %s: unknown scope %q", k.ID, s)
-		}
-		scopes[s] = true
-	}
-	for _, p := range k.AllowIPs {
-		if !p.IsValid() {
-			return k, nil, fmt.Errorf("emulator: key %s: invalid AllowIPs prefix", k.ID)
-		}
-	}
+// withAccount fills in DefaultAccount for a key without one.
+func withAccount(k Key) Key {
 	if k.Account == "" {
 		k.Account = DefaultAccount
 	}
-	k.Scopes = slices.Clone(k.Scopes)
-	k.AllowIPs = slices.Clone(k.AllowIPs)
-	return k, scopes, nil
+	return k
 }
 
 // SetKey adds a key or replaces the key with the same ID (for example to
@@ -166,43 +66,14 @@ func (k Key) check() (Key, map[string]bool, error) {
 // key's webhook URL and rate-limit buckets survive a replacement. It is
 // safe for concurrent use and returns an error for a malformed key.
 func (e *Emulator) SetKey(k Key) error {
-	k, scopes, err := k.check()
-	if err != nil {
+	k = withAccount(k)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.auth.Set(k); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ks := &keyState{Key: k, scopes: scopes}
-	if old := e.keys[k.ID]; old != nil {
-		ks.webhookURL = old.webhookURL
-	}
-	e.keys[k.ID] = ks
 	e.accountLocked(k.Account)
 	return nil
-}
-
-// updateKey applies change to a copy of key id and stores it with SetKey's
-// rules; the copy's Scopes and AllowIPs may be replaced, not modified.
-func (e *Emulator) updateKey(id string, change func(*Key)) (Key, error) {
-	e.mu.Lock()
-	ks := e.keys[id]
-	if ks == nil {
-		e.mu.Unlock()
-		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, id)
-	}
-	k := ks.Key
-	e.mu.Unlock()
-	change(&k)
-	k, scopes, err := k.check()
-	if err != nil {
-		return Key{}, err
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if cur := e.keys[id]; cur != nil {
-		e.keys[id] = &keyState{Key: k, scopes: scopes, webhookURL: cur.webhookURL}
-	}
-	return k, nil
 }
 
 // LockKey locks or unlocks key id at run time: a locked key's requests are
@@ -210,7 +81,7 @@ func (e *Emulator) updateKey(id string, change func(*Key)) (Key, error) {
 // portal's lock does. It returns ErrUnknownKey for an unknown id and is
 // safe for concurrent use.
 func (e *Emulator) LockKey(id string, locked bool) error {
-	_, err := e.updateKey(id, func(k *Key) { k.Locked = locked })
+	_, err := e.auth.Update(id, func(k *Key) { k.Locked = locked })
 	return err
 }
 
@@ -223,7 +94,7 @@ func (e *Emulator) RotateSecret(id, secret string) (string, error) {
 	if secret == "" {
 		_, secret, _ = NewCredentials()
 	}
-	k, err := e.updateKey(id, func(k *Key) { k.Secret = secret })
+	k, err := e.auth.Update(id, func(k *Key) { k.Secret = secret })
 	return k.Secret, err
 }
 
@@ -231,7 +102,7 @@ func (e *Emulator) RotateSecret(id, secret string) (string, error) {
 // It returns ErrUnknownKey for an unknown id or an error for an unknown
 // scope, and is safe for concurrent use.
 func (e *Emulator) SetScopes(id string, scopes []string) error {
-	_, err := e.updateKey(id, func(k *Key) { k.Scopes = scopes })
+	_, err := e.auth.Update(id, func(k *Key) { k.Scopes = scopes })
 	return err
 }
 
@@ -239,38 +110,6 @@ func (e *Emulator) SetScopes(id string, scopes []string) error {
 // address). It returns ErrUnknownKey for an unknown id and is safe for
 // concurrent use.
 func (e *Emulator) SetAllowIPs(id string, prefixes []netip.Prefix) error {
-	_, err := e.updateKey(id, func(k *Key) { k.AllowIPs = prefixes })
+	_, err := e.auth.Update(id, func(k *Key) { k.AllowIPs = prefixes })
 	return err
-}
-
-// lookupKey returns the secret and a snapshot of an unlocked key, or nil.
-// The snapshot's webhookURL is not maintained; read e.keys for it.
-func (e *Emulator) lookupKey(id string) (string, *keyState) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ks := e.keys[id]
-	if ks == nil || ks.Locked {
-		return "", nil
-	}
-	snap := *ks
-	return ks.Secret, &snap
-}
-
-// ipAllowed reports whether remoteAddr (host:port) is on the key's
-// whitelist; an empty whitelist allows every address.
-func (k *Key) ipAllowed(remoteAddr string) bool {
-	if len(k.AllowIPs) == 0 {
-		return true
-	}
-	ap, err := netip.ParseAddrPort(remoteAddr)
-	if err != nil {
-		return false
-	}
-	a := ap.Addr().Unmap()
-	for _, p := range k.AllowIPs {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

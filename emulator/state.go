@@ -237,13 +237,14 @@ func (e *Emulator) Reset() {
 	e.mu.Lock()
 	e.epoch++
 	e.clearLocked()
+	keys := make([]Key, 0, len(e.initial.Keys))
 	for _, k := range e.initial.Keys {
-		k, scopes, _ := k.check() // checked by New
-		e.keys[k.ID] = &keyState{Key: k, scopes: scopes}
+		k = withAccount(k)
+		keys = append(keys, k)
 		e.accountLocked(k.Account)
 	}
+	_ = e.auth.Replace(keys) // checked by New; also forgets the nonces
 	e.mu.Unlock()
-	e.nonces.reset()
 	e.idem.reset()
 	e.limiter.reset()
 	e.faultMu.Lock()

@@ -58,9 +58,9 @@ type event struct {
 // keys; e.mu must be held.
 func (e *Emulator) webhookURLsLocked(accountID string) []string {
 	var urls []string
-	for _, ks := range e.keys {
-		if ks.Account == accountID && ks.webhookURL != "" && !containsString(urls, ks.webhookURL) {
-			urls = append(urls, ks.webhookURL)
+	for id, u := range e.hookURLs {
+		if k, ok := e.auth.Get(id); ok && k.Account == accountID && u != "" && !containsString(urls, u) {
+			urls = append(urls, u)
 		}
 	}
 	return urls
