@@ -400,6 +400,7 @@ func (e *Emulator) dispatch(r *http.Request, reqID string, ks *apiauth.Principal
 	}
 	if replay != nil {
 		replay.header.Set(HeaderReplayed, "true")
+		withRequestID(replay, reqID)
 		return replay, nil, false
 	}
 	defer func() {
