@@ -90,7 +90,7 @@ var wantLines = []*regexp.Regexp{
 	regexp.MustCompile(`^2\. order placed: 201, order ([0-9]+), Idempotency-Key (example-[0-9a-f]{32})$`),
 	regexp.MustCompile(`^3\. same request again: 201, order ([0-9]+), Idempotent-Replayed: true \(no second order\)$`),
 	regexp.MustCompile(`^4\. order read back from /v1/orders/([0-9]+): ([0-9]+) status paid, invoice ([0-9]+)$`),
-	regexp.MustCompile(`^5\. invoice PDF: [1-9][0-9]* bytes saved to (invoice-[0-9]+\.pdf)$`),
+	regexp.MustCompile(`^5\. invoice PDF: [1-9][0-9]* bytes saved to (\S+)$`),
 	regexp.MustCompile(`^6\. problem\+json: 409 idempotency_conflict \(reason body_mismatch\): \S.*$`),
 	regexp.MustCompile(`^ok$`),
 }
@@ -109,7 +109,8 @@ func TestExamples(t *testing.T) {
 	for _, ex := range examples {
 		t.Run(ex.name, func(t *testing.T) {
 			before := serviceCount(t, base)
-			runFlow(t, ex, base, "HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
+			out := t.TempDir()
+			runFlow(t, ex, base, "OUT_DIR="+out, "HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
 			if after := serviceCount(t, base); after != before+1 {
 				t.Errorf("services went from %d to %d: want exactly one new order", before, after)
 			}
@@ -143,8 +144,14 @@ func runFlow(t *testing.T, ex example, base string, env ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := ex.command(t, ctx)
-	cmd.Dir = t.TempDir() // where the invoice PDF is saved
-	cmd.Env = append(append(os.Environ(), "KHPROXY_URL="+base), env...)
+	cmd.Dir = t.TempDir() // the working directory, which must stay empty
+	cmd.Env = append(append(os.Environ(), "KHPROXY_URL="+base, "OUT_DIR="), env...)
+	outDir := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "OUT_DIR="); ok {
+			outDir = v
+		}
+	}
 	out, stderr := run(t, cmd)
 	if cmd.ProcessState.ExitCode() != 0 {
 		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
@@ -154,13 +161,27 @@ func runFlow(t *testing.T, ex example, base string, env ...string) string {
 	if placed != retried || placed != located || placed != read {
 		t.Errorf("order ids differ between placing (%s), retrying (%s), the Location (%s) and reading back (%s)", placed, retried, located, read)
 	}
+	// The invoice goes to OUT_DIR, or else to a new temporary directory,
+	// never into the working directory (the repository, as the README
+	// runs the examples).
 	file := m[4][0]
-	if want := "invoice-" + m[3][2] + ".pdf"; file != want {
-		t.Errorf("saved %s, want %s", file, want)
+	if want := "invoice-" + m[3][2] + ".pdf"; filepath.Base(file) != want {
+		t.Errorf("saved %s, want a file named %s", file, want)
 	}
-	pdf, err := os.ReadFile(filepath.Join(cmd.Dir, file))
+	switch dir := filepath.Dir(file); {
+	case outDir != "" && dir != outDir:
+		t.Errorf("saved %s, want it in OUT_DIR %s", file, outDir)
+	case outDir == "" && !strings.HasPrefix(filepath.Base(dir), "khproxy-example-"):
+		t.Errorf("saved %s, want it in a new temporary directory", file)
+	case outDir == "":
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	pdf, err := os.ReadFile(file)
 	if err != nil || !strings.HasPrefix(string(pdf), "%PDF-") {
 		t.Errorf("saved invoice: %v, starts with %q", err, pdf[:min(len(pdf), 8)])
+	}
+	if left, _ := os.ReadDir(cmd.Dir); len(left) > 0 {
+		t.Errorf("the example wrote %s into its working directory", left[0].Name())
 	}
 	return out
 }
