@@ -326,6 +326,14 @@ func serviceCount(t *testing.T, base string) int {
 // test ends, and must exit cleanly.
 func startDemo(t *testing.T) string {
 	t.Helper()
+	// The banner: "khproxy demo: the signing proxy listens on http://ADDR, ..."
+	return startKhproxy(t, []string{"demo"}, regexp.MustCompile(`listens on (http://[^\s,]+)`),
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_LOG_LEVEL=warn")
+}
+
+// buildKhproxy builds khproxy into a temporary directory and returns its path.
+func buildKhproxy(t *testing.T) string {
+	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("building khproxy needs the go command on PATH: %v", err)
@@ -336,9 +344,17 @@ func startDemo(t *testing.T) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return bin
+}
 
-	cmd := exec.Command(bin, "demo")
-	cmd.Env = append(os.Environ(), "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_LOG_LEVEL=warn")
+// startKhproxy builds khproxy, runs it with args and env added, and returns
+// the first submatch of banner in its output. It is stopped with SIGINT
+// when the test ends, and must exit cleanly.
+func startKhproxy(t *testing.T, args []string, banner *regexp.Regexp, env ...string) string {
+	t.Helper()
+	bin := buildKhproxy(t)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	logs := &testutil.SyncBuffer{}
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
@@ -354,21 +370,19 @@ func startDemo(t *testing.T) string {
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Errorf("khproxy demo ended with %v\n%s", err, logs)
+				t.Errorf("khproxy %s ended with %v\n%s", args[0], err, logs)
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("khproxy demo did not stop on SIGINT\n%s", logs)
+			t.Errorf("khproxy %s did not stop on SIGINT\n%s", args[0], logs)
 		}
 	})
 
 	found := make(chan string, 1)
 	go func() {
-		// The banner: "khproxy demo: the signing proxy listens on http://ADDR, ..."
-		re := regexp.MustCompile(`listens on (http://[^\s,]+)`)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			if m := banner.FindStringSubmatch(sc.Text()); m != nil {
 				found <- m[1]
 				break
 			}
@@ -381,9 +395,9 @@ func startDemo(t *testing.T) string {
 		return base
 	case err := <-exited:
 		exited <- err // for the cleanup
-		t.Fatalf("khproxy demo ended before its banner: %v\n%s", err, logs)
+		t.Fatalf("khproxy %s ended before its banner: %v\n%s", args[0], err, logs)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("khproxy demo printed no banner within 30s\n%s", logs)
+		t.Fatalf("khproxy %s printed no banner within 30s\n%s", args[0], logs)
 	}
 	return ""
 }
@@ -397,4 +411,40 @@ func closedAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestControlEndpointFromBash runs examples/control/tenants.sh against
+// `khproxy emulator`: a second account's key made over the control endpoint,
+// tenant isolation's 404 and the 402 reason client_not_found, each request
+// signed by the script itself.
+func TestControlEndpointFromBash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs khproxy; skipped with -short")
+	}
+	for _, prog := range []string{"bash", "curl", "jq", "openssl"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			t.Skipf("control example skipped: %s is not installed (on Debian: apt-get install %s)", prog, prog)
+		}
+	}
+	emu := startKhproxy(t, []string{"emulator", "-listen", "127.0.0.1:0"}, regexp.MustCompile(`^listening on (http://\S+)`),
+		"KH_LOG_FORMAT=json", "KH_LOG_LEVEL=warn")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "control/tenants.sh")
+	cmd.Env = append(os.Environ(), "EMULATOR_URL="+emu)
+	out, stderr := run(t, cmd)
+	if cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
+	}
+	for _, want := range []string{
+		`(?m)^1\. keys: kh_live_\w{32} \(acct_a\), kh_live_\w{32} \(acct_b\)$`,
+		`(?m)^2\. acct_a placed order \d+: 201 pending$`,
+		`(?m)^3\. acct_b reads order \d+: 404 not_found$`,
+		`(?m)^4\. acct_b orders: 402 payment_required \(reason client_not_found\)$`,
+		`(?m)^ok$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("no line matches %s\noutput:\n%s", want, out)
+		}
+	}
 }
