@@ -44,7 +44,7 @@ func TestProvenanceListsEveryReason(t *testing.T) {
 			t.Errorf("error code %s is the emulator's own but typed %s, inside the API's namespace", code, problemType(code))
 		}
 	}
-	for _, h := range []string{HeaderEmulator, HeaderReplayed, "Allow", "Retry-After", "Date", "Cache-Control"} {
+	for _, h := range []string{HeaderEmulator, HeaderReplayed, "Allow", "Retry-After", "Date", "Cache-Control", "X-Content-Type-Options", "Location"} {
 		if !strings.Contains(table, "`"+h) {
 			t.Errorf("header %s is missing from the README's provenance table", h)
 		}
