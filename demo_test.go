@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -195,5 +196,26 @@ func TestDemoBadEmulatorListen(t *testing.T) {
 func TestDemoRefusesArguments(t *testing.T) {
 	if err := run(context.Background(), []string{"demo", "extra"}, nil, io.Discard, io.Discard); err == nil {
 		t.Error("demo with arguments succeeded")
+	}
+}
+
+// TestDemoREADMEAgrees: the README's quick start tells the demo's flow with
+// the demo's own timings and settings, so that the two cannot drift apart.
+func TestDemoREADMEAgrees(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, quick, _ := strings.Cut(string(b), "## Quick start\n")
+	quick, _, _ = strings.Cut(quick, "\n## ")
+	words := map[time.Duration]string{time.Second: "about a second later", 2 * time.Second: "two seconds after that", 3 * time.Second: "three seconds after that"}
+	for _, want := range []string{
+		"`pending`", "`provisioning`", "`active`", "`order.paid`", "`service.provisioned`",
+		words[demoLifecycle.PaymentDelay], words[demoLifecycle.ProvisionDelay],
+		"timings are the emulator's", "`KH_EMULATOR_LISTEN`", "`export KH_KEY=...`", "throwaway",
+	} {
+		if want == "" || !strings.Contains(quick, want) {
+			t.Errorf("the README's quick start lacks %q (the demo's payment delay %s, provisioning %s)", want, demoLifecycle.PaymentDelay, demoLifecycle.ProvisionDelay)
+		}
 	}
 }
