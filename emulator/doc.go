@@ -97,6 +97,13 @@
 //
 //   - A card on file that declines or has expired: Options.Card, SetCard,
 //     -card, PUT /__emulator/card.
+//   - More keys and accounts (tenant isolation, per-key nonces and
+//     idempotency, webhook fan-out): Options.Keys, NewKey, SetKey,
+//     POST /__emulator/keys.
+//   - The 402 reason client_not_found: SetClientNotFound,
+//     PUT /__emulator/accounts/{id} {"client_not_found":true}.
+//   - The other form of the signed PATH (spec §9.1): Options.SignedPath,
+//     -signed-path full.
 //   - A key locked at run time: LockKey, POST /__emulator/keys/{id}/lock.
 //   - A secret rotated at run time, the old one failing at once:
 //     RotateSecret, POST /__emulator/keys/{id}/rotate-secret.
