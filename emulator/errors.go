@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"khproxy/emulator/apiauth"
 	"khproxy/problem"
 )
 
@@ -43,8 +44,9 @@ const (
 // (spec §1.5, §4.2, §6). Any other reason is the emulator's own: its
 // answers say so in the "emulator" field.
 var documentedReasons = map[string][]string{
-	codeAuth: {"missing_headers", "bad_key", "bad_timestamp", "timestamp_out_of_window", "bad_nonce",
-		"bad_signature", "signature_mismatch", "replay_detected", "unknown_or_locked_key", "ip_not_allowed"},
+	codeAuth: {apiauth.ReasonMissingHeaders, apiauth.ReasonBadKey, apiauth.ReasonBadTimestamp, apiauth.ReasonBadNonce,
+		apiauth.ReasonBadSignature, apiauth.ReasonTimestampWindow, apiauth.ReasonUnknownKey,
+		apiauth.ReasonSignatureFailed, apiauth.ReasonIPNotAllowed, apiauth.ReasonReplay},
 	codePayment:   {"insufficient_credit_and_no_card", "card_declined", "card_expired", "client_not_found"},
 	codeForbidden: {"missing_scope"},
 }
