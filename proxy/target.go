@@ -8,8 +8,9 @@ import (
 )
 
 // resolveTarget works out, from the client's request-target, the target after
-// the base path (ex.target), the path that is signed (ex.signed) and the
-// upstream URL (ex.url), and refuses a target
+// the base path (ex.target, which is signed unless SignFullPath), with
+// SignFullPath the whole upstream request-target that is signed instead
+// (ex.signed), and the upstream URL (ex.url), and refuses a target
 // that reqtarget refuses. A refused target that was read as a path is kept
 // in ex.target for the log.
 func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
