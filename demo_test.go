@@ -169,8 +169,8 @@ func bannerExports(banner string) []string {
 func TestDemoSignedPathFull(t *testing.T) {
 	base, stdout, stop := startDemo(t, "KH_SIGNED_PATH=full")
 	defer stop()
-	if !strings.Contains(stdout.String(), "export KH_SIGNED_PATH=full") {
-		t.Errorf("the banner does not export KH_SIGNED_PATH=full:\n%s", stdout)
+	if !strings.Contains(stdout.String(), "export KH_SIGNED_PATH=full") || strings.Contains(stdout.String(), "Webhooks are off") {
+		t.Errorf("the banner does not export KH_SIGNED_PATH=full, or webhooks are off:\n%s", stdout)
 	}
 	resp, err := http.Get(base + "/v1/me")
 	if err != nil {
