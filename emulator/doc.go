@@ -48,7 +48,9 @@
 //     only after the signature verified and the address was allowed, so
 //     refused requests burn no nonces; nonces are per key and remembered
 //     600 s. The signed PATH is the raw request-target (r.RequestURI)
-//     after BasePath, query included, never a re-encoded URL.
+//     after BasePath (with Options.SignedPath "full", the whole
+//     request-target, BasePath included), query included, never a
+//     re-encoded URL.
 //  6. Per-key token buckets: 429 rate_limited, reason key_rate_limit.
 //  7. Routing on the raw path: unknown path 404 not_found; known path with
 //     another method 405 method_not_allowed with an Allow header. HEAD is
