@@ -42,8 +42,9 @@ var errCheckFailed = errors.New("check failed")
 // the API is reachable over verified TLS, the clock offset against the API's
 // Date header, and that a signed GET /v1/me is accepted. Each check prints one
 // line (✓ passed, ! warning, ✗ failed, - not run) and a fix when it did not
-// pass. It makes two requests (GET /v1/health, GET /v1/me) and places no
-// order. It returns an error wrapping errCheckFailed when a check failed.
+// pass. It makes two requests (GET /v1/health, GET /v1/me), three when the
+// API answers signature_mismatch (GET /v1/me signed over the other path form
+// of KH_SIGNED_PATH), and places no order. It returns an error wrapping errCheckFailed when a check failed.
 func check(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	if len(args) > 0 {
 		return fmt.Errorf("%w: check takes no arguments; it reads the same environment as khproxy", errUsage)
@@ -106,6 +107,7 @@ type checker struct {
 	key        string
 	secretVar  string // KH_SECRET or KH_SECRET_FILE, for advice
 	signer     *signer.Signer
+	signFull   bool // KH_SIGNED_PATH=full
 	transport  *http.Transport
 	clientTime func() time.Time
 }
@@ -140,6 +142,7 @@ func checkConfig(environ []string, r *checkReport) *checker {
 		key:        cfg.Key,
 		secretVar:  secretVar,
 		signer:     &signer.Signer{Key: cfg.Key, Secret: secret},
+		signFull:   cfg.SignedPath == config.SignedPathFull,
 		transport:  proxy.NewTransport(),
 		clientTime: time.Now,
 	}
@@ -290,39 +293,68 @@ func checkClock(r *checkReport, serverDate, localMid time.Time) {
 	}
 }
 
-// me checks that a signed GET /v1/me is accepted, and turns a 401 reason into
-// advice.
-func (c *checker) me(ctx context.Context, r *checkReport) {
+// meAnswer is the part of an answer to GET /v1/me that the check reads: a
+// problem's fields, or the account and key of a 200.
+type meAnswer struct {
+	Type    string `json:"type"`
+	Detail  string `json:"detail"`
+	Reason  string `json:"reason"`
+	Account struct {
+		ID string `json:"id"`
+	} `json:"account"`
+	Key struct {
+		Scopes []string `json:"scopes"`
+	} `json:"key"`
+}
+
+// signedMe sends GET /v1/me signed over the path form full chooses (spec
+// §9.1): /v1/me, or the upstream's whole path. ok is false when it could not
+// be sent; the failure is then reported.
+func (c *checker) signedMe(ctx context.Context, r *checkReport, full bool) (resp *http.Response, p meAnswer, local string, ok bool) {
 	const name = "signed GET /v1/me"
 	req, err := http.NewRequest(http.MethodGet, c.url("/v1/me"), nil)
 	if err != nil {
 		r.fail(name, err.Error(), "check KH_UPSTREAM")
-		return
+		return nil, p, "", false
 	}
-	hs, err := c.signer.Sign(http.MethodGet, "/v1/me", signer.BodyHash(nil), c.clientTime())
+	path := "/v1/me"
+	if full {
+		path = req.URL.RequestURI()
+	}
+	hs, err := c.signer.Sign(http.MethodGet, path, signer.BodyHash(nil), c.clientTime())
 	if err != nil {
 		r.fail(name, err.Error(), "check "+c.secretVar)
-		return
+		return nil, p, "", false
 	}
 	hs.Apply(req.Header)
 	resp, body, local, err := c.do(ctx, req)
 	if err != nil {
 		msg, fix := unreachable(err, c.upstream, c.viaProxy())
 		r.fail(name, msg, fix)
-		return
-	}
-	var p struct {
-		Type    string `json:"type"`
-		Detail  string `json:"detail"`
-		Reason  string `json:"reason"`
-		Account struct {
-			ID string `json:"id"`
-		} `json:"account"`
-		Key struct {
-			Scopes []string `json:"scopes"`
-		} `json:"key"`
+		return nil, p, "", false
 	}
 	_ = json.Unmarshal(body, &p) // the API's shape is not documented; a body that does not parse only leaves fields empty
+	return resp, p, local, true
+}
+
+// signedPathName is the KH_SIGNED_PATH value of a path form.
+func signedPathName(full bool) string {
+	if full {
+		return string(config.SignedPathFull)
+	}
+	return string(config.SignedPathV1)
+}
+
+// me checks that a signed GET /v1/me is accepted, and turns a 401 reason into
+// advice. On signature_mismatch it signs the other path form once (spec §9.1
+// leaves open which one the API verifies) to tell a wrong KH_SIGNED_PATH
+// from a wrong secret.
+func (c *checker) me(ctx context.Context, r *checkReport) {
+	const name = "signed GET /v1/me"
+	resp, p, local, ok := c.signedMe(ctx, r, c.signFull)
+	if !ok {
+		return
+	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 		msg := "accepted"
@@ -334,6 +366,10 @@ func (c *checker) me(ctx context.Context, r *checkReport) {
 		}
 		r.pass(name, msg)
 	case http.StatusUnauthorized:
+		if p.Reason == "signature_mismatch" {
+			c.otherPathForm(ctx, r)
+			return
+		}
 		r.fail(name, fmt.Sprintf("401 %s", orDash(p.Reason)), c.authFix(p.Reason, p.Detail, local))
 	default:
 		msg := fmt.Sprintf("answered %d", resp.StatusCode)
@@ -346,6 +382,36 @@ func (c *checker) me(ctx context.Context, r *checkReport) {
 		}
 		r.fail(name, msg, fix)
 	}
+}
+
+// otherPathForm follows a 401 signature_mismatch: it signs GET /v1/me once
+// over the other path form and says which one the API accepts, or that the
+// secret is wrong when neither is.
+func (c *checker) otherPathForm(ctx context.Context, r *checkReport) {
+	const name = "signed GET /v1/me"
+	mine, other := signedPathName(c.signFull), signedPathName(!c.signFull)
+	resp, p, _, ok := c.signedMe(ctx, r, !c.signFull)
+	if !ok {
+		return
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		r.fail(name, fmt.Sprintf("401 signature_mismatch with KH_SIGNED_PATH=%s; signed over the other path form (KH_SIGNED_PATH=%s) it is accepted", mine, other),
+			fmt.Sprintf("set KH_SIGNED_PATH=%s: the API verifies %s (spec §9.1 leaves it open)", other, pathFormText(!c.signFull)))
+	case resp.StatusCode == http.StatusUnauthorized && p.Reason == "signature_mismatch":
+		r.fail(name, fmt.Sprintf("401 signature_mismatch, with KH_SIGNED_PATH=%s and with %s", mine, other), c.authFix("signature_mismatch", p.Detail, ""))
+	default:
+		r.fail(name, fmt.Sprintf("401 signature_mismatch with KH_SIGNED_PATH=%s; with %s the API answered %d %s", mine, other, resp.StatusCode, orDash(p.Reason)),
+			c.authFix("signature_mismatch", p.Detail, ""))
+	}
+}
+
+// pathFormText says what a path form signs.
+func pathFormText(full bool) string {
+	if full {
+		return "the full path, base path included"
+	}
+	return "the path from /v1 on"
 }
 
 // authFix turns the reason of a 401 auth_failed into advice (spec §1.5).

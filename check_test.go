@@ -24,6 +24,9 @@ type checkCase struct {
 	name     string
 	key      func(k *emulator.Key)                                // what the API knows of the key; nil: the key as configured
 	faults   emulator.Faults                                      // e.g. a clock offset
+	emuPath  string                                               // the emulator's -signed-path ("": v1)
+	signed   string                                               // KH_SIGNED_PATH ("": unset)
+	requests int                                                  // the most requests check may send (0: 2)
 	tls      bool                                                 // serve with a certificate nobody trusts
 	env      func(t testing.TB, upstream, secret string) []string // nil: the good configuration
 	wantFail bool
@@ -40,12 +43,27 @@ func TestCheck(t *testing.T) {
 			`^✓ clock: within [01]s of the API's clock$`,
 			`^✓ signed GET /v1/me: accepted, account acct_default, key scopes: read:billing .*write:orders`,
 		}},
-		{name: "wrong secret", key: func(k *emulator.Key) { k.Secret = "the-current-secret" }, wantFail: true, want: []string{
+		{name: "wrong secret", key: func(k *emulator.Key) { k.Secret = "the-current-secret" }, wantFail: true, requests: 3, want: []string{
 			`^✓ API reachable: `,
-			`^✗ signed GET /v1/me: 401 signature_mismatch$`,
+			`^✗ signed GET /v1/me: 401 signature_mismatch, with KH_SIGNED_PATH=v1 and with full$`,
 			`^    fix: the secret in KH_SECRET is wrong, or the key's secret was rotated`,
 		}},
-		{name: "rotated secret in a file", key: func(k *emulator.Key) { k.Secret = "the-rotated-secret" }, wantFail: true,
+		{name: "wrong secret, full path", signed: "full", emuPath: emulator.SignedPathFull, key: func(k *emulator.Key) { k.Secret = "the-current-secret" }, wantFail: true, requests: 3, want: []string{
+			`^✗ signed GET /v1/me: 401 signature_mismatch, with KH_SIGNED_PATH=full and with v1$`,
+			`^    fix: the secret in KH_SECRET is wrong`,
+		}},
+		{name: "API verifies the full path", emuPath: emulator.SignedPathFull, wantFail: true, requests: 3, want: []string{
+			`^✗ signed GET /v1/me: 401 signature_mismatch with KH_SIGNED_PATH=v1; signed over the other path form \(KH_SIGNED_PATH=full\) it is accepted$`,
+			`^    fix: set KH_SIGNED_PATH=full: the API verifies the full path, base path included`,
+		}},
+		{name: "API verifies /v1 but full is set", signed: "full", wantFail: true, requests: 3, want: []string{
+			`^✗ signed GET /v1/me: 401 signature_mismatch with KH_SIGNED_PATH=full; signed over the other path form \(KH_SIGNED_PATH=v1\) it is accepted$`,
+			`^    fix: set KH_SIGNED_PATH=v1: the API verifies the path from /v1 on`,
+		}},
+		{name: "full path on both sides", signed: "full", emuPath: emulator.SignedPathFull, want: []string{
+			`^✓ signed GET /v1/me: accepted`,
+		}},
+		{name: "rotated secret in a file", key: func(k *emulator.Key) { k.Secret = "the-rotated-secret" }, wantFail: true, requests: 3,
 			env: func(t testing.TB, upstream, secret string) []string {
 				path := filepath.Join(t.TempDir(), "secret")
 				if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
@@ -55,7 +73,7 @@ func TestCheck(t *testing.T) {
 			},
 			want: []string{
 				`^✓ configuration: key kh_live_\w+, secret from KH_SECRET_FILE /`,
-				`^✗ signed GET /v1/me: 401 signature_mismatch$`,
+				`^✗ signed GET /v1/me: 401 signature_mismatch, with KH_SIGNED_PATH=v1 and with full$`,
 				`^    fix: the secret in KH_SECRET_FILE is wrong, or the key's secret was rotated`,
 			}},
 		{name: "revoked key", key: func(k *emulator.Key) { k.Locked = true }, wantFail: true, want: []string{
@@ -134,6 +152,7 @@ func testCheck(t *testing.T, tt checkCase) {
 			tt.key(&o.Keys[0])
 		}
 		o.Faults = tt.faults
+		o.SignedPath = tt.emuPath
 	})
 	srv := httptest.NewUnstartedServer(emu)
 	if tt.tls {
@@ -149,6 +168,9 @@ func testCheck(t *testing.T, tt checkCase) {
 		env = tt.env(t, upstream, secret)
 	}
 	env = append(env, "KH_KEY="+key)
+	if tt.signed != "" {
+		env = append(env, "KH_SIGNED_PATH="+tt.signed)
+	}
 	var out strings.Builder
 	err := run(context.Background(), []string{"check"}, env, &out, io.Discard)
 	if got := err != nil; got != tt.wantFail {
@@ -170,8 +192,9 @@ func testCheck(t *testing.T, tt checkCase) {
 	for _, n := range emu.Requests() {
 		reqs += n
 	}
-	if reqs > 2 || emu.OrderCount() != 0 {
-		t.Errorf("check sent %d requests (%v) and placed %d orders; want at most 2 and none", reqs, emu.Requests(), emu.OrderCount())
+	most := max(tt.requests, 2)
+	if reqs > most || emu.OrderCount() != 0 {
+		t.Errorf("check sent %d requests (%v) and placed %d orders; want at most %d and none", reqs, emu.Requests(), emu.OrderCount(), most)
 	}
 }
 
@@ -236,12 +259,20 @@ func TestCheckRefusesArguments(t *testing.T) {
 // export lines of its banner as the whole environment, as a user's eval
 // would, and runs `khproxy check`: it passes, so the banner's KH_UPSTREAM is
 // one khproxy accepts.
+// With -signed-path full the banner's exports include KH_SIGNED_PATH=full.
 func TestCheckWithTheEmulatorsExports(t *testing.T) {
+	for _, mode := range []string{"v1", "full"} {
+		t.Run(mode, func(t *testing.T) { testCheckWithExports(t, "-signed-path", mode) })
+	}
+}
+
+func testCheckWithExports(t *testing.T, flags ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	banner := &testutil.SyncBuffer{}
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"emulator", "-listen", "127.0.0.1:0"}, nil, banner, io.Discard) }()
+	args := append([]string{"emulator", "-listen", "127.0.0.1:0"}, flags...)
+	go func() { errc <- run(ctx, args, nil, banner, io.Discard) }()
 	testutil.WaitFor(t, "the emulator's KH_UPSTREAM line", func() bool { return strings.Contains(banner.String(), "export KH_UPSTREAM=") })
 	var env []string
 	for line := range strings.SplitSeq(banner.String(), "\n") {

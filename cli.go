@@ -23,16 +23,23 @@ Usage:
   khproxy demo       run the proxy in front of a built-in API emulator:
                      no credentials needed; its webhooks are printed
                      (KH_LISTEN, KH_ADMIN_LISTEN, KH_WEBHOOK_LISTEN,
-                     KH_WEBHOOK_FORWARD, KH_LOG_* apply)
+                     KH_WEBHOOK_FORWARD, KH_EMULATOR_LISTEN, KH_LOG_* apply)
   khproxy emulator   run the API emulator alone (khproxy emulator -h)
   khproxy check      check the configuration, secret, network, TLS, clock and
-                     key against the API (two requests, no order placed)
+                     key against the API (two or three requests, no order)
   khproxy version    print the version
   khproxy -h         show this help
 
 Environment:
 `)
-	for _, v := range config.Vars() {
+	printVars(w, config.Vars())
+	fmt.Fprint(w, "\nEnvironment of khproxy demo, besides the above:\n")
+	printVars(w, config.DemoVars())
+}
+
+// printVars prints each variable with its default and meaning.
+func printVars(w io.Writer, vars []config.Var) {
+	for _, v := range vars {
 		def := ""
 		if v.Default != "" {
 			def = " (default " + v.Default + ")"

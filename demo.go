@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
+	"khproxy/config"
 	"khproxy/emulator"
 	"khproxy/internal/httpserve"
 )
@@ -18,13 +20,19 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	if len(args) > 0 {
 		return fmt.Errorf("%w: demo takes no arguments; set KH_LISTEN to move it", errUsage)
 	}
+	dc, err := config.LoadDemo(environ)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	// A throwaway key of this run's emulator, never the user's own: the
+	// banner prints its secret.
 	key, secret, err := emulator.NewCredentials()
 	if err != nil {
 		return fmt.Errorf("demo: credentials: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", dc.EmulatorListen)
 	if err != nil {
-		return fmt.Errorf("demo: emulator listener: %w", err)
+		return fmt.Errorf("demo: emulator listener (KH_EMULATOR_LISTEN=%s): %w", dc.EmulatorListen, err)
 	}
 	upstream := "http://" + ln.Addr().String() + emulator.DefaultBasePath
 	hooks, err := newDemoWebhooks(environ, stdout)
@@ -52,11 +60,19 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		hooks.close()
 		return err
 	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		log.Warn("the demo's emulator listens on a non-loopback address: anyone who reaches it can use its unauthenticated control endpoint", "var", "KH_EMULATOR_LISTEN", "addr", ln.Addr().String())
+	}
 	// A new real key is read-only (spec §4.2); the demo asks for every
 	// scope so that every suggested command works, and its banner says so.
+	// Orders go through the emulator's lifecycle with its command line's
+	// short delays, so that pending, paid, provisioning and active show.
 	opts := emulator.Options{
-		Keys:   []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
-		Logger: log.With("component", "emulator"),
+		Keys:           []emulator.Key{{ID: key, Secret: secret, Scopes: emulator.AllScopes()}},
+		Lifecycle:      demoLifecycle,
+		SignedPath:     string(cfg.SignedPath), // the form the proxy signs (KH_SIGNED_PATH)
+		WebhookRetries: demoRetries,
+		Logger:         log.With("component", "emulator"),
 	}
 	hooks.emulatorOptions(&opts, cfg.WebhookSignatureHeader)
 	emu, err := emulator.New(opts)
@@ -78,16 +94,45 @@ func demo(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	}()
 
 	err = serve(ctx, cfg, log, func(l listening) {
-		banner(stdout, l.proxy, upstream, hooks.start(l, upstream, key, secret, cfg, log))
+		banner(stdout, demoInfo{proxy: l.proxy, emulator: ln.Addr().String(), upstream: upstream, key: key, secret: secret,
+			retries: demoRetries, fullPath: cfg.SignedPath == config.SignedPathFull}, hooks.start(l, upstream, key, secret, cfg, log))
 	})
 	stopEmu()
 	return errors.Join(err, <-emuDone)
 }
 
+// demoLifecycle is the demo emulator's timing: the defaults of `khproxy
+// emulator`, which are the emulator's choice, not the API's (the spec
+// documents no timings).
+var demoLifecycle = emulator.Lifecycle{
+	PaymentDelay:   emulator.DefaultPaymentDelay,
+	ProvisionDelay: emulator.DefaultProvisionDelay,
+	ActionDelay:    emulator.DefaultActionDelay,
+}
+
+// demoRetries are the waits before each retry of a failed webhook delivery
+// in the demo: short, for a local receiver (khproxy emulator's default is
+// a production-like schedule of hours).
+var demoRetries = emulator.FastWebhookRetries()
+
+// demoInfo is what the banner tells: the addresses and the demo's throwaway
+// credentials.
+type demoInfo struct {
+	proxy, emulator, upstream string
+	key, secret               string
+	retries                   []time.Duration
+	fullPath                  bool // KH_SIGNED_PATH=full: the emulator verifies the full path too
+}
+
 // banner tells what runs where and what to try; webhooks is its paragraph
 // on webhooks.
-func banner(w io.Writer, addr, upstream, webhooks string) {
-	base := "http://" + addr
+func banner(w io.Writer, d demoInfo, webhooks string) {
+	base := "http://" + d.proxy
+	l := demoLifecycle
+	signedPath := ""
+	if d.fullPath {
+		signedPath = "  export KH_SIGNED_PATH=full\n"
+	}
 	fmt.Fprintf(w, `
 khproxy demo: the signing proxy listens on %[1]s, in front of a local
 KernelHost API emulator at %[2]s with a key generated for this run.
@@ -99,10 +144,47 @@ signs it. Try:
   curl -s -X POST %[1]s/v1/orders -H 'Content-Type: application/json' \
        -d '{"product_id":42,"billing_cycle":"monthly"}' -D -
   curl -s %[1]s/v1/orders/1001
+  curl -s %[1]s/v1/services/5001
   curl -s %[1]s/v1/billing/balance
   curl -s %[1]s/v1/billing/invoices/9001/pdf -o invoice.pdf
 
-%[3]sCtrl-C stops it.
+Timings are the emulator's, not the API's (the API documents none): an
+order is answered 201 "pending"; %[3]s later it is "paid" (order.paid,
+invoice.created) and its service 5001 is "provisioning"; %[4]s after that
+the service is "active" (service.provisioned). start, stop, reboot and
+reinstall answer 202 "pending" and complete after %[5]s. A failed webhook
+delivery is retried after %[6]s.
 
-`, base, upstream, webhooks)
+To sign requests yourself or run khproxy check against this emulator,
+use this run's throwaway emulator key (its secret is printed because it
+is worthless outside this run; never print a real one):
+
+  export KH_KEY=%[7]s
+  export KH_SECRET=%[8]s
+  export KH_UPSTREAM=%[9]s
+%[12]s  khproxy check        # or: go run . check
+
+The emulator's control endpoint (faults, keys, lifecycle; see the README),
+on the emulator's address (KH_EMULATOR_LISTEN sets it):
+%[10]s
+
+%[11]sCtrl-C stops it.
+
+`, base, d.upstream, l.PaymentDelay, l.ProvisionDelay, l.ActionDelay, joinDurations(d.retries),
+		d.key, d.secret, d.upstream, "http://"+d.emulator+emulator.ControlPath, webhooks, signedPath)
+}
+
+// joinDurations writes waits as "100ms, 300ms and 1s".
+func joinDurations(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "no wait (one attempt only)"
+	}
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = d.String()
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }

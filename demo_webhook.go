@@ -98,8 +98,10 @@ func (d *demoWebhooks) servers() []httpserve.Server {
 }
 
 // register points the demo key's webhook URL at khproxy's webhook listener
-// (addr), with a signed PUT /v1/webhooks straight to the emulator at api.
-func (d *demoWebhooks) register(api, key, secret, addr string) (string, error) {
+// (addr), with a signed PUT /v1/webhooks straight to the emulator at api;
+// full signs the whole request path (KH_SIGNED_PATH=full), as the demo's
+// emulator then verifies it.
+func (d *demoWebhooks) register(api, key, secret, addr string, full bool) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", err
@@ -112,12 +114,16 @@ func (d *demoWebhooks) register(api, key, secret, addr string) (string, error) {
 	hookURL := "http://" + target + "/kernelhost"
 
 	body, _ := json.Marshal(map[string]string{"url": hookURL})
-	s := &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)}
-	hs, err := s.Sign(http.MethodPut, "/v1/webhooks", signer.BodyHash(body), time.Now())
+	req, err := http.NewRequest(http.MethodPut, api+"/v1/webhooks", strings.NewReader(string(body)))
 	if err != nil {
 		return "", err
 	}
-	req, err := http.NewRequest(http.MethodPut, api+"/v1/webhooks", strings.NewReader(string(body)))
+	path := "/v1/webhooks"
+	if full {
+		path = req.URL.RequestURI()
+	}
+	s := &signer.Signer{Key: key, Secret: signer.StaticSecret(secret)}
+	hs, err := s.Sign(http.MethodPut, path, signer.BodyHash(body), time.Now())
 	if err != nil {
 		return "", err
 	}
@@ -183,7 +189,7 @@ func eventLine(body []byte) string {
 // listens, and returns the banner's paragraph on webhooks. A failure is
 // logged and the demo goes on without webhooks.
 func (d *demoWebhooks) start(l listening, api, key, secret string, cfg config.Config, log *slog.Logger) string {
-	hookURL, err := d.register(api, key, secret, l.webhook)
+	hookURL, err := d.register(api, key, secret, l.webhook, cfg.SignedPath == config.SignedPathFull)
 	if err != nil {
 		log.Error("demo: webhooks off: could not register khproxy's webhook URL with the emulator", "error", err)
 		return "Webhooks are off: the emulator did not take khproxy's webhook URL (see the log).\n\n"

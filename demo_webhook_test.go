@@ -14,8 +14,9 @@ import (
 	"khproxy/internal/testutil"
 )
 
-// startDemo runs `khproxy demo` with env added and returns the proxy's base
-// URL, its output and a stop function that checks it ends cleanly.
+// startDemo runs `khproxy demo` with env added and returns, once its banner
+// is out, the proxy's base URL, its output and a stop function that checks
+// it ends cleanly.
 func startDemo(t *testing.T, env ...string) (string, *testutil.SyncBuffer, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -24,6 +25,8 @@ func startDemo(t *testing.T, env ...string) (string, *testutil.SyncBuffer, func(
 	env = append([]string{"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json"}, env...)
 	go func() { errc <- run(ctx, []string{"demo"}, env, stdout, stderr) }()
 	addr := waitListening(t, stderr, errc)
+	// The banner follows the log line that waitListening reads.
+	testutil.WaitFor(t, "the banner", func() bool { return strings.Contains(stdout.String(), "Ctrl-C stops it.") })
 	stop := func() {
 		t.Helper()
 		cancel()

@@ -38,7 +38,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, nil, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range config.Vars() {
+	for _, v := range append(config.Vars(), config.DemoVars()...) {
 		if !strings.Contains(out.String(), v.Name) || !strings.Contains(out.String(), v.Help) {
 			t.Errorf("help lacks %s or its meaning", v.Name)
 		}

@@ -157,6 +157,7 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 		Upstream:            cfg.Upstream,
 		UpstreamCAs:         cfg.UpstreamCAs,
 		Signer:              &signer.Signer{Key: cfg.Key, Secret: secret},
+		SignFullPath:        cfg.SignedPath == config.SignedPathFull,
 		MaxBodyBytes:        cfg.MaxBodyBytes,
 		UpstreamTimeout:     cfg.UpstreamTimeout,
 		IdempotentRoutes:    routes,

@@ -46,6 +46,7 @@ type Config struct {
 	RetryMax          int                 `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`
 	RetryBudget       time.Duration       `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
 	IdempotencyWindow time.Duration       `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
+	SignedPath        SignedPath          `env:"KH_SIGNED_PATH" envDefault:"v1" help:"Which PATH is signed (spec §9.1 leaves it open): v1 signs /v1/... as every example of the docs does; full signs the upstream's whole path, KH_UPSTREAM's path plus /v1/.... khproxy check says which one the API accepts."`
 
 	Safety
 	RateLimiting
@@ -145,6 +146,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateCredentials(&v)
 	c.validateNetwork(&v)
 	c.validateUpstreamPath(&v)
+	c.validateSignedPath(&v)
 	c.validateLimits(&v)
 	c.validateSafety(&v)
 	c.RateLimiting.validate(&v)

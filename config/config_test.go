@@ -48,6 +48,7 @@ func TestLoadDefaults(t *testing.T) {
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
+		SignedPath:        config.SignedPathV1,
 		Safety: config.Safety{
 			MaxInflightBytes:    2 << 20,
 			MaxInflightWait:     5 * time.Second,
@@ -98,6 +99,9 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"log level", environ("KH_LOG_LEVEL", "verbose"), "KH_LOG_LEVEL"},
 		{"log level offset", environ("KH_LOG_LEVEL", "info+2"), "KH_LOG_LEVEL"},
 		{"log format", environ("KH_LOG_FORMAT", "xml"), "KH_LOG_FORMAT"},
+		{"signed path unknown", environ("KH_SIGNED_PATH", "prefix"), "KH_SIGNED_PATH"},
+		{"signed path uppercase", environ("KH_SIGNED_PATH", "FULL"), "KH_SIGNED_PATH"},
+		{"signed path empty", environ("KH_SIGNED_PATH", ""), "KH_SIGNED_PATH"},
 		{"webhook listen set but empty", webhookEnv("KH_WEBHOOK_LISTEN", ""), "KH_WEBHOOK_LISTEN"},
 		{"webhook listen without port", webhookEnv("KH_WEBHOOK_LISTEN", "0.0.0.0"), "KH_WEBHOOK_LISTEN"},
 		{"webhook listen on KH_LISTEN's port", webhookEnv("KH_LISTEN", "127.0.0.1:8080", "KH_WEBHOOK_LISTEN", ":8080"), "KH_WEBHOOK_LISTEN"},

@@ -48,3 +48,27 @@ func withPath(u *url.URL, path string) string {
 	c.Path, c.RawPath = path, ""
 	return c.Redacted()
 }
+
+// SignedPath is KH_SIGNED_PATH: which form of the request path khproxy signs
+// (spec §1.2 and §9.1: the prose says "the full request path", every example
+// signs /v1/...). It is SignedPathV1 or SignedPathFull.
+type SignedPath string
+
+// The values of KH_SIGNED_PATH.
+const (
+	// SignedPathV1 signs the path from /v1 on, as every example of the
+	// API's docs does: /v1/orders.
+	SignedPathV1 SignedPath = "v1"
+	// SignedPathFull signs the upstream request's whole path, KH_UPSTREAM's
+	// path followed by /v1/...: /cp/kh_reseller_api/v1/orders.
+	SignedPathFull SignedPath = "full"
+)
+
+// validateSignedPath judges KH_SIGNED_PATH.
+func (c *Config) validateSignedPath(v *validation) {
+	switch c.SignedPath {
+	case SignedPathV1, SignedPathFull:
+	default:
+		v.fail("KH_SIGNED_PATH", "must be v1 (sign /v1/..., as the docs' examples do) or full (sign KH_UPSTREAM's path plus /v1/...), got %q", string(c.SignedPath))
+	}
+}

@@ -37,7 +37,7 @@ func parseMoney(s string) (int64, error) {
 // retries), unlike the Go API's zero values; see the package doc.
 type cliFlags struct {
 	listen, key, secret, scopes, allowIP, basePath, balance string
-	hookSecret, hookHeader, hookRetries, card               string
+	hookSecret, hookHeader, hookRetries, card, signedPath   string
 	perMinute, burst, perDay                                int
 	noLimit, insecure, noControl                            bool
 	faults                                                  Faults
@@ -51,6 +51,7 @@ func (c *cliFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.scopes, "scopes", "read-only", "the key's scopes: read-only (a new key, spec §4.2), all, none, or a list such as read:products,write:orders")
 	fs.StringVar(&c.allowIP, "allow-ip", "", "the key's IP whitelist, CIDRs or addresses, comma-separated (empty: any); others get 401 ip_not_allowed")
 	fs.StringVar(&c.basePath, "base-path", DefaultBasePath, `path prefix before /v1 ("/" for none)`)
+	fs.StringVar(&c.signedPath, "signed-path", SignedPathV1, "which path the signature covers (spec §9.1 leaves it open): v1 (/v1/..., as the docs' examples sign) or full (the base path plus /v1/...; khproxy: KH_SIGNED_PATH=full)")
 	fs.IntVar(&c.perMinute, "rate-per-minute", DefaultRatePerMinute, "per-key requests per minute (0: the default; see -no-rate-limit)")
 	fs.IntVar(&c.burst, "burst", DefaultBurst, "per-key burst (0: the default)")
 	fs.IntVar(&c.perDay, "rate-per-day", DefaultRatePerDay, "per-key requests per day (0: the default)")
@@ -104,6 +105,7 @@ func (c *cliFlags) options(logger *slog.Logger) (Options, error) {
 	return Options{
 		Keys:                  []Key{{ID: c.key, Secret: c.secret, Scopes: scopes, AllowIPs: allow}},
 		BasePath:              c.basePath,
+		SignedPath:            c.signedPath,
 		RateLimit:             RateLimit{Disabled: c.noLimit, PerMinute: c.perMinute, Burst: c.burst, PerDay: c.perDay},
 		InitialBalance:        bal,
 		Card:                  card,
@@ -128,6 +130,9 @@ func (c *cliFlags) banner(w io.Writer, emu *Emulator, addr string, generated boo
 		fmt.Fprintf(w, "export KH_WEBHOOK_SECRET=%s\n", emu.WebhookSecret())
 	}
 	fmt.Fprintf(w, "listening on http://%s\nexport KH_UPSTREAM=http://%s%s  # for khproxy in front of it\n", addr, addr, emu.BasePath())
+	if c.signedPath == SignedPathFull {
+		fmt.Fprintf(w, "export KH_SIGNED_PATH=full  # -signed-path full: signatures cover %s/v1/..., not /v1/...\n", emu.BasePath())
+	}
 	k, _ := emu.auth.Get(c.key)
 	scopes := k.Scopes
 	note := ""

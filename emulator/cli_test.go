@@ -104,6 +104,7 @@ func TestRunFlags(t *testing.T) {
 		{"bad scope", []string{"-scopes", "read:everything"}, nil, "scope"},
 		{"bad listen", []string{"-listen", "256.0.0.1:99999"}, getenv, "listen"},
 		{"bad base path", []string{"-base-path", "nope/"}, getenv, "base path"},
+		{"bad signed path", []string{"-signed-path", "prefix"}, getenv, "signed path"},
 		{"unknown scope list", []string{"-scopes", "read:products,write:everything"}, getenv, "-scopes"},
 		{"bad allow-ip", []string{"-allow-ip", "10.0.0.0/99"}, getenv, "-allow-ip"},
 		{"bad card", []string{"-card", "gold"}, getenv, "-card"},

@@ -30,6 +30,8 @@ import (
 //	PUT  /__emulator/lifecycle                  replace it
 //	POST /__emulator/advance                    run every waiting lifecycle step
 //	POST /__emulator/reset                      back to the initial state (Emulator.Reset)
+//	POST /__emulator/keys                       new key {"account","scopes","allow_ips"} -> 201 {"id","secret",...}
+//	PUT  /__emulator/accounts/{id}              {"client_not_found":true}: orders get 402 client_not_found
 //	POST /__emulator/keys/{id}/lock             lock the key (401 unknown_or_locked_key)
 //	POST /__emulator/keys/{id}/unlock           unlock it
 //	POST /__emulator/keys/{id}/rotate-secret    new secret ({"secret":"..."} or generated)
@@ -82,9 +84,14 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, problem.Details{Type: ControlProblemType, Status: ce.status, Detail: ce.detail})
 		return
 	}
+	status := http.StatusOK
+	if c, ok := v.(created); ok {
+		v, status = c.v, http.StatusCreated
+	}
 	out, _ := json.Marshal(v) // plain maps and slices
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)+1))
+	w.WriteHeader(status)
 	_, _ = w.Write(append(out, '\n'))
 }
 
@@ -108,6 +115,8 @@ var controlRoutes = []controlRoute{
 		e.Reset()
 		return map[string]bool{"reset": true}, nil
 	}},
+	{"POST", "keys", (*Emulator).controlNewKey},
+	{"PUT", "accounts/{id}", (*Emulator).controlAccount},
 	{"POST", "keys/{id}/lock", func(e *Emulator, id string, _ []byte) (any, *controlError) {
 		return e.controlKey(id, e.LockKey(id, true))
 	}},
@@ -296,21 +305,9 @@ func (e *Emulator) controlScopes(id string, body []byte) (any, *controlError) {
 	if ce := decodeControl(body, &j); ce != nil {
 		return nil, ce
 	}
-	var list []string
-	var one string
-	switch {
-	case json.Unmarshal(j.Scopes, &one) == nil:
-	case json.Unmarshal(j.Scopes, &list) == nil && list != nil:
-		one = strings.Join(list, ",")
-		if len(list) == 0 {
-			one = "none"
-		}
-	default:
-		return nil, badControl(`scopes: want a string ("all", "read-only", "none", "read:products,...") or a list of scope names`)
-	}
-	scopes, err := ParseScopes(one)
-	if err != nil {
-		return nil, badControl("scopes: %v", err)
+	scopes, ce := scopesFromJSON(j.Scopes)
+	if ce != nil {
+		return nil, ce
 	}
 	return e.controlKey(id, e.SetScopes(id, scopes))
 }
@@ -381,9 +378,7 @@ func (e *Emulator) controlState() map[string]any {
 	}
 	accounts := make([]map[string]any, 0, len(e.accounts))
 	for _, id := range slices.Sorted(maps.Keys(e.accounts)) {
-		a := e.accounts[id]
-		accounts = append(accounts, map[string]any{"id": a.id, "balance": money(a.balance),
-			"currency": e.currency, "card": string(a.card)})
+		accounts = append(accounts, e.accountView(e.accounts[id]))
 	}
 	orders := len(e.orders)
 	e.mu.Unlock()

@@ -64,7 +64,7 @@ func TestControlFaults(t *testing.T) {
 		t.Errorf("GET faults: %v", got)
 	}
 	resp, body := env.do(t, rq{path: "/v1/health", unsigned: true})
-	wantProblem(t, resp, body, http.StatusServiceUnavailable, codeInternal, "injected_fault")
+	wantProblem(t, resp, body, http.StatusServiceUnavailable, codeInjected, "")
 	if f := env.emu.Faults(); f.FailCount != 0 {
 		t.Errorf("FailCount after one request: %d", f.FailCount)
 	}

@@ -9,76 +9,20 @@
 //
 // It is not the real API, and says so: every answer, and every webhook
 // request it sends, carries "X-KH-Emulator: 1" (HeaderEmulator), so that a
-// log or a recorded response never passes for the real thing. Where the
-// spec is silent the emulator had to choose; the table below says which
-// behaviours come from the spec and which are the emulator's choice. Code
-// written against an "emulator's choice" row must be checked against the
-// real API.
+// log or a recorded response never passes for the real thing. An error whose
+// type or reason the spec does not document says so in its body: a field
+// "emulator" naming the invention, and for an invented type a "type" under
+// EmulatorErrorTypeBase instead of the API's namespace.
 //
 // # Provenance
 //
-//	Behaviour                                                          Source
-//	------------------------------------------------------------------ --------------------------------
-//	Base path /cp/kh_reseller_api; signed PATH starts at /v1           spec §0, §1.2 (examples)
-//	KH-Key/-Timestamp/-Nonce/-Signature formats, ±300 s, nonce 600 s   spec §1.1, §1.3
-//	Signing string, lowercase hex, SHA-256 of the raw body             spec §1.2
-//	GET /v1/health unsigned                                            spec §1.4
-//	401 auth_failed and its ten reasons                                spec §1.5, §6
-//	Order in which the auth checks run                                 emulator's choice (spec §7.12)
-//	Rotated secret fails at once, no grace period                      spec §1.5
-//	IP whitelist (CIDR, v4/v6) -> 401 ip_not_allowed                   spec §4.4
-//	  ... checked after the signature, before the nonce                emulator's choice
-//	Idempotency-Key on POST /v1/orders and .../actions, format, 24 h,  spec §2
-//	  same key + other body -> 409 idempotency_conflict
-//	Idempotency per API key; missing key 400; in-progress 409 reason   emulator's choice (spec §2)
-//	  request_in_progress; 5xx not stored; Idempotent-Replayed header
-//	Scope names, 403 forbidden_scope / missing_scope                   spec §4.2, §5
-//	A new key is read-only (Key.Scopes nil, CLI default)               spec §4.2
-//	  ... read-only excludes the sensitive read:credentials            spec §4.2 (reading)
-//	Rate limits 60/min burst 20, 5000/day, 600/min per IP; 429 +       spec §4.3
-//	  Retry-After; X-RateLimit-Remaining and -Reset present
-//	X-RateLimit-Reset as delta seconds; which answers carry them       emulator's choice (spec §4.3)
-//	The 15 endpoints, their methods and scopes                         spec §5
-//	405 method_not_allowed with Allow; HEAD on GET routes              emulator's choice
-//	Problem+JSON fields; type URI .../reseller-api/errors/<code>       spec §6, §9.5
-//	errors[] element {"field","message"}                               emulator's choice (spec §6)
-//	503 capacity_exceeded; reason injected_fault; 409 reasons          emulator's choice
-//	X-Request-Id on every answer, repeated as request_id               spec §0
-//	  ... a ULID (26 Crockford base32 characters)                      spec §0 (example looks like one)
-//	Date header from the emulator clock                                emulator's choice (HTTP)
-//	X-KH-Emulator: 1; the control endpoint /__emulator/                emulator only
-//	Credit first, then the card; 402 payment_required reasons          spec §0, §6
-//	  insufficient_credit_and_no_card, card_declined, card_expired
-//	The card pays the whole amount (no split); credit reserved when    emulator's choice
-//	  the order is accepted
-//	Order status pending -> paid | payment_failed, failure_reason      emulator's choice
-//	Service status provisioning -> active; power_state                 emulator's choice
-//	The seven actions, unsuspend included                              spec §5 (endpoints page)
-//	Action body {"action","os"}; which transitions are allowed         emulator's choice (spec §5)
-//	Slow actions answer 202 pending; the action answer                 emulator's choice
-//	  {id,action,status,service_id,requested_at,completed_at,service}
-//	Response bodies: product, order, service, credentials, /v1/me,     emulator's choice (spec §5)
-//	  balance, invoice, health; Location; pdf_url
-//	The order's config object; billing cycles monthly, quarterly,      emulator's choice (spec §5:
-//	  annually                                                           only "monthly" in an example)
-//	Catalog (products 7, 42, 108, 230, 301), prices, EUR, decimal      emulator's choice
-//	  strings for money
-//	Pagination page/per_page, {"data","pagination"} envelope           emulator's choice (spec §5)
-//	Invoice PDF is application/pdf                                     spec §5, §9.4
-//	Other accounts' resources are 404 not_found                        spec §4.5
-//	Credentials reads are audit-logged                                 spec §4.2 (the log line is ours)
-//	One webhook URL per key; GET/PUT /v1/webhooks; https and public    spec §3
-//	  addresses only
-//	PUT /v1/webhooks body {"url":...}, null or "" clears               emulator's choice (spec §3)
-//	Webhook signature "t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>"    spec §3 ("Stripe-compatible");
-//	                                                                     the exact format is Stripe's,
-//	                                                                     unconfirmed
-//	Webhook header KH-Webhook-Signature; a separate whsec_ secret      emulator's choice (spec §3, §9.9)
-//	Webhook envelope {"id","type","created","data"}                    emulator's choice (spec §3)
-//	Events order.paid, service.provisioned, invoice.created            spec §3
-//	Events order.payment_failed, service.action_completed              emulator's choice
-//	Retry schedule, any 2xx is success, per-endpoint delivery,         emulator's choice (spec §3)
-//	  deliberate duplicates
+// Where the spec is silent the emulator had to choose. The README's section
+// "What comes from the spec, and what the emulator chose" lists every
+// behaviour, status, reason, type, header and field with its source (the
+// spec's section, or "emulator's choice") and what the emulator does; code
+// written against an "emulator's choice" row must be checked against the
+// real API. TestProvenanceListsEveryReason fails when the emulator can
+// answer with a reason or error code that table does not name.
 //
 // # Request pipeline
 //
@@ -104,7 +48,9 @@
 //     only after the signature verified and the address was allowed, so
 //     refused requests burn no nonces; nonces are per key and remembered
 //     600 s. The signed PATH is the raw request-target (r.RequestURI)
-//     after BasePath, query included, never a re-encoded URL.
+//     after BasePath (with Options.SignedPath "full", the whole
+//     request-target, BasePath included), query included, never a
+//     re-encoded URL.
 //  6. Per-key token buckets: 429 rate_limited, reason key_rate_limit.
 //  7. Routing on the raw path: unknown path 404 not_found; known path with
 //     another method 405 method_not_allowed with an Allow header. HEAD is
@@ -153,6 +99,13 @@
 //
 //   - A card on file that declines or has expired: Options.Card, SetCard,
 //     -card, PUT /__emulator/card.
+//   - More keys and accounts (tenant isolation, per-key nonces and
+//     idempotency, webhook fan-out): Options.Keys, NewKey, SetKey,
+//     POST /__emulator/keys.
+//   - The 402 reason client_not_found: SetClientNotFound,
+//     PUT /__emulator/accounts/{id} {"client_not_found":true}.
+//   - The other form of the signed PATH (spec §9.1): Options.SignedPath,
+//     -signed-path full.
 //   - A key locked at run time: LockKey, POST /__emulator/keys/{id}/lock.
 //   - A secret rotated at run time, the old one failing at once:
 //     RotateSecret, POST /__emulator/keys/{id}/rotate-secret.
@@ -212,15 +165,19 @@
 //	Control endpoint   on                             on
 //
 // Tests that need everything to succeed at once pass AllScopes and leave
-// Lifecycle zero; "khproxy demo" does the same and says so in its banner.
+// Lifecycle zero. "khproxy demo" passes AllScopes with the command line's
+// lifecycle delays and FastWebhookRetries, and says so in its banner.
 //
 // # Other choices where the spec is silent
 //
 // Errors: besides the documented codes the emulator uses method_not_allowed
 // (405) and capacity_exceeded (503, an emulator cap was hit and nothing was
-// done; Retry-After when temporary). Injected 5xx use internal_error with
-// the injected status and reason injected_fault. 409 conflicts carry reason
-// body_mismatch or request_in_progress.
+// done; Retry-After when temporary), typed under EmulatorErrorTypeBase.
+// Injected 5xx are type injected_fault (under EmulatorErrorTypeBase, never
+// the API's internal_error) with the injected status; an injected 429 is
+// rate_limited with reason injected_fault. 409 conflicts carry reason
+// body_mismatch or request_in_progress. Every reason the spec does not name
+// is marked in the body's "emulator" field.
 //
 // Idempotency: keys are scoped per API key; the fingerprint is method,
 // endpoint (with the service id) and the SHA-256 of the body, so the same
@@ -232,10 +189,10 @@
 // Handler answers with status < 500 (2xx and 4xx business outcomes such as
 // 400, 402, 404) are stored for 24 h after the first request; 5xx answers
 // are not stored and release the key, so a retry runs again. A replay
-// returns the stored status, body (byte-identical, so a problem body keeps
-// the original request_id) and Content-Type/Location, with a fresh
-// X-Request-Id header, fresh rate-limit headers and "Idempotent-Replayed:
-// true". Replays are not committed writes (no DropAfterCommit).
+// returns the stored status, body and Content-Type/Location, with a fresh
+// X-Request-Id header (a problem body's request_id becomes the same fresh
+// id, the rest stays byte for byte: spec §0 has one id per answer), fresh
+// rate-limit headers and "Idempotent-Replayed: true". Replays are not committed writes (no DropAfterCommit).
 //
 // Rate limits: per key a minute bucket (PerMinute refill, Burst size) and
 // a day bucket (PerDay size, refilling evenly over 24 h); per IP a bucket

@@ -77,6 +77,12 @@ type Options struct {
 	// Card is every account's initial card on file ("": CardNone, so an
 	// order above the balance is 402 insufficient_credit_and_no_card).
 	Card Card
+	// SignedPath is which form of the request path the emulator verifies
+	// signatures over (spec §9.1 leaves it open): SignedPathV1 ("" or
+	// "v1"), the path from /v1 on as every example of the docs signs it,
+	// or SignedPathFull ("full"), the whole request-target, base path
+	// included.
+	SignedPath string
 	// NoControl turns off the control endpoint under ControlPath (it is
 	// on by default; see Emulator.ServeHTTP).
 	NoControl bool
@@ -102,6 +108,7 @@ type Emulator struct {
 	initial     Options // what Reset returns to (keys cloned)
 	initialCard Card
 	noControl   bool
+	signFull    bool // Options.SignedPath is SignedPathFull
 
 	mu          sync.Mutex        // guards everything below up to faultMu
 	epoch       int64             // bumped by Reset; lifecycle steps of another epoch do nothing
@@ -147,6 +154,7 @@ func New(opts Options) (*Emulator, error) {
 		initialBalance: o.InitialBalance,
 		initialCard:    o.Card,
 		noControl:      o.NoControl,
+		signFull:       o.SignedPath == SignedPathFull,
 		rateCfg:        rl,
 		maxBody:        1 << 20,
 		maxOrders:      10000,
@@ -198,6 +206,11 @@ func (opts Options) withDefaults() (o Options, base string, rl RateLimit, err er
 	}
 	if o.Card, err = ParseCard(string(o.Card)); err != nil {
 		return o, "", rl, err
+	}
+	switch o.SignedPath {
+	case "", SignedPathV1, SignedPathFull:
+	default:
+		return o, "", rl, fmt.Errorf("emulator: signed path %q must be %s or %s", o.SignedPath, SignedPathV1, SignedPathFull)
 	}
 	if o.Currency == "" {
 		o.Currency = "EUR"
@@ -387,6 +400,7 @@ func (e *Emulator) dispatch(r *http.Request, reqID string, ks *apiauth.Principal
 	}
 	if replay != nil {
 		replay.header.Set(HeaderReplayed, "true")
+		withRequestID(replay, reqID)
 		return replay, nil, false
 	}
 	defer func() {
@@ -437,8 +451,9 @@ func rawTarget(r *http.Request) string {
 	return t
 }
 
-// splitTarget strips the base path. signed is the signed PATH (with the
-// raw query); routePath is signed without the query.
+// splitTarget strips the base path. routePath is the path after it,
+// without the query; signed is the signed PATH with the raw query: the
+// target after the base path, or with SignedPathFull the whole target.
 func (e *Emulator) splitTarget(raw string) (routePath, signed string, ok bool) {
 	if !strings.HasPrefix(raw, e.basePath+"/") {
 		return "", "", false
@@ -448,8 +463,17 @@ func (e *Emulator) splitTarget(raw string) (routePath, signed string, ok bool) {
 	if i := strings.IndexByte(routePath, '?'); i >= 0 {
 		routePath = routePath[:i]
 	}
+	if e.signFull {
+		signed = raw
+	}
 	return routePath, signed, true
 }
+
+// The values of Options.SignedPath and -signed-path.
+const (
+	SignedPathV1   = "v1"
+	SignedPathFull = "full"
+)
 
 func (e *Emulator) count(method string, rt *route, known bool) {
 	k := "other"

@@ -97,10 +97,10 @@ func (e *Emulator) takeFail() *apiError {
 	if status == 0 {
 		status = http.StatusServiceUnavailable
 	}
-	ae := &apiError{code: codeInternal, status: status, reason: "injected_fault",
+	ae := &apiError{code: codeInjected, status: status,
 		detail: "Injected fault: the emulator answered before doing any work."}
 	if status == http.StatusTooManyRequests {
-		ae.code, ae.status = codeRateLimited, 0
+		ae.code, ae.status, ae.reason = codeRateLimited, 0, "injected_fault"
 		ae.retryAfter = max(f.RetryAfter, time.Second)
 	} else if f.RetryAfter > 0 {
 		ae.retryAfter = f.RetryAfter

@@ -43,7 +43,7 @@ func TestFaultFail(t *testing.T) {
 	env.emu.SetFaults(Faults{FailCount: 2, FailStatus: http.StatusServiceUnavailable})
 	for i := 0; i < 2; i++ {
 		resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "f"})
-		wantProblem(t, resp, body, http.StatusServiceUnavailable, codeInternal, "injected_fault")
+		wantProblem(t, resp, body, http.StatusServiceUnavailable, codeInjected, "")
 		if resp.Header.Get("Retry-After") != "" {
 			t.Error("unexpected Retry-After on 503 without RetryAfter")
 		}

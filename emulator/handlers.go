@@ -364,6 +364,10 @@ func (e *Emulator) handleGetWebhook(c *call) *response {
 	return jsonResponse(http.StatusOK, webhookView(u))
 }
 
+// insecureHint follows a refused webhook URL: the API refuses such URLs
+// (spec §3), and the emulator has a switch for local receivers.
+const insecureHint = " (the API's rule, spec §3; to send to a local http receiver, start the emulator with -allow-insecure-webhooks, Go: Options.AllowInsecureWebhooks)"
+
 func webhookView(u string) map[string]any {
 	if u == "" {
 		return map[string]any{"url": nil}
@@ -393,6 +397,9 @@ func (e *Emulator) handlePutWebhook(c *call) *response {
 	}
 	if u != "" {
 		if msg := e.hooks.Vet(c.r.Context(), u); msg != "" {
+			if !e.initial.AllowInsecureWebhooks {
+				msg += insecureHint
+			}
 			return errorResponse(c.reqID, validationError("url", msg))
 		}
 	}

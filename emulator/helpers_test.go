@@ -183,11 +183,16 @@ func decode(t testing.TB, body []byte) map[string]any {
 func wantProblem(t testing.TB, resp *http.Response, body []byte, status int, code, reason string) map[string]any {
 	t.Helper()
 	p := testutil.Problem(t, resp, body, status)
-	if got, want := p["type"], errorTypeBase+code; got != want {
+	if got, want := p["type"], problemType(code); got != want {
 		t.Errorf("type: got %v, want %v", got, want)
 	}
 	if got := p["reason"]; reason != "" && got != reason {
 		t.Errorf("reason: got %v, want %v", got, reason)
+	}
+	// An invention of the emulator says so in the answer itself.
+	gotReason, _ := p["reason"].(string)
+	if note, want := p["emulator"], inventionNote(code, gotReason); (note != nil) != (want != "") {
+		t.Errorf("emulator field: got %v, want %q", note, want)
 	}
 	if got, want := p["request_id"], resp.Header.Get("X-Request-Id"); got != want {
 		t.Errorf("request_id: got %v, want header %v", got, want)

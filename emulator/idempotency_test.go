@@ -163,8 +163,13 @@ func TestIdempotencyBusinessErrorStored(t *testing.T) {
 	env.emu.accounts[DefaultAccount].balance = 100000
 	env.emu.mu.Unlock()
 	resp2, body2 := env.do(t, r)
-	if resp2.StatusCode != http.StatusPaymentRequired || !bytes.Equal(body1, body2) {
-		t.Errorf("replay: status %d body %s; want the stored 402", resp2.StatusCode, body2)
+	// The stored 402, under this answer's one request id: the body's
+	// request_id is the X-Request-Id header (wantProblem checks), and
+	// nothing else changed.
+	wantProblem(t, resp2, body2, http.StatusPaymentRequired, codePayment, "insufficient_credit_and_no_card")
+	id1, id2 := resp1.Header.Get("X-Request-Id"), resp2.Header.Get("X-Request-Id")
+	if id1 == id2 || !bytes.Equal(bytes.Replace(body1, []byte(id1), []byte(id2), 1), body2) {
+		t.Errorf("replay: body %s; want the stored 402\n%s\nwith request id %s", body2, body1, id2)
 	}
 	if got := env.emu.OrderCount(); got != 0 {
 		t.Errorf("orders: got %d, want 0", got)

@@ -74,6 +74,9 @@ func parseOrder(body []byte) (orderLine, *apiError) {
 // then the card on file) or returns the 402 that refuses it; e.mu must be
 // held.
 func (e *Emulator) fundLocked(acct *account, price int64) (string, *apiError) {
+	if acct.clientNotFound {
+		return "", clientNotFoundError()
+	}
 	if acct.balance >= price {
 		return "credit", nil
 	}

@@ -59,11 +59,12 @@ func ParseCard(s string) (Card, error) {
 }
 
 type account struct {
-	id         string
-	balance    int64
-	card       Card
-	serviceIDs []int64
-	invoiceIDs []int64
+	id             string
+	balance        int64
+	card           Card
+	clientNotFound bool // SetClientNotFound: orders are 402 client_not_found
+	serviceIDs     []int64
+	invoiceIDs     []int64
 }
 
 type service struct {

@@ -201,6 +201,10 @@ func TestWebhookURLVetting(t *testing.T) {
 			if got := fieldOf(t, p); got != "url" {
 				t.Errorf("field: got %q, want url", got)
 			}
+			// Every refusal names the switch for local receivers.
+			if msg := p["errors"].([]any)[0].(map[string]any)["message"].(string); !strings.Contains(msg, "-allow-insecure-webhooks") {
+				t.Errorf("message %q does not name -allow-insecure-webhooks", msg)
+			}
 		})
 	}
 	for _, b := range []string{`{}`, `{"url":5}`, `{"url":null,"x":1}`, `nope`} {

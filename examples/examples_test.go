@@ -90,7 +90,7 @@ var wantLines = []*regexp.Regexp{
 	regexp.MustCompile(`^2\. order placed: 201, order ([0-9]+), Idempotency-Key (example-[0-9a-f]{32})$`),
 	regexp.MustCompile(`^3\. same request again: 201, order ([0-9]+), Idempotent-Replayed: true \(no second order\)$`),
 	regexp.MustCompile(`^4\. order read back from /v1/orders/([0-9]+): ([0-9]+) status paid, invoice ([0-9]+)$`),
-	regexp.MustCompile(`^5\. invoice PDF: [1-9][0-9]* bytes saved to (invoice-[0-9]+\.pdf)$`),
+	regexp.MustCompile(`^5\. invoice PDF: [1-9][0-9]* bytes saved to (\S+)$`),
 	regexp.MustCompile(`^6\. problem\+json: 409 idempotency_conflict \(reason body_mismatch\): \S.*$`),
 	regexp.MustCompile(`^ok$`),
 }
@@ -109,7 +109,8 @@ func TestExamples(t *testing.T) {
 	for _, ex := range examples {
 		t.Run(ex.name, func(t *testing.T) {
 			before := serviceCount(t, base)
-			runFlow(t, ex, base, "HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
+			out := t.TempDir()
+			runFlow(t, ex, base, "OUT_DIR="+out, "HTTP_PROXY="+deadProxy, "http_proxy="+deadProxy, "ALL_PROXY="+deadProxy, "all_proxy="+deadProxy)
 			if after := serviceCount(t, base); after != before+1 {
 				t.Errorf("services went from %d to %d: want exactly one new order", before, after)
 			}
@@ -143,8 +144,14 @@ func runFlow(t *testing.T, ex example, base string, env ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := ex.command(t, ctx)
-	cmd.Dir = t.TempDir() // where the invoice PDF is saved
-	cmd.Env = append(append(os.Environ(), "KHPROXY_URL="+base), env...)
+	cmd.Dir = t.TempDir() // the working directory, which must stay empty
+	cmd.Env = append(append(os.Environ(), "KHPROXY_URL="+base, "OUT_DIR="), env...)
+	outDir := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "OUT_DIR="); ok {
+			outDir = v
+		}
+	}
 	out, stderr := run(t, cmd)
 	if cmd.ProcessState.ExitCode() != 0 {
 		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
@@ -154,13 +161,27 @@ func runFlow(t *testing.T, ex example, base string, env ...string) string {
 	if placed != retried || placed != located || placed != read {
 		t.Errorf("order ids differ between placing (%s), retrying (%s), the Location (%s) and reading back (%s)", placed, retried, located, read)
 	}
+	// The invoice goes to OUT_DIR, or else to a new temporary directory,
+	// never into the working directory (the repository, as the README
+	// runs the examples).
 	file := m[4][0]
-	if want := "invoice-" + m[3][2] + ".pdf"; file != want {
-		t.Errorf("saved %s, want %s", file, want)
+	if want := "invoice-" + m[3][2] + ".pdf"; filepath.Base(file) != want {
+		t.Errorf("saved %s, want a file named %s", file, want)
 	}
-	pdf, err := os.ReadFile(filepath.Join(cmd.Dir, file))
+	switch dir := filepath.Dir(file); {
+	case outDir != "" && dir != outDir:
+		t.Errorf("saved %s, want it in OUT_DIR %s", file, outDir)
+	case outDir == "" && !strings.HasPrefix(filepath.Base(dir), "khproxy-example-"):
+		t.Errorf("saved %s, want it in a new temporary directory", file)
+	case outDir == "":
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	pdf, err := os.ReadFile(file)
 	if err != nil || !strings.HasPrefix(string(pdf), "%PDF-") {
 		t.Errorf("saved invoice: %v, starts with %q", err, pdf[:min(len(pdf), 8)])
+	}
+	if left, _ := os.ReadDir(cmd.Dir); len(left) > 0 {
+		t.Errorf("the example wrote %s into its working directory", left[0].Name())
 	}
 	return out
 }
@@ -305,6 +326,14 @@ func serviceCount(t *testing.T, base string) int {
 // test ends, and must exit cleanly.
 func startDemo(t *testing.T) string {
 	t.Helper()
+	// The banner: "khproxy demo: the signing proxy listens on http://ADDR, ..."
+	return startKhproxy(t, []string{"demo"}, regexp.MustCompile(`listens on (http://[^\s,]+)`),
+		"KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_LOG_LEVEL=warn")
+}
+
+// buildKhproxy builds khproxy into a temporary directory and returns its path.
+func buildKhproxy(t *testing.T) string {
+	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("building khproxy needs the go command on PATH: %v", err)
@@ -315,9 +344,17 @@ func startDemo(t *testing.T) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return bin
+}
 
-	cmd := exec.Command(bin, "demo")
-	cmd.Env = append(os.Environ(), "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json", "KH_LOG_LEVEL=warn")
+// startKhproxy builds khproxy, runs it with args and env added, and returns
+// the first submatch of banner in its output. It is stopped with SIGINT
+// when the test ends, and must exit cleanly.
+func startKhproxy(t *testing.T, args []string, banner *regexp.Regexp, env ...string) string {
+	t.Helper()
+	bin := buildKhproxy(t)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	logs := &testutil.SyncBuffer{}
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
@@ -333,21 +370,19 @@ func startDemo(t *testing.T) string {
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Errorf("khproxy demo ended with %v\n%s", err, logs)
+				t.Errorf("khproxy %s ended with %v\n%s", args[0], err, logs)
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("khproxy demo did not stop on SIGINT\n%s", logs)
+			t.Errorf("khproxy %s did not stop on SIGINT\n%s", args[0], logs)
 		}
 	})
 
 	found := make(chan string, 1)
 	go func() {
-		// The banner: "khproxy demo: the signing proxy listens on http://ADDR, ..."
-		re := regexp.MustCompile(`listens on (http://[^\s,]+)`)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			if m := banner.FindStringSubmatch(sc.Text()); m != nil {
 				found <- m[1]
 				break
 			}
@@ -360,9 +395,9 @@ func startDemo(t *testing.T) string {
 		return base
 	case err := <-exited:
 		exited <- err // for the cleanup
-		t.Fatalf("khproxy demo ended before its banner: %v\n%s", err, logs)
+		t.Fatalf("khproxy %s ended before its banner: %v\n%s", args[0], err, logs)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("khproxy demo printed no banner within 30s\n%s", logs)
+		t.Fatalf("khproxy %s printed no banner within 30s\n%s", args[0], logs)
 	}
 	return ""
 }
@@ -376,4 +411,40 @@ func closedAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestControlEndpointFromBash runs examples/control/tenants.sh against
+// `khproxy emulator`: a second account's key made over the control endpoint,
+// tenant isolation's 404 and the 402 reason client_not_found, each request
+// signed by the script itself.
+func TestControlEndpointFromBash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs khproxy; skipped with -short")
+	}
+	for _, prog := range []string{"bash", "curl", "jq", "openssl"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			t.Skipf("control example skipped: %s is not installed (on Debian: apt-get install %s)", prog, prog)
+		}
+	}
+	emu := startKhproxy(t, []string{"emulator", "-listen", "127.0.0.1:0"}, regexp.MustCompile(`^listening on (http://\S+)`),
+		"KH_LOG_FORMAT=json", "KH_LOG_LEVEL=warn")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "control/tenants.sh")
+	cmd.Env = append(os.Environ(), "EMULATOR_URL="+emu)
+	out, stderr := run(t, cmd)
+	if cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", cmd.ProcessState.ExitCode(), out, stderr)
+	}
+	for _, want := range []string{
+		`(?m)^1\. keys: kh_live_\w{32} \(acct_a\), kh_live_\w{32} \(acct_b\)$`,
+		`(?m)^2\. acct_a placed order \d+: 201 pending$`,
+		`(?m)^3\. acct_b reads order \d+: 404 not_found$`,
+		`(?m)^4\. acct_b orders: 402 payment_required \(reason client_not_found\)$`,
+		`(?m)^ok$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("no line matches %s\noutput:\n%s", want, out)
+		}
+	}
 }

@@ -49,6 +49,11 @@ type Options struct {
 	Upstream *url.URL
 	// Signer signs every upstream attempt.
 	Signer *signer.Signer
+	// SignFullPath signs the upstream request's whole path, Upstream's path
+	// followed by /v1/... (KH_SIGNED_PATH=full), instead of the path from
+	// /v1 on as every example of the API's docs does (false, the default).
+	// Spec §9.1 leaves open which one the API verifies.
+	SignFullPath bool
 	// MaxBodyBytes bounds the request body; 0 means 1 MiB.
 	MaxBodyBytes int64
 	// UpstreamTimeout bounds one attempt until response headers; 0 means 30s.
@@ -149,6 +154,7 @@ func (o Options) withDefaults() Options {
 type Proxy struct {
 	rp         *httputil.ReverseProxy
 	base       reqtarget.Base // the upstream URL request-targets resolve against
+	signFull   bool           // Options.SignFullPath
 	maxBody    int64
 	budget     *heldbody.Budget
 	budgetWait time.Duration
@@ -182,6 +188,7 @@ func New(opts Options) (*Proxy, error) {
 		stop:         stop,
 		stopCancel:   stopCancel,
 		base:         reqtarget.NewBase(opts.Upstream),
+		signFull:     opts.SignFullPath,
 		maxBody:      opts.MaxBodyBytes,
 		budget:       heldbody.NewBudget(opts.MaxInflightBytes),
 		budgetWait:   opts.BudgetWait,
@@ -219,7 +226,8 @@ func New(opts Options) (*Proxy, error) {
 // RoundTripper and back to the access log. It lives in the request context.
 type exchange struct {
 	url      *url.URL       // upstream URL, built once from the client's target
-	target   string         // signed PATH: the upstream request-target after the base
+	target   string         // the upstream request-target after the base: /v1/orders?x
+	signed   string         // with SignFullPath, the signed whole upstream request-target; else "" (target is signed)
 	body     *heldbody.Body // nil until the body is read
 	bodyHash string
 	idemKey  string // Idempotency-Key sent upstream, "" when none

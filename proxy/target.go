@@ -7,8 +7,10 @@ import (
 	"khproxy/proxy/reqtarget"
 )
 
-// resolveTarget works out, from the client's request-target, the path that is
-// signed (ex.target) and the upstream URL (ex.url), and refuses a target
+// resolveTarget works out, from the client's request-target, the target after
+// the base path (ex.target, which is signed unless SignFullPath), with
+// SignFullPath the whole upstream request-target that is signed instead
+// (ex.signed), and the upstream URL (ex.url), and refuses a target
 // that reqtarget refuses. A refused target that was read as a path is kept
 // in ex.target for the log.
 func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
@@ -18,6 +20,9 @@ func (p *Proxy) resolveTarget(ex *exchange, requestURI string) error {
 		return targetRefusal(err, requestURI)
 	}
 	ex.url = t.URL
+	if p.signFull {
+		ex.signed = t.URL.RequestURI() // the base path, then t.Path, byte for byte as sent
+	}
 	return nil
 }
 

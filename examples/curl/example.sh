@@ -9,6 +9,16 @@
 #
 #   KHPROXY_URL=http://127.0.0.1:8080 bash example.sh
 #
+# The invoice PDF goes to OUT_DIR when set, else to a new temporary directory;
+# the line that reports it names the file.
+#
+# What the spec documents and what it does not: the paths, the
+# Idempotency-Key rules and the problem+json fields are the API's (spec §2,
+# §5, §6). The answer bodies this example reads (data, prices, status,
+# pending/paid, invoice_id), the Idempotent-Replayed header and the 409
+# reasons are the emulator's choices, which the real API may not share:
+# the README's provenance table lists them.
+#
 # Exit status 0 when every step worked, 1 with the reason otherwise.
 set -euo pipefail
 
@@ -69,9 +79,14 @@ expect() {
 # post_idempotent PATH BODY KEY POSTs BODY with the caller's own
 # Idempotency-Key, retrying safely: every attempt sends the same key and the
 # same body bytes, so the API runs the order at most once and replays its
-# answer to a retry. Retried: no answer at all, 409 request_in_progress (the
-# first attempt is still running), 429, 502, 503 and 504. Every other answer
-# is the caller's to judge.
+# answer to a retry (spec §2). Retried: no answer at all, 429 (spec §4.3:
+# honour Retry-After), 502, 503 and 504. Every other answer is the caller's
+# to judge.
+#
+# The 409 request_in_progress branch is the emulator's answer while the first
+# attempt still runs; what the real API answers then is not documented (spec
+# §2). Against the API it never matches, and any other 409 (such as
+# idempotency_conflict) is final, so it does no harm.
 post_idempotent() {
   local path=$1 body=$2 key=$3 attempt reason wait
   for attempt in 0 1 2 3 4; do
@@ -140,7 +155,8 @@ echo "4. order read back from $location: $(jq -r .id "$work/body") status $(jq -
 call GET "/v1/billing/invoices/$invoice_id/pdf"
 expect 200 "GET /v1/billing/invoices/{id}/pdf"
 [ "$(head -c 4 "$work/body")" = "%PDF" ] || fail "the invoice is not a PDF: it starts with $(head -c 8 "$work/body" | od -An -c)"
-name="invoice-$invoice_id.pdf"
+out_dir="${OUT_DIR:-$(mktemp -d -t khproxy-example-XXXXXX)}"
+name="$out_dir/invoice-$invoice_id.pdf"
 cp "$work/body" "$name"
 echo "5. invoice PDF: $(wc -c <"$name" | tr -d ' ') bytes saved to $name"
 

@@ -9,10 +9,22 @@
 //
 //   KHPROXY_URL=http://127.0.0.1:8080 node example.mjs
 //
+// The invoice PDF goes to OUT_DIR when set, else to a new temporary directory;
+// the line that reports it names the file.
+//
+// What the spec documents and what it does not: the paths, the
+// Idempotency-Key rules and the problem+json fields are the API's (spec §2,
+// §5, §6). The answer bodies this example reads (data, prices, status,
+// pending/paid, invoice_id), the Idempotent-Replayed header and the 409
+// reasons are the emulator's choices, which the real API may not share:
+// the README's provenance table lists them.
+//
 // Exit status 0 when every step worked, 1 with the reason otherwise.
 
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const BASE = (process.env.KHPROXY_URL || "http://127.0.0.1:8080").replace(/\/+$/, "");
 
@@ -47,9 +59,14 @@ function waitSeconds(resp, attempt) {
 
 // postIdempotent POSTs payload with the caller's own Idempotency-Key,
 // retrying safely: every attempt sends the same key and the same body bytes,
-// so the API runs the order at most once and replays its answer to a retry.
-// Retried: no answer at all, 409 request_in_progress (the first attempt is
-// still running), 429, 502, 503 and 504. Every other answer is the caller's.
+// so the API runs the order at most once and replays its answer to a retry
+// (spec §2). Retried: no answer at all, 429 (spec §4.3: honour Retry-After),
+// 502, 503 and 504. Every other answer is the caller's.
+//
+// The 409 request_in_progress branch is the emulator's answer while the
+// first attempt still runs; what the real API answers then is not documented
+// (spec §2). Against the API it never matches, and any other 409 (such as
+// idempotency_conflict) is final, so it does no harm.
 async function postIdempotent(path, payload, key, attempts = 5) {
   const body = JSON.stringify(payload); // serialised once: the same bytes every time
   const headers = { "Content-Type": "application/json", "Idempotency-Key": key };
@@ -138,7 +155,8 @@ async function main() {
   if (resp.bytes.subarray(0, 4).toString("latin1") !== "%PDF") {
     throw new Failed(`the invoice is not a PDF: it starts with ${JSON.stringify(resp.bytes.subarray(0, 8).toString("latin1"))}`);
   }
-  const name = `invoice-${read.invoice_id}.pdf`;
+  const outDir = process.env.OUT_DIR || (await mkdtemp(join(tmpdir(), "khproxy-example-")));
+  const name = join(outDir, `invoice-${read.invoice_id}.pdf`);
   await writeFile(name, resp.bytes);
   console.log(`5. invoice PDF: ${resp.bytes.length} bytes saved to ${name}`);
 

@@ -9,6 +9,16 @@
 //
 //   KHPROXY_URL=http://127.0.0.1:8080 php example.php
 //
+// The invoice PDF goes to OUT_DIR when set, else to a new temporary directory;
+// the line that reports it names the file.
+//
+// What the spec documents and what it does not: the paths, the
+// Idempotency-Key rules and the problem+json fields are the API's (spec §2,
+// §5, §6). The answer bodies this example reads (data, prices, status,
+// pending/paid, invoice_id), the Idempotent-Replayed header and the 409
+// reasons are the emulator's choices, which the real API may not share:
+// the README's provenance table lists them.
+//
 // Exit status 0 when every step worked, 1 with the reason otherwise.
 
 declare(strict_types=1);
@@ -19,6 +29,16 @@ final class Failed extends Exception {}
 final class NoAnswer extends Exception {}
 
 $base = rtrim(getenv('KHPROXY_URL') ?: 'http://127.0.0.1:8080', '/');
+
+/** outDir makes a new private temporary directory for the invoice. */
+function outDir(): string
+{
+    $dir = sys_get_temp_dir() . DIRECTORY_SEPARATOR . 'khproxy-example-' . bin2hex(random_bytes(8));
+    if (!mkdir($dir, 0700)) {
+        throw new Failed("cannot create the directory $dir");
+    }
+    return $dir;
+}
 
 /**
  * Sends one request to khproxy. Every HTTP status is an answer:
@@ -81,9 +101,14 @@ function waitSeconds(?array $resp, int $attempt): float
 /**
  * POSTs $payload with the caller's own Idempotency-Key, retrying safely:
  * every attempt sends the same key and the same body bytes, so the API runs
- * the order at most once and replays its answer to a retry. Retried: no
- * answer at all, 409 request_in_progress (the first attempt is still
- * running), 429, 502, 503 and 504. Every other answer is the caller's.
+ * the order at most once and replays its answer to a retry (spec §2).
+ * Retried: no answer at all, 429 (spec §4.3: honour Retry-After), 502, 503
+ * and 504. Every other answer is the caller's.
+ *
+ * The 409 request_in_progress branch is the emulator's answer while the
+ * first attempt still runs; what the real API answers then is not
+ * documented (spec §2). Against the API it never matches, and any other 409
+ * (such as idempotency_conflict) is final, so it does no harm.
  */
 function postIdempotent(string $path, array $payload, string $key, int $attempts = 5): array
 {
@@ -188,7 +213,8 @@ function main(): void
     if (!str_starts_with($resp['body'], '%PDF')) {
         throw new Failed('the invoice is not a PDF: it starts with ' . json_encode(substr($resp['body'], 0, 8)));
     }
-    $name = "invoice-{$read['invoice_id']}.pdf";
+    $outDir = getenv('OUT_DIR') ?: outDir();
+    $name = $outDir . DIRECTORY_SEPARATOR . "invoice-{$read['invoice_id']}.pdf";
     if (file_put_contents($name, $resp['body']) === false) {
         throw new Failed("cannot write $name");
     }

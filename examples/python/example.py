@@ -8,6 +8,16 @@ the order back, downloads the invoice PDF and shows a problem+json error.
 
     KHPROXY_URL=http://127.0.0.1:8080 python3 example.py
 
+The invoice PDF goes to OUT_DIR when set, else to a new temporary directory;
+the line that reports it names the file.
+
+What the spec documents and what it does not: the paths, the
+Idempotency-Key rules and the problem+json fields are the API's (spec §2,
+§5, §6). The answer bodies this example reads (data, prices, status,
+pending/paid, invoice_id), the Idempotent-Replayed header and the 409
+reasons are the emulator's choices, which the real API may not share:
+the README's provenance table lists them.
+
 Exit status 0 when every step worked, 1 with the reason otherwise.
 """
 
@@ -15,6 +25,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -71,10 +82,15 @@ def post_idempotent(path, payload, key, attempts=5):
     """POSTs payload with the caller's own Idempotency-Key, retrying safely.
 
     Every attempt sends the same key and the same body bytes, so the API
-    runs the order at most once and replays its answer to a retry. Retried:
-    no answer at all (connection refused or reset, timeout), 409
-    request_in_progress (the first attempt is still running), 429, 502,
-    503 and 504. Every other answer is the caller's to judge.
+    runs the order at most once and replays its answer to a retry (spec
+    §2). Retried: no answer at all (connection refused or reset, timeout),
+    429 (spec §4.3: honour Retry-After), 502, 503 and 504. Every other
+    answer is the caller's to judge.
+
+    The 409 request_in_progress branch is the emulator's answer while the
+    first attempt still runs; what the real API answers then is not
+    documented (spec §2). Against the API the branch never matches, and any
+    other 409 (such as idempotency_conflict) is final, so it does no harm.
     """
     body = json.dumps(payload).encode()  # serialised once: the same bytes every time
     headers = {"Content-Type": "application/json", "Idempotency-Key": key}
@@ -157,7 +173,8 @@ def main():
     expect(resp, 200, "GET /v1/billing/invoices/{id}/pdf")
     if not resp.body.startswith(b"%PDF"):
         raise Failed(f"the invoice is not a PDF: it starts with {resp.body[:8]!r}")
-    name = f"invoice-{read['invoice_id']}.pdf"
+    out_dir = os.environ.get("OUT_DIR") or tempfile.mkdtemp(prefix="khproxy-example-")
+    name = os.path.join(out_dir, f"invoice-{read['invoice_id']}.pdf")
     with open(name, "wb") as f:
         f.write(resp.body)
     print(f"5. invoice PDF: {len(resp.body)} bytes saved to {name}")
@@ -169,6 +186,8 @@ def main():
     if resp.status != 409 or problem is None:
         raise Failed(f"reusing the key with another body: status {resp.status}, want a 409 problem")
     code = problem["type"].rsplit("/", 1)[-1]
+    # The reason (body_mismatch) is the emulator's; the API documents none for
+    # this 409 (spec §2, §6). Its problem body says so in "emulator".
     print(f"6. problem+json: {problem['status']} {code} (reason {problem.get('reason', '-')}): {problem['detail']}")
     for e in problem.get("errors") or []:
         print(f"   {e['field']}: {e['message']}")

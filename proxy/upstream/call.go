@@ -17,10 +17,13 @@ import (
 // Sent may be read at any time from any goroutine; Attempts and RateWait
 // once RoundTrip has returned; BodyErr once the response body is closed.
 type Call struct {
-	// Target is the signed PATH: the upstream request-target after the
-	// base. It is also the "path" of the Transport's log lines and decides
+	// Target is the upstream request-target after the base, and the
+	// signed PATH unless SignedPath is set. It is also the "path" of the Transport's log lines and decides
 	// whether the request is paced.
 	Target string
+	// SignedPath, when not empty, is signed instead of Target: the whole
+	// upstream request-target, base path included (KH_SIGNED_PATH=full).
+	SignedPath string
 	// BodyHash is the hex SHA-256 of Body, as signed.
 	BodyHash string
 	// Body is the request body, read afresh by each attempt; it is sealed

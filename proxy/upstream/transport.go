@@ -310,7 +310,11 @@ func safeToRepeat(method, idemKey string) bool {
 func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *http.Response, connected bool, err error) {
 	c.Attempts++
 	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
-	h, err := t.signer.Sign(req.Method, c.Target, c.BodyHash, now)
+	signed := c.Target
+	if c.SignedPath != "" {
+		signed = c.SignedPath
+	}
+	h, err := t.signer.Sign(req.Method, signed, c.BodyHash, now)
 	if err != nil {
 		return nil, false, &SignError{Err: err}
 	}
