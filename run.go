@@ -149,17 +149,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 
 // proxyOptions copies the configuration into the proxy's options.
 func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logger) proxy.Options {
-	routes := make([]proxy.Route, len(cfg.IdempotentRoutes))
-	for i, r := range cfg.IdempotentRoutes {
-		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
-	}
 	return proxy.Options{
 		Upstream:            cfg.Upstream,
 		UpstreamCAs:         cfg.UpstreamCAs,
 		Signer:              &signer.Signer{Key: cfg.Key, Secret: secret},
 		MaxBodyBytes:        cfg.MaxBodyBytes,
 		UpstreamTimeout:     cfg.UpstreamTimeout,
-		IdempotentRoutes:    routes,
+		IdempotentRoutes:    cfg.IdempotentRoutes,
 		RetryMax:            cfg.RetryMax,
 		RetryBudget:         cfg.RetryBudget,
 		IdempotencyWindow:   cfg.IdempotencyWindow,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -154,7 +155,11 @@ func (p *Proxy) Refuse(w http.ResponseWriter, r *http.Request, status int) {
 	p.fail(w, r, ex, e)
 	if r != nil {
 		p.metrics.RequestStarted()
-		ex.target = r.URL.EscapedPath() // never the authority: it may hold user info
+		// The path as khproxy would have signed it, so that the route is
+		// named by the same rule; never the authority: it may hold user
+		// info.
+		t, _ := p.base.Resolve(r.RequestURI)
+		ex.target, _, _ = strings.Cut(t.Path, "?")
 		route := routeOf(ex)
 		p.accessLog(r, ex, route, e.Kind.Status(), 0)
 		p.observe(r, ex, route, e.Kind.Status(), 0)

@@ -21,9 +21,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
+	"khproxy/apiroute"
 	"khproxy/problem"
 	"khproxy/proxy/flight"
 	"khproxy/proxy/heldbody"
@@ -54,8 +56,9 @@ type Options struct {
 	// UpstreamTimeout bounds one attempt until response headers; 0 means 30s.
 	UpstreamTimeout time.Duration
 	// IdempotentRoutes get an automatic Idempotency-Key when the client sends
-	// none.
-	IdempotentRoutes []Route
+	// none; a request is matched by package apiroute's one rule, on the
+	// path as it is signed. nil means none.
+	IdempotentRoutes []apiroute.Pattern
 	// Transport performs upstream attempts; nil means NewTransport(), trusting
 	// UpstreamCAs.
 	Transport http.RoundTripper
@@ -152,7 +155,7 @@ type Proxy struct {
 	maxBody    int64
 	budget     *heldbody.Budget
 	budgetWait time.Duration
-	routes     routeSet
+	routes     []apiroute.Pattern
 	flights    *flight.Registry
 	inflight   inflightSet
 	receivers  receivingSet
@@ -185,7 +188,7 @@ func New(opts Options) (*Proxy, error) {
 		maxBody:      opts.MaxBodyBytes,
 		budget:       heldbody.NewBudget(opts.MaxInflightBytes),
 		budgetWait:   opts.BudgetWait,
-		routes:       newRouteSet(opts.IdempotentRoutes),
+		routes:       slices.Clone(opts.IdempotentRoutes),
 		flights:      flight.NewRegistry(opts.RetryMemory, flight.DefaultGrace),
 		log:          opts.Logger,
 		metrics:      opts.Metrics,
@@ -323,6 +326,9 @@ func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 		return ex, connectRefusal(r)
 	}
 	if err := p.resolveTarget(ex, r.RequestURI); err != nil {
+		return ex, err
+	}
+	if err := checkRoute(r.Method, ex.target); err != nil {
 		return ex, err
 	}
 	if err := checkClientKey(r.Header); err != nil {
