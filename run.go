@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"khproxy/admin"
+	"khproxy/browserguard"
 	"khproxy/config"
 	"khproxy/emulator"
 	"khproxy/internal/httpserve"
@@ -162,7 +163,11 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 		MaxInflightBytes:    cfg.MaxInflightBytes,
 		BudgetWait:          cfg.MaxInflightWait,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout,
-		Logger:              log,
+		Guard: browserguard.New(browserguard.Options{
+			AllowedOrigins: cfg.AllowedOrigins,
+			AllowedHosts:   cfg.AnsweredHosts(),
+		}),
+		Logger: log,
 	}
 }
 

@@ -53,6 +53,7 @@ type Config struct {
 	IdempotencyWindow time.Duration       `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 
 	Safety
+	Access
 	RateLimiting
 	Logging
 	Ops
@@ -124,6 +125,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateUpstreamPath(&v)
 	c.validateLimits(&v)
 	c.validateSafety(&v)
+	c.Access.validate(&v)
 	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)

@@ -32,6 +32,8 @@ const (
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
 	KindShuttingDown     Kind = "shutting_down"         // 503: cut by a shutdown while sending its body or waiting for a token; nothing was sent
+	KindBrowserRefused   Kind = "browser_refused"       // 403: sent by a web browser for a page (Origin, Sec-Fetch-Site, CORS preflight); nothing was sent
+	KindHostRefused      Kind = "host_refused"          // 421: Host names no host khproxy answers to (DNS rebinding); nothing was sent
 )
 
 var kinds = map[Kind]struct {
@@ -48,6 +50,10 @@ var kinds = map[Kind]struct {
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
 	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
 	KindShuttingDown:     {http.StatusServiceUnavailable, "khproxy is shutting down"},
+	KindBrowserRefused:   {http.StatusForbidden, "Requests from web pages refused by khproxy"},
+	// 421 Misdirected Request (RFC 9110 §15.5.20): this server does not
+	// answer for the host the request names.
+	KindHostRefused: {http.StatusMisdirectedRequest, "Host not served by khproxy"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
