@@ -122,7 +122,7 @@ func TestBrowsersRefused(t *testing.T) {
 		{"CORS preflight from an allowed origin", "OPTIONS /v1/orders HTTP/1.1\r\n" + local + chrome +
 			"Origin: http://localhost:3000\r\nAccess-Control-Request-Method: POST\r\nSec-Fetch-Site: same-site\r\n\r\n",
 			403, proxy.KindBrowserRefused},
-		{"DNS rebinding: same-origin fetch of credentials", get("/v1/services/1/credentials",
+		{"DNS rebinding, with Sec-Fetch headers", get("/v1/services/1/credentials",
 			"Host: rebind.attacker.example:"+port+"\r\n"+chrome+"Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors\r\nSec-Fetch-Dest: empty\r\n"),
 			403, proxy.KindBrowserRefused},
 		{"DNS rebinding from a browser without Sec-Fetch", get("/v1/services/1/credentials",
@@ -181,6 +181,9 @@ func TestBrowsersRefused(t *testing.T) {
 			}
 		})
 	}
+
+	// Go's net/http client, as an app uses it.
+	r.send(t, "POST", "/v1/orders", order, http.StatusCreated)
 
 	var p map[string]any
 	_, body := sendRaw(t, r.proxy, refused[0].request)
