@@ -12,7 +12,7 @@ import (
 // are normalised by Load (lower case; origins without a default port,
 // hosts without IPv6 brackets or a trailing dot).
 type Access struct {
-	AllowedOrigins []string `env:"KH_ALLOWED_ORIGINS" help:"Comma-separated origins (scheme://host[:port]) whose browser requests the signing listener serves; any other request with an Origin header, or with Sec-Fetch-Site other than none, gets 403, and CORS preflights always do. Empty: none."`
+	AllowedOrigins []string `env:"KH_ALLOWED_ORIGINS" help:"Comma-separated origins (scheme://host[:port]) whose browser requests the signing listener serves; any other request with an Origin header, or with Sec-Fetch-Site other than none, gets 403, and CORS preflights always do. Unset: none."`
 	AllowedHosts   []string `env:"KH_ALLOWED_HOSTS" help:"Comma-separated host names or IP addresses (no port) that a request's Host may name besides localhost, 127.0.0.0/8, [::1], KH_LISTEN's host and KH_UPSTREAM's host; others get 421 (this stops DNS rebinding). List the name callers on other hosts use, e.g. a Service's DNS name."`
 }
 
