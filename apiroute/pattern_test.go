@@ -137,6 +137,7 @@ func TestResembles(t *testing.T) {
 		{`/v1\orders`, "/v1/orders"},
 		{"/v1/orders;jsessionid=1", "/v1/orders"},
 		{"/v1/orders%20", "/v1/orders"},
+		{"/v1/orders%00.json", "/v1/orders"},
 		{"/v1/services/1%20/actions", "/v1/services/{id}/actions"},
 		{"/v1/services/%61/actions", "/v1/services/{id}/actions"},
 		{"/v1/services/1/%61ctions", "/v1/services/{id}/actions"},

@@ -7,8 +7,9 @@ import "strings"
 // returns that route's template. The loose reading is the union of what
 // common servers and frameworks do: percent-escapes decoded, at any depth,
 // "%2F" and "\" included; letters compared without regard to case; ";"
-// parameters dropped from each segment (as servlet containers do); white
-// space around a segment dropped; empty segments ("//", a trailing "/")
+// parameters dropped from each segment (as servlet containers do), and
+// whatever follows a NUL byte (as C strings end); white space around a
+// segment dropped; empty segments ("//", a trailing "/")
 // dropped; and any non-empty segment taken as an {id}.
 //
 // khproxy refuses such a path rather than send it: signed, without the
@@ -53,6 +54,7 @@ func looseSegments(path string) string {
 	n := 0
 	for seg := range strings.SplitSeq(path, "/") {
 		seg, _, _ = strings.Cut(seg, ";")
+		seg, _, _ = strings.Cut(seg, "\x00")
 		seg = strings.TrimSpace(seg)
 		if seg == "" {
 			continue

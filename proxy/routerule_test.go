@@ -68,6 +68,7 @@ func TestAmbiguousRoutesRefused(t *testing.T) {
 		"POST /v1/%2Forders",
 		"POST /v1/orders;jsessionid=1",
 		"POST /v1/orders%20",
+		"POST /v1/orders%00.json",
 		"POST /v1/%256Frders",
 		`POST /v1\orders`,
 		"POST /v1/services/1/actions/",
