@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"khproxy/admin"
+	"khproxy/browserguard"
 	"khproxy/config"
 	"khproxy/emulator"
 	"khproxy/internal/httpserve"
@@ -149,10 +150,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 
 // proxyOptions copies the configuration into the proxy's options.
 func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logger) proxy.Options {
-	routes := make([]proxy.Route, len(cfg.IdempotentRoutes))
-	for i, r := range cfg.IdempotentRoutes {
-		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
-	}
 	return proxy.Options{
 		Upstream:            cfg.Upstream,
 		UpstreamCAs:         cfg.UpstreamCAs,
@@ -160,14 +157,18 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 		SignFullPath:        cfg.SignedPath == config.SignedPathFull,
 		MaxBodyBytes:        cfg.MaxBodyBytes,
 		UpstreamTimeout:     cfg.UpstreamTimeout,
-		IdempotentRoutes:    routes,
+		IdempotentRoutes:    cfg.IdempotentRoutes,
 		RetryMax:            cfg.RetryMax,
 		RetryBudget:         cfg.RetryBudget,
 		IdempotencyWindow:   cfg.IdempotencyWindow,
 		MaxInflightBytes:    cfg.MaxInflightBytes,
 		BudgetWait:          cfg.MaxInflightWait,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout,
-		Logger:              log,
+		Guard: browserguard.New(browserguard.Options{
+			AllowedOrigins: cfg.AllowedOrigins,
+			AllowedHosts:   cfg.AnsweredHosts(),
+		}),
+		Logger: log,
 	}
 }
 

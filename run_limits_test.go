@@ -54,7 +54,7 @@ func TestSafetySettingsTakeEffect(t *testing.T) {
 		return resp, p
 	}
 	// KH_MAX_INFLIGHT_BYTES, and KH_READ_TIMEOUT for a stalled body.
-	if resp, p := send("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n"); resp.StatusCode != 413 || !strings.Contains(p["detail"].(string), "1000") {
+	if resp, p := send("POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1001\r\n\r\n"); resp.StatusCode != 413 || !strings.Contains(p["detail"].(string), "1000") {
 		t.Errorf("body over the limits: %d %v", resp.StatusCode, p)
 	}
 	// A connection the server closed holds its slot a moment longer (Go
@@ -62,7 +62,7 @@ func TestSafetySettingsTakeEffect(t *testing.T) {
 	// the one connection allowed is still taken, the answer is 503.
 	var resp *http.Response
 	testutil.WaitFor(t, "an answer to a stalled body", func() bool {
-		resp, _ = send("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		resp, _ = send("POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
 		return resp.StatusCode != http.StatusServiceUnavailable
 	})
 	if resp.StatusCode != http.StatusRequestTimeout {
@@ -71,12 +71,12 @@ func TestSafetySettingsTakeEffect(t *testing.T) {
 	// KH_MAX_CONNS: while a stalled upload holds the one connection, a good
 	// request is refused.
 	if good, p := whileHeld(t, addr, func() (*http.Response, map[string]any) {
-		return send("GET /v1/products HTTP/1.1\r\nHost: x\r\n\r\n")
+		return send("GET /v1/products HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	}); good.StatusCode != http.StatusServiceUnavailable || p["type"] != "urn:khproxy:problem:overloaded" {
 		t.Errorf("while the one connection was held: %d %v, want 503 overloaded", good.StatusCode, p)
 	}
 	testutil.WaitFor(t, "good requests once the stalled upload is cut", func() bool {
-		resp, _ := send("GET /v1/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, _ := send("GET /v1/products HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 		return resp.StatusCode == http.StatusOK
 	})
 	cancel()
@@ -99,7 +99,7 @@ func whileHeld(t *testing.T, addr string, probe func() (*http.Response, map[stri
 			t.Fatal(err)
 		}
 		held.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(held, "POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		io.WriteString(held, "POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
 		heldStatus := make(chan int, 1)
 		go func() {
 			resp, err := http.ReadResponse(bufio.NewReader(held), nil)

@@ -1,16 +1,27 @@
-// Package apiroute names requests by the KernelHost Reseller API's route
-// templates (spec §5), such as /v1/services/{id}, for metric labels and the
-// access log. The list is fixed: any other path is Other, and any other
-// method is Other, so that label values stay a small, known set whatever
-// clients send.
+// Package apiroute is khproxy's one rule for which API route a request is:
+// the KernelHost Reseller API's route templates (spec §5), such as
+// /v1/services/{id}, name requests in metric labels and the access log, and
+// route patterns in the same syntax ("POST /v1/services/{id}/actions") say
+// which requests get an automatic Idempotency-Key. Whatever later needs to
+// know a request's route (an allow-list of routes, say) uses Pattern too, so
+// that no two parts of khproxy can disagree about it.
 //
-// The package knows the API's paths and nothing else: it does not route,
-// authorise or judge a request.
+// Matching is exact, byte for byte, on the path as khproxy sends it upstream:
+// package reqtarget has already decoded percent-encoded unreserved
+// characters (RFC 3986 §6.2.2.2) and refused dot segments and empty
+// segments, so a path that is spelled differently but means the same to an
+// RFC 3986 server reaches this package in one spelling. Resembles catches
+// the spellings that some servers read as an API route although RFC 3986
+// does not (other case, encoded slashes, ";" parameters).
+//
+// The template list is fixed: any other path is Other, and any other method
+// is Other, so that label values stay a small, known set whatever clients
+// send. The package knows the API's paths and nothing else: it does not
+// route, authorise or judge a request.
 package apiroute
 
 import (
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -46,62 +57,58 @@ var split = func() [][]string {
 	return s
 }()
 
+// maxSegments is the most "/"-separated parts of any template, the empty
+// one before the first "/" included.
+const maxSegments = 6
+
 // Templates returns a new slice with every route template, in the order of
 // the spec's endpoint table. Of never returns anything else but Other.
 func Templates() []string { return slices.Clone(templates) }
 
 // Of returns the template that path matches, or Other. path is a request
-// path as the client sent it (percent-encoded; a query is ignored).
+// path as khproxy sends it, without the upstream's base path (a query is
+// ignored).
 //
-// Matching is strict: segments compare after percent-decoding (so
-// /v1/%70roducts is /v1/products, as for any RFC 3986 server), and an {id}
-// is one segment of letters, digits, "_", "-", "." or "~" that is not "."
-// or "..". Empty segments (// or a trailing /), dot segments, an encoded "/"
-// and differences in case all give Other. Of is safe for concurrent use.
+// Matching is exact: literal segments compare byte for byte, and an {id} is
+// one segment of letters, digits, "_", "-", "." or "~" that is not "." or
+// "..". A percent-encoded character, an empty segment (// or a trailing /)
+// and a difference in case all give Other. Of is safe for concurrent use.
 func Of(path string) string {
 	path, _, _ = strings.Cut(path, "?")
-	if !strings.HasPrefix(path, "/v1/") {
+	if !strings.HasPrefix(path, "/v1/") || strings.Count(path, "/") >= maxSegments {
 		return Other
-	}
-	segs := strings.Split(path, "/")
-	if len(segs) > 6 { // the longest template has 5 segments after the root
-		return Other
-	}
-	for i, s := range segs {
-		if strings.IndexByte(s, '%') < 0 {
-			continue
-		}
-		u, err := url.PathUnescape(s)
-		if err != nil {
-			return Other
-		}
-		segs[i] = u
 	}
 	for i, t := range split {
-		if match(t, segs) {
+		if matchPath(t, path, isID) {
 			return templates[i]
 		}
 	}
 	return Other
 }
 
-func match(tmpl, segs []string) bool {
-	if len(tmpl) != len(segs) {
-		return false
-	}
-	for i, t := range tmpl {
-		if t == "{id}" {
-			if !isID(segs[i]) {
-				return false
-			}
-			continue
-		}
-		if t != segs[i] {
+// matchPath reports whether path, split at "/", has as many segments as
+// tmpl and each fits its template segment: equal bytes, or, for "{id}", a
+// segment id accepts.
+func matchPath(tmpl []string, path string, id func(string) bool) bool {
+	i := 0
+	for seg := range strings.SplitSeq(path, "/") {
+		if i == len(tmpl) {
 			return false
 		}
+		if t := tmpl[i]; t == idSegment {
+			if !id(seg) {
+				return false
+			}
+		} else if t != seg {
+			return false
+		}
+		i++
 	}
-	return true
+	return i == len(tmpl)
 }
+
+// idSegment is the template segment that stands for one id.
+const idSegment = "{id}"
 
 // isID reports whether s can be an {id} segment.
 func isID(s string) bool {
@@ -109,15 +116,21 @@ func isID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '-', c == '_', c == '.', c == '~':
-		default:
+		if !unreserved(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// unreserved reports whether c is an unreserved character of RFC 3986
+// §2.3: a letter, a digit, "-", ".", "_" or "~".
+func unreserved(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // methods are the methods a label may name; the API uses GET, POST and PUT,

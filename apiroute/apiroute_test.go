@@ -30,9 +30,10 @@ func TestOf(t *testing.T) {
 		// A query does not change the route.
 		{"/v1/services?page=2&per_page=50", "/v1/services"},
 		{"/v1/products/3?x=/v1/me", "/v1/products/{id}"},
-		// Percent-encoded unreserved characters are the same path.
-		{"/v1/%70roducts", "/v1/products"},
-		{"/v1/services/%37", "/v1/services/{id}"},
+		// Matching is exact: reqtarget has decoded percent-encoded
+		// unreserved characters before Of sees a path.
+		{"/v1/%70roducts", Other},
+		{"/v1/services/%37", Other},
 
 		// Unknown paths.
 		{"", Other},

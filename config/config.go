@@ -8,7 +8,10 @@
 // `khproxy -h`.
 //
 // The secret's content is not judged here: package signer owns that rule and
-// reads the secret file, once, when the signer is built.
+// reads the secret file, once, when the signer is built. Of khproxy's own
+// packages config imports only apiroute, a leaf that owns the route syntax
+// (KH_IDEMPOTENT_ROUTES), so that a route is parsed once, by the rule that
+// matches it.
 package config
 
 import (
@@ -26,6 +29,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/caarlos0/env/v11"
+
+	"khproxy/apiroute"
 )
 
 // Config is khproxy's whole configuration. Fields are filled by Load; the zero
@@ -42,13 +47,14 @@ type Config struct {
 	Listen            string              `env:"KH_LISTEN" envDefault:"127.0.0.1:8080" help:"Address to listen on (host:port), or unix:/path for a Unix socket (mode 0660). Anyone who can reach it can spend the account's money: keep it on loopback."`
 	MaxBodyBytes      int64               `env:"KH_MAX_BODY_BYTES" envDefault:"1048576" help:"Largest request body accepted, in bytes; larger ones get 413 and are not sent. Raise KH_MAX_INFLIGHT_BYTES with it."`
 	UpstreamTimeout   time.Duration       `env:"KH_UPSTREAM_TIMEOUT" envDefault:"30s" help:"How long one upstream attempt may take to return response headers."`
-	IdempotentRoutes  []Route             `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/*/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; * matches one path segment."`
+	IdempotentRoutes  []apiroute.Pattern  `env:"KH_IDEMPOTENT_ROUTES" envDefault:"POST /v1/orders,POST /v1/services/{id}/actions" help:"Comma-separated \"METHOD /path\" routes that get an automatic Idempotency-Key; {id} (or *) is one id segment."`
 	RetryMax          int                 `env:"KH_RETRY_MAX" envDefault:"3" help:"Most upstream retries after the first attempt (0 disables retries)."`
 	RetryBudget       time.Duration       `env:"KH_RETRY_BUDGET" envDefault:"30s" help:"Most time spent on one request across all its attempts and backoff waits."`
 	IdempotencyWindow time.Duration       `env:"KH_IDEMPOTENCY_WINDOW" envDefault:"10m" help:"How long an unanswered automatic Idempotency-Key is kept for a caller's identical retry."`
 	SignedPath        SignedPath          `env:"KH_SIGNED_PATH" envDefault:"v1" help:"Which PATH is signed (spec §9.1 leaves it open): v1 signs /v1/... as every example of the docs does; full signs the upstream's whole path, KH_UPSTREAM's path plus /v1/.... khproxy check says which one the API accepts."`
 
 	Safety
+	Access
 	RateLimiting
 	Logging
 	Ops
@@ -60,34 +66,6 @@ type Config struct {
 type Logging struct {
 	LogLevel  slog.Level `env:"KH_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error."`
 	LogFormat string     `env:"KH_LOG_FORMAT" envDefault:"auto" help:"auto (coloured text on a terminal, JSON otherwise), text or json."`
-}
-
-// Route is one KH_IDEMPOTENT_ROUTES entry: an uppercase method and a path
-// starting with "/", in which a "*" segment stands for one path segment.
-type Route struct {
-	Method string
-	Path   string
-}
-
-// String returns the route as "METHOD /path".
-func (r Route) String() string { return r.Method + " " + r.Path }
-
-// UnmarshalText parses "METHOD /path"; surrounding spaces are ignored.
-func (r *Route) UnmarshalText(text []byte) error {
-	route := string(text)
-	method, path, ok := strings.Cut(strings.TrimSpace(route), " ")
-	path = strings.TrimSpace(path)
-	if !ok || method == "" || path == "" {
-		return fmt.Errorf("route %q: want \"METHOD /path\", like \"POST /v1/orders\"", route)
-	}
-	if strings.ContainsFunc(method, func(r rune) bool { return r < 'A' || r > 'Z' }) {
-		return fmt.Errorf("route %q: method must be an uppercase HTTP method", route)
-	}
-	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " ?#") {
-		return fmt.Errorf("route %q: path must start with / and hold no spaces, query or fragment", route)
-	}
-	*r = Route{Method: method, Path: path}
-	return nil
 }
 
 // Var describes one environment variable for help output.
@@ -149,6 +127,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.validateSignedPath(&v)
 	c.validateLimits(&v)
 	c.validateSafety(&v)
+	c.Access.validate(&v)
 	c.RateLimiting.validate(&v)
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)
@@ -277,7 +256,7 @@ func typeName(t reflect.Type) string {
 		return "log level (debug, info, warn or error)"
 	case reflect.TypeFor[*url.URL]():
 		return "URL"
-	case reflect.TypeFor[[]Route]():
+	case reflect.TypeFor[[]apiroute.Pattern]():
 		return "route list"
 	case reflect.TypeFor[Rate]():
 		return "rate (like 60/m, or off)"

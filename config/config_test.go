@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/apiroute"
 	"khproxy/config"
 )
 
@@ -44,7 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		Listen:            "127.0.0.1:8080",
 		MaxBodyBytes:      1 << 20,
 		UpstreamTimeout:   30 * time.Second,
-		IdempotentRoutes:  []config.Route{{Method: "POST", Path: "/v1/orders"}, {Method: "POST", Path: "/v1/services/*/actions"}},
+		IdempotentRoutes:  mustPatterns(t, "POST /v1/orders", "POST /v1/services/{id}/actions"),
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
@@ -93,6 +94,10 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{"timeout negative", environ("KH_UPSTREAM_TIMEOUT", "-1s"), "KH_UPSTREAM_TIMEOUT"},
 		{"route without method", environ("KH_IDEMPOTENT_ROUTES", "/v1/orders"), "KH_IDEMPOTENT_ROUTES"},
 		{"route lowercase method", environ("KH_IDEMPOTENT_ROUTES", "post /v1/orders"), "KH_IDEMPOTENT_ROUTES"},
+		{"route with an empty segment", environ("KH_IDEMPOTENT_ROUTES", "POST /v1//orders"), "KH_IDEMPOTENT_ROUTES"},
+		{"route with a trailing slash", environ("KH_IDEMPOTENT_ROUTES", "POST /v1/orders/"), "KH_IDEMPOTENT_ROUTES"},
+		{"route with an escape", environ("KH_IDEMPOTENT_ROUTES", "POST /v1/%6Frders"), "KH_IDEMPOTENT_ROUTES"},
+		{"route with a query", environ("KH_IDEMPOTENT_ROUTES", "POST /v1/orders?x=1"), "KH_IDEMPOTENT_ROUTES"},
 		{"retry max negative", environ("KH_RETRY_MAX", "-1"), "KH_RETRY_MAX"},
 		{"retry budget zero", environ("KH_RETRY_BUDGET", "0s"), "KH_RETRY_BUDGET"},
 		{"window bad", environ("KH_IDEMPOTENCY_WINDOW", "soon"), "KH_IDEMPOTENCY_WINDOW"},
@@ -249,17 +254,32 @@ func TestLoadLogging(t *testing.T) {
 	}
 }
 
-func TestRouteUnmarshalText(t *testing.T) {
-	var r config.Route
-	if err := r.UnmarshalText([]byte("  POST /v1/services/*/actions ")); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := r, (config.Route{Method: "POST", Path: "/v1/services/*/actions"}); got != want {
-		t.Errorf("route = %+v, want %+v", got, want)
-	}
-	for _, bad := range []string{"", "POST", "post /v1", "POST v1", "POST /v1?x", "PO5T /v1"} {
-		if err := r.UnmarshalText([]byte(bad)); err == nil {
-			t.Errorf("%q: no error", bad)
+// TestIdempotentRoutesSyntax checks that KH_IDEMPOTENT_ROUTES is read in
+// apiroute's {id} syntax, with * still accepted for {id}.
+func TestIdempotentRoutesSyntax(t *testing.T) {
+	for _, val := range []string{
+		"POST /v1/orders, POST /v1/services/{id}/actions",
+		"POST /v1/orders,POST /v1/services/*/actions",
+	} {
+		c, _, err := config.Load(environ("KH_IDEMPOTENT_ROUTES", val))
+		if err != nil {
+			t.Fatalf("%q: %v", val, err)
+		}
+		if got, want := c.IdempotentRoutes, mustPatterns(t, "POST /v1/orders", "POST /v1/services/{id}/actions"); !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: routes = %v, want %v", val, got, want)
 		}
 	}
+}
+
+func mustPatterns(t testing.TB, routes ...string) []apiroute.Pattern {
+	t.Helper()
+	ps := make([]apiroute.Pattern, len(routes))
+	for i, r := range routes {
+		p, err := apiroute.ParsePattern(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
+	}
+	return ps
 }

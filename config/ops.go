@@ -76,7 +76,11 @@ func (c *Config) validateListen(v *validation) {
 	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
 		v.fail("KH_LISTEN", "must be host:port, like 127.0.0.1:8080, or unix:/path/to/socket: %w", err)
 	} else if !isLoopbackHost(host) {
-		v.warn("KH_LISTEN", "listening beyond loopback: anyone who can reach this port can sign requests with your key and spend the account's money")
+		msg := "listening beyond loopback: anyone who can reach this port can sign requests with your key and spend the account's money"
+		if len(c.AllowedHosts) == 0 {
+			msg += "; callers on other hosts get 421 until the host name they use is in KH_ALLOWED_HOSTS"
+		}
+		v.warn("KH_LISTEN", msg)
 	}
 }
 

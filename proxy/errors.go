@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,6 +32,8 @@ const (
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
 	KindShuttingDown     Kind = "shutting_down"         // 503: cut by a shutdown while sending its body or waiting for a token; nothing was sent
+	KindBrowserRefused   Kind = "browser_refused"       // 403: sent by a web browser for a page (Origin, Sec-Fetch-Site, CORS preflight); nothing was sent
+	KindHostRefused      Kind = "host_refused"          // 421: Host names no host khproxy answers to (DNS rebinding); nothing was sent
 )
 
 var kinds = map[Kind]struct {
@@ -47,6 +50,10 @@ var kinds = map[Kind]struct {
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
 	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
 	KindShuttingDown:     {http.StatusServiceUnavailable, "khproxy is shutting down"},
+	KindBrowserRefused:   {http.StatusForbidden, "Requests from web pages refused by khproxy"},
+	// 421 Misdirected Request (RFC 9110 §15.5.20): this server does not
+	// answer for the host the request names.
+	KindHostRefused: {http.StatusMisdirectedRequest, "Host not served by khproxy"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
@@ -154,7 +161,11 @@ func (p *Proxy) Refuse(w http.ResponseWriter, r *http.Request, status int) {
 	p.fail(w, r, ex, e)
 	if r != nil {
 		p.metrics.RequestStarted()
-		ex.target = r.URL.EscapedPath() // never the authority: it may hold user info
+		// The path as khproxy would have signed it, so that the route is
+		// named by the same rule; never the authority: it may hold user
+		// info.
+		t, _ := p.base.Resolve(r.RequestURI)
+		ex.target, _, _ = strings.Cut(t.Path, "?")
 		route := routeOf(ex)
 		p.accessLog(r, ex, route, e.Kind.Status(), 0)
 		p.observe(r, ex, route, e.Kind.Status(), 0)

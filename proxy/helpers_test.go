@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"khproxy/apiroute"
 	"khproxy/config"
 	"khproxy/internal/testutil"
 	"khproxy/proxy"
@@ -99,17 +100,27 @@ func verify(method, requestURI string, h http.Header, body []byte) error {
 }
 
 // defaultRoutes are the configuration's default idempotent routes.
-func defaultRoutes(t testing.TB) []proxy.Route {
+func defaultRoutes(t testing.TB) []apiroute.Pattern {
 	t.Helper()
 	cfg, _, err := config.Load([]string{"KH_KEY=" + testKey, "KH_SECRET=x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes := make([]proxy.Route, len(cfg.IdempotentRoutes))
-	for i, r := range cfg.IdempotentRoutes {
-		routes[i] = proxy.Route{Method: r.Method, Path: r.Path}
+	return cfg.IdempotentRoutes
+}
+
+// patterns parses routes in apiroute's syntax.
+func patterns(t testing.TB, routes ...string) []apiroute.Pattern {
+	t.Helper()
+	ps := make([]apiroute.Pattern, len(routes))
+	for i, r := range routes {
+		p, err := apiroute.ParsePattern(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = p
 	}
-	return routes
+	return ps
 }
 
 func (u *upstream) all() []arrival {

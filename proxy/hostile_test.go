@@ -60,10 +60,15 @@ func TestDotSegmentsRefused(t *testing.T) {
 		t.Errorf("%d refused requests reached the upstream: %+v", n, h.up.all())
 	}
 	// Dots that are not whole segments, and dots in the query, are fine.
-	for _, target := range []string{"/v1/a.b", "/v1/...", "/v1/.x", "/v1/x.", "/v1/%2e%2e%2e", "/v1/x%2e", "/v1/products?path=../x&d=."} {
+	// Encoded dots are unreserved characters: sent decoded.
+	for target, sent := range map[string]string{"/v1/a.b": "", "/v1/...": "", "/v1/.x": "", "/v1/x.": "",
+		"/v1/%2e%2e%2e": "/v1/...", "/v1/x%2e": "/v1/x.", "/v1/products?path=../x&d=.": ""} {
+		if sent == "" {
+			sent = target
+		}
 		t.Run("allowed "+target, func(t *testing.T) {
 			a := h.rawOK(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-			if got, want := a.RequestURI, basePath+target; got != want {
+			if got, want := a.RequestURI, basePath+sent; got != want {
 				t.Errorf("upstream got %q, want %q", got, want)
 			}
 		})

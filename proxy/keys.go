@@ -5,7 +5,8 @@ import (
 	"encoding/hex"
 	"net/http"
 	"regexp"
-	"strings"
+
+	"khproxy/apiroute"
 )
 
 // clientKeyPattern is the form of an Idempotency-Key the API accepts (spec
@@ -30,8 +31,7 @@ func (p *Proxy) pickKey(r *http.Request, ex *exchange) error {
 		ex.idemKey, ex.keySource = key, KeyClient
 		return nil
 	}
-	path, _, _ := strings.Cut(ex.target, "?")
-	if !p.routes.match(r.Method, path) {
+	if _, ok := apiroute.MatchAny(p.routes, r.Method, ex.target); !ok {
 		return nil
 	}
 	key, err := newIdempotencyKey()

@@ -21,9 +21,12 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
+	"khproxy/apiroute"
+	"khproxy/browserguard"
 	"khproxy/problem"
 	"khproxy/proxy/flight"
 	"khproxy/proxy/heldbody"
@@ -59,8 +62,9 @@ type Options struct {
 	// UpstreamTimeout bounds one attempt until response headers; 0 means 30s.
 	UpstreamTimeout time.Duration
 	// IdempotentRoutes get an automatic Idempotency-Key when the client sends
-	// none.
-	IdempotentRoutes []Route
+	// none; a request is matched by package apiroute's one rule, on the
+	// path as it is signed. nil means none.
+	IdempotentRoutes []apiroute.Pattern
 	// Transport performs upstream attempts; nil means NewTransport(), trusting
 	// UpstreamCAs.
 	Transport http.RoundTripper
@@ -96,6 +100,13 @@ type Options struct {
 	// attempt but an unsigned-route GET /v1/health waits for a token, and
 	// an API 429 pauses it. nil means no pacing.
 	Limiter *ratelimit.Limiter
+	// Guard judges each request before anything of it is read, refusing
+	// what a web browser sent for a page and Host names khproxy does not
+	// answer to (package browserguard says what and why); refused
+	// requests get 403 browser_refused or 421 host_refused, are logged
+	// and counted, and nothing is sent. nil checks nothing: run.go always
+	// sets one.
+	Guard *browserguard.Guard
 	// Logger receives the access log and errors; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives measurements of requests and upstream attempts;
@@ -158,7 +169,8 @@ type Proxy struct {
 	maxBody    int64
 	budget     *heldbody.Budget
 	budgetWait time.Duration
-	routes     routeSet
+	routes     []apiroute.Pattern
+	guard      *browserguard.Guard
 	flights    *flight.Registry
 	inflight   inflightSet
 	receivers  receivingSet
@@ -192,7 +204,8 @@ func New(opts Options) (*Proxy, error) {
 		maxBody:      opts.MaxBodyBytes,
 		budget:       heldbody.NewBudget(opts.MaxInflightBytes),
 		budgetWait:   opts.BudgetWait,
-		routes:       newRouteSet(opts.IdempotentRoutes),
+		routes:       slices.Clone(opts.IdempotentRoutes),
+		guard:        opts.Guard,
 		flights:      flight.NewRegistry(opts.RetryMemory, flight.DefaultGrace),
 		log:          opts.Logger,
 		metrics:      opts.Metrics,
@@ -330,7 +343,16 @@ func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 	if r.Method == http.MethodConnect {
 		return ex, connectRefusal(r)
 	}
-	if err := p.resolveTarget(ex, r.RequestURI); err != nil {
+	// The target first, for the access log's path; a refused browser
+	// request is refused as such whatever its target.
+	targetErr := p.resolveTarget(ex, r.RequestURI)
+	if err := p.admit(r); err != nil {
+		return ex, err
+	}
+	if targetErr != nil {
+		return ex, targetErr
+	}
+	if err := checkRoute(r.Method, ex.target); err != nil {
 		return ex, err
 	}
 	if err := checkClientKey(r.Header); err != nil {
@@ -340,6 +362,22 @@ func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 		return ex, err
 	}
 	return ex, p.pickKey(r, ex)
+}
+
+// admit asks the Guard, when there is one, whether r may be served at all.
+func (p *Proxy) admit(r *http.Request) error {
+	if p.guard == nil {
+		return nil
+	}
+	err := p.guard.Check(r)
+	var refusal *browserguard.Refusal
+	if !errors.As(err, &refusal) {
+		return err
+	}
+	if refusal.Reason == browserguard.ForeignHost {
+		return &Error{Kind: KindHostRefused, Detail: refusal.Detail + "; callers on other hosts must be allowed in khproxy's configuration"}
+	}
+	return &Error{Kind: KindBrowserRefused, Detail: refusal.Detail + "; khproxy signs requests with a key that spends money and serves only apps, not web pages"}
 }
 
 // errorHandler answers transport failures.

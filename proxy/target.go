@@ -3,7 +3,10 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 
+	"khproxy/apiroute"
 	"khproxy/proxy/reqtarget"
 )
 
@@ -40,6 +43,27 @@ func targetRefusal(err error, requestURI string) *Error {
 		detail = "request path has an invalid percent-encoding"
 	case errors.Is(err, reqtarget.ErrDotSegment):
 		detail = `request path has a "." or ".." segment (raw or percent-encoded): the API has no such paths`
+	case errors.Is(err, reqtarget.ErrEmptySegment):
+		detail = "request path has an empty segment (// or a trailing /): the API has no such paths; send it without, like /v1/orders"
 	}
 	return &Error{Kind: KindBadRequest, Detail: detail}
+}
+
+// checkRoute refuses, before anything is read or sent, a request that an
+// API could take for one of its routes while package apiroute, which
+// decides the route for automatic keys, metrics and logs, does not: a
+// method that is not upper case (methods are case-sensitive, RFC 9110
+// §9.1, but some servers upper-case them), or a path that matches no
+// route but resembles one (apiroute.Resembles: other case, "%2F", ";"
+// parameters). Sent, it could place an order without the Idempotency-Key
+// its route gets.
+func checkRoute(method, target string) error {
+	if strings.ContainsFunc(method, unicode.IsLower) {
+		return &Error{Kind: KindBadRequest, Detail: fmt.Sprintf("the method %q is not upper case: methods are case-sensitive; send %s", method, strings.ToUpper(method))}
+	}
+	path, _, _ := strings.Cut(target, "?")
+	if tmpl, ok := apiroute.Resembles(path); ok {
+		return &Error{Kind: KindBadRequest, Detail: fmt.Sprintf("the path %q is not an API path but resembles %s: send it spelled exactly as the API documents it", path, tmpl)}
+	}
+	return nil
 }

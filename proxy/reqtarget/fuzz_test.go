@@ -3,6 +3,7 @@ package reqtarget_test
 import (
 	"errors"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,7 +14,8 @@ import (
 // promises: it refuses with one of its errors and no URL, or gives a URL on
 // the upstream, under the base path, whose request-target is the base path
 // followed by Path, with no dot segment in any decoding, with the client's
-// query as sent; and Path, resolved again against no base path, is itself.
+// query as sent, with no empty segment and no percent-encoded unreserved
+// character in its path; and Path, resolved again against no base path, is itself.
 func FuzzResolve(f *testing.F) {
 	for _, tt := range resolveCases {
 		f.Add(tt.target)
@@ -28,7 +30,8 @@ func FuzzResolve(f *testing.F) {
 		got, err := base.Resolve(target)
 		if err != nil {
 			if !errors.Is(err, reqtarget.ErrNotAPath) && !errors.Is(err, reqtarget.ErrNetworkPath) &&
-				!errors.Is(err, reqtarget.ErrBadEscape) && !errors.Is(err, reqtarget.ErrDotSegment) {
+				!errors.Is(err, reqtarget.ErrBadEscape) && !errors.Is(err, reqtarget.ErrDotSegment) &&
+				!errors.Is(err, reqtarget.ErrEmptySegment) {
 				t.Fatalf("Resolve(%q): unexpected error %v", target, err)
 			}
 			if got.URL != nil {
@@ -51,6 +54,13 @@ func FuzzResolve(f *testing.F) {
 		if hasDots(path) {
 			t.Fatalf("Resolve(%q): request-target %q has a dot segment", target, uri)
 		}
+		rel, _, _ := strings.Cut(got.Path, "?")
+		if strings.Contains(rel, "//") || (rel != "/" && strings.HasSuffix(rel, "/")) {
+			t.Fatalf("Resolve(%q): path %q has an empty segment", target, rel)
+		}
+		if m := encodedUnreserved.FindString(rel); m != "" {
+			t.Fatalf("Resolve(%q): path %q keeps the encoded unreserved character %s", target, rel, m)
+		}
 		if hasQuery && !strings.HasSuffix(target, "?"+query) {
 			t.Fatalf("Resolve(%q): query %q is not the client's", target, query)
 		}
@@ -59,6 +69,10 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+// encodedUnreserved finds a percent-encoded unreserved character (RFC 3986
+// §2.3) in either case of hex digit.
+var encodedUnreserved = regexp.MustCompile(`%(?i:4[1-9A-F]|5[0-9A]|6[1-9A-F]|7[0-9A]|3[0-9]|2D|2E|5F|7E)`)
 
 // hasDots reports whether path, decoded with url.PathUnescape as long as it
 // decodes and changes, ever has a "/./" or "/../", counting backslashes as

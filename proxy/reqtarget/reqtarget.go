@@ -12,9 +12,16 @@
 // relative to it, and a Location pointing under it is given back relative
 // to khproxy.
 //
+// It also puts the path in the one spelling that khproxy signs, labels and
+// matches against routes (package apiroute): percent-encoded unreserved
+// characters are decoded (RFC 3986 §6.2.2.2: /v1/%6Frders is /v1/orders to
+// any RFC 3986 server, so it must be signed, keyed and labelled as
+// /v1/orders), and paths with empty segments (/v1//orders, /v1/orders/),
+// which some servers collapse, are refused.
+//
 // The package knows nothing of HTTP servers, requests, signing or how a
 // refusal is answered: it works on strings and reports ErrNotAPath,
-// ErrNetworkPath, ErrBadEscape or ErrDotSegment.
+// ErrNetworkPath, ErrBadEscape, ErrDotSegment or ErrEmptySegment.
 package reqtarget
 
 import (
@@ -37,6 +44,10 @@ var (
 	// ErrDotSegment: the path has a "." or ".." segment, raw or
 	// percent-encoded at any depth.
 	ErrDotSegment = errors.New(`request path has a "." or ".." segment`)
+	// ErrEmptySegment: the path, after the base path, has an empty
+	// segment: "//" inside it, or a trailing "/" after anything but the
+	// root ("/v1/orders/").
+	ErrEmptySegment = errors.New("request path has an empty segment (// or a trailing /)")
 )
 
 // Base is the upstream's base URL, against which request-targets are
@@ -66,12 +77,16 @@ func NewBase(upstream *url.URL) Base {
 type Target struct {
 	// Path is the target relative to the base path, path and, when the
 	// client sent one, "?" and query: "/v1/orders?page=2". The client's
-	// escaping is kept byte for byte; only bytes that may not appear raw in
-	// a path (such as unencoded UTF-8) are percent-encoded. It is what
-	// khproxy signs. When Resolve fails with ErrNetworkPath or
-	// ErrBadEscape it holds the target as sent, relative to the base, and
-	// with ErrDotSegment the target as it would have been; either is for
-	// a log line only. With ErrNotAPath it is "".
+	// escaping is kept byte for byte, with two exceptions in the path:
+	// percent-encoded unreserved characters (letters, digits, "-", ".",
+	// "_", "~") are decoded ("/v1/%6Frders" is "/v1/orders"), and bytes
+	// that may not appear raw in a path (such as unencoded UTF-8) are
+	// percent-encoded. The query is kept as sent. It is what khproxy signs
+	// and what package apiroute matches. When Resolve fails with
+	// ErrNetworkPath or ErrBadEscape it holds the target as sent, relative
+	// to the base, and with ErrDotSegment or ErrEmptySegment the target as
+	// it would have been; either is for a log line only. With ErrNotAPath
+	// it is "".
 	Path string
 	// URL is the upstream URL: the Base's scheme and host, the base path
 	// followed by Path, and Path's query, sent as is. Its RawPath is set,
@@ -90,10 +105,11 @@ type Target struct {
 // by whole segment ("/cp/kh_reseller_api/v1/orders" is "/v1/orders"), so
 // that a client using the API's documented URL sends the same request.
 //
-// It fails with ErrNotAPath, ErrNetworkPath, ErrBadEscape or
-// ErrDotSegment, checked in that order; see Target.Path for what it
+// It fails with ErrNotAPath, ErrNetworkPath, ErrBadEscape, ErrDotSegment
+// or ErrEmptySegment, checked in that order; see Target.Path for what it
 // returns then. A Target it returns without error never has a dot segment
-// in its path, in any decoding of it.
+// in its path, in any decoding of it, nor an empty segment, nor a
+// percent-encoded unreserved character.
 func (b Base) Resolve(requestURI string) (Target, error) {
 	target, err := originForm(requestURI)
 	if err != nil {
@@ -110,13 +126,16 @@ func (b Base) Resolve(requestURI string) (Target, error) {
 	}
 	// Being a valid encoding of Path, RawPath is what URL.RequestURI, which
 	// the transport writes, returns.
-	escaped := escapePath(rawPath)
+	escaped := decodeUnreserved(escapePath(rawPath))
 	t := Target{Path: escaped}
 	if hasQuery {
 		t.Path += "?" + rawQuery
 	}
 	if hasDotSegment(escaped) {
 		return t, ErrDotSegment
+	}
+	if hasEmptySegment(escaped) {
+		return t, ErrEmptySegment
 	}
 	t.URL = &url.URL{
 		Scheme:     b.scheme,
@@ -175,6 +194,46 @@ func escapePath(raw string) string {
 		return raw
 	}
 	return b.String()
+}
+
+// decodeUnreserved decodes the %XX escapes of an escaped path that stand
+// for unreserved characters (RFC 3986 §2.3, §6.2.2.2), in either case of
+// hex digit, and keeps every other byte, other escapes included, as it is.
+func decodeUnreserved(escaped string) string {
+	if !strings.Contains(escaped, "%") {
+		return escaped
+	}
+	var b strings.Builder
+	b.Grow(len(escaped))
+	for i := 0; i < len(escaped); i++ {
+		if escaped[i] == '%' && i+2 < len(escaped) && isHex(escaped[i+1]) && isHex(escaped[i+2]) {
+			if c := unhex(escaped[i+1])<<4 | unhex(escaped[i+2]); unreserved(c) {
+				b.WriteByte(c)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(escaped[i])
+	}
+	return b.String()
+}
+
+// unreserved reports whether c is an unreserved character of RFC 3986
+// §2.3: a letter, a digit, "-", ".", "_" or "~".
+func unreserved(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// hasEmptySegment reports whether an escaped path has "//" in it or ends in
+// "/" after more than the root. Servers differ on such paths (many collapse
+// "//", some drop a trailing "/"), so /v1//orders could be POST /v1/orders
+// to the API while it is no route to khproxy; the API has no such paths.
+func hasEmptySegment(escaped string) bool {
+	return strings.Contains(escaped, "//") || (len(escaped) > 1 && strings.HasSuffix(escaped, "/"))
 }
 
 // pathByteAllowed reports whether c may appear raw in a path: unreserved,
