@@ -31,6 +31,13 @@ const (
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
 	KindShuttingDown     Kind = "shutting_down"         // 503: cut by a shutdown while sending its body or waiting for a token; nothing was sent
+
+	// Refusals of a Gate (Options.Gates); nothing was sent.
+	KindNotAllowed       Kind = "not_allowed"       // 403: the route is not on the allow-list
+	KindOrderLimit       Kind = "order_limit"       // 429 + Retry-After: the period's new orders are used up
+	KindSpendLimit       Kind = "spend_limit"       // 403: the order's price would exceed the period's spend, or it cannot be determined
+	KindGuardUnavailable Kind = "guard_unavailable" // 503: a limit could not be checked (its store or the price lookup failed)
+	KindAuditUnavailable Kind = "audit_unavailable" // 503: the audit log cannot be written and is required
 )
 
 var kinds = map[Kind]struct {
@@ -47,6 +54,11 @@ var kinds = map[Kind]struct {
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
 	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
 	KindShuttingDown:     {http.StatusServiceUnavailable, "khproxy is shutting down"},
+	KindNotAllowed:       {http.StatusForbidden, "Route not allowed by khproxy"},
+	KindOrderLimit:       {http.StatusTooManyRequests, "Order limit reached"},
+	KindSpendLimit:       {http.StatusForbidden, "Spend limit reached"},
+	KindGuardUnavailable: {http.StatusServiceUnavailable, "khproxy cannot check its limits"},
+	KindAuditUnavailable: {http.StatusServiceUnavailable, "khproxy cannot write its audit log"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},

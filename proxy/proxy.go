@@ -96,6 +96,9 @@ type Options struct {
 	// Metrics receives measurements of requests and upstream attempts;
 	// nil measures nothing.
 	Metrics Metrics
+	// Gates judge each request before it is sent and hear how it was
+	// answered (see Gate); nil means none.
+	Gates []Gate
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -162,6 +165,7 @@ type Proxy struct {
 	stopCancel context.CancelFunc
 	log        *slog.Logger
 	metrics    Metrics
+	gates      []Gate
 	// abandonAfter bounds how long a leader goes on once its caller left.
 	abandonAfter time.Duration
 	now          func() time.Time
@@ -189,6 +193,7 @@ func New(opts Options) (*Proxy, error) {
 		flights:      flight.NewRegistry(opts.RetryMemory, flight.DefaultGrace),
 		log:          opts.Logger,
 		metrics:      opts.Metrics,
+		gates:        opts.Gates,
 		abandonAfter: opts.RetryBudget + opts.UpstreamTimeout,
 		now:          opts.Now,
 	}
@@ -237,6 +242,12 @@ type exchange struct {
 	shared         bool   // answered with an identical in-flight request's answer
 	err            *Error
 
+	// For Options.Gates: the request as they see it, and the start of
+	// the API's answer to a write call (answerComplete: all of it).
+	call           *Call
+	answer         []byte
+	answerComplete bool
+
 	// up is what the upstream transport is told of the request (withCall)
 	// and reports of its attempts: their number, whether one was sent,
 	// the rate-limit wait, why reading the response body failed.
@@ -256,6 +267,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.metrics.RequestStarted()
 	rec := &recorder{ResponseWriter: w, closeConn: framingUnclear(r)}
 	ex, err := p.prepare(rec, r)
+	p.recordOnSend(rec, r, ex)
 	var f *flight.Flight
 	defer func() {
 		// ReverseProxy panics with http.ErrAbortHandler when the response
@@ -312,6 +324,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.capture = &bytes.Buffer{}
 	}
 	defer p.track(r.Method, ex)()
+	if !p.admit(ctx, rec, r, ex) {
+		return
+	}
 	p.rp.ServeHTTP(rec, r.WithContext(ex.withCall(ctx)))
 }
 
