@@ -28,7 +28,8 @@ import (
 //     upstream. The first refusal stops the others and the request: it is
 //     answered with the refusal and never sent. A request answered with an
 //     identical earlier request's answer is not admitted: it is not sent.
-//  3. Record, on every gate, exactly once, when the answer's status is
+//  3. Record, on every gate, exactly once (CONNECT, refused by a hijacked
+//     connection, is no API call and is not told), when the answer's status is
 //     known and before its status line is written to the caller; for an
 //     answer from the API, after its body was read up to AnswerPeek bytes.
 //     What Record does (a synced audit line, a spend counted) is therefore
@@ -77,15 +78,16 @@ type Call struct {
 	// RemoteAddr is the caller's address as the server reported it.
 	RemoteAddr string
 
-	ex     *exchange
+	ex     *exchange // set during Admit only
 	body   []byte
 	read   bool
 	values map[any]any
 }
 
 // Body returns the request body, read once from the held copy; nil when
-// there is none or it was not read (the request was refused first). The
-// slice must not be modified.
+// there is none. It can be read during Admit only (the held copy is
+// dropped once the request is sent); in Record it returns what was read
+// then, or nil. The slice must not be modified.
 func (c *Call) Body() []byte {
 	if !c.read && c.ex != nil && c.ex.body != nil && c.ex.bodyHash != "" {
 		c.read = true
@@ -144,7 +146,7 @@ func (p *Proxy) call(r *http.Request, ex *exchange) *Call {
 	if ex.call == nil {
 		var id [16]byte
 		_, _ = rand.Read(id[:])
-		ex.call = &Call{ID: hex.EncodeToString(id[:]), Time: p.now(), Method: r.Method, RemoteAddr: r.RemoteAddr, ex: ex}
+		ex.call = &Call{ID: hex.EncodeToString(id[:]), Time: p.now(), Method: r.Method, RemoteAddr: r.RemoteAddr}
 	}
 	c := ex.call
 	c.Target, c.Route = ex.target, apiroute.Of(ex.target)
@@ -155,8 +157,14 @@ func (p *Proxy) call(r *http.Request, ex *exchange) *Call {
 // admit asks every gate to admit r; a refusal is answered and false
 // returned.
 func (p *Proxy) admit(ctx context.Context, w *recorder, r *http.Request, ex *exchange) bool {
+	if len(p.gates) == 0 {
+		return true
+	}
+	c := p.call(r, ex)
+	c.ex = ex
 	for _, g := range p.gates {
-		if err := g.Admit(ctx, p.call(r, ex)); err != nil {
+		if err := g.Admit(ctx, c); err != nil {
+			c.ex = nil
 			if _, ok := err.(*Error); !ok {
 				err = &Error{Kind: KindGuardUnavailable, Detail: "khproxy could not check its limits; the request was not sent", Err: err}
 			}
@@ -164,6 +172,7 @@ func (p *Proxy) admit(ctx context.Context, w *recorder, r *http.Request, ex *exc
 			return false
 		}
 	}
+	c.ex = nil
 	return true
 }
 
