@@ -215,3 +215,13 @@ func (p *Proxy) peekAnswer(resp *http.Response, ex *exchange) error {
 	}{io.MultiReader(bytes.NewReader(buf), resp.Body), resp.Body}
 	return nil
 }
+
+// NewCall returns the Call the proxy would make for a request with method,
+// target and body, at now, with Idempotency-Key key from source: for tests
+// and benchmarks of a Gate without a proxy.
+func NewCall(method, target string, body []byte, key, source string, now time.Time) *Call {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	return &Call{ID: hex.EncodeToString(id[:]), Time: now, Method: method, Target: target, Route: apiroute.Of(target),
+		IdempotencyKey: key, KeySource: source, body: body, read: true}
+}
