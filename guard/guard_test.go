@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"khproxy/emulator"
 	"khproxy/emulator/emulatortest"
 	"khproxy/guard"
@@ -143,4 +145,67 @@ func BenchmarkGuardOrder(b *testing.B) {
 		}
 		g.Record(c, &proxy.Outcome{Status: 201, Sent: true, UpstreamStatus: 201, Answer: answer, Complete: true})
 	}
+}
+
+// TestRecordCountsWhatTheAnswerSays prices an order at 9.99, then tells the
+// guard how it was answered, and checks what the next order may spend.
+func TestRecordCountsWhatTheAnswerSays(t *testing.T) {
+	prices, _ := emulatorPrices(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name    string
+		outcome proxy.Outcome
+		spent   int64 // counted for the first order afterwards
+	}{
+		{"201 at the list price", proxy.Outcome{Status: 201, Sent: true, UpstreamStatus: 201, Answer: []byte(`{"amount":"9.99","currency":"EUR"}`)}, 999},
+		{"201 with options costing more", proxy.Outcome{Status: 201, Sent: true, UpstreamStatus: 201, Answer: []byte(`{"amount":"12.345","currency":"EUR"}`)}, 1235},
+		{"201 without a readable amount", proxy.Outcome{Status: 201, Sent: true, UpstreamStatus: 201, Answer: []byte(`{"amount":12.34}`)}, 999},
+		{"201 in another currency", proxy.Outcome{Status: 201, Sent: true, UpstreamStatus: 201, Answer: []byte(`{"amount":"1.00","currency":"USD"}`)}, 999},
+		{"402 from the API", proxy.Outcome{Status: 402, Sent: true, UpstreamStatus: 402}, 0},
+		{"never sent", proxy.Outcome{Status: 429, Kind: proxy.KindRateLimited}, 0},
+		{"no answer: in doubt", proxy.Outcome{Status: 504, Sent: true, Kind: proxy.KindTimeout}, 999},
+		{"API 500: in doubt", proxy.Outcome{Status: 500, Sent: true, UpstreamStatus: 500}, 999},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m, err := guard.NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := guard.New(guard.Options{Spend: guard.Money{Cents: 2000, Currency: "EUR"}, SpendPer: time.Hour, Prices: prices, Metrics: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := proxy.NewCall("POST", "/v1/orders", []byte(testutil.OrderBody), "first", proxy.KeyClient, time.Now())
+			if err := g.Admit(ctx, first); err != nil {
+				t.Fatal(err)
+			}
+			g.Record(first, &tt.outcome)
+			if got := gauge(t, reg, "khproxy_guard_period_spend"); got != float64(tt.spent)/100 {
+				t.Errorf("spend counted: %v, want %s", got, guard.FormatCents(tt.spent))
+			}
+			// The first again is a retry, admitted whatever is spent, unless
+			// it was forgotten.
+			retry := proxy.NewCall("POST", "/v1/orders", []byte(testutil.OrderBody), "first", proxy.KeyClient, time.Now())
+			if err := g.Admit(ctx, retry); err != nil {
+				t.Errorf("retry of the first: %v, want admitted", err)
+			}
+		})
+	}
+}
+
+// gauge returns the value of the one series of the gauge name in reg.
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no single series of %s", name)
+	return 0
 }

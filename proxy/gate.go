@@ -62,7 +62,7 @@ type Call struct {
 	// ID is khproxy's id for the request (32 hex characters), also sent
 	// to the caller as the X-Khproxy-Request-Id response header.
 	ID string
-	// Time is when the request arrived.
+	// Time is when the request was read (its body included).
 	Time time.Time
 	// Method is the request method as sent.
 	Method string
@@ -182,6 +182,7 @@ func (p *Proxy) recordOnSend(w *recorder, r *http.Request, ex *exchange) {
 	if len(p.gates) == 0 {
 		return
 	}
+	p.call(r, ex) // made now, so that its Time is when the request was read
 	w.onSend = func() {
 		c := p.call(r, ex)
 		w.Header().Set("X-Khproxy-Request-Id", c.ID)
