@@ -120,6 +120,7 @@ type noteKey struct{}
 type note struct {
 	key   string
 	price Money
+	usage Usage // the periods' usage once this order was counted
 }
 
 // Admit implements proxy.Gate: it refuses a route off the allow-list, and
@@ -167,7 +168,7 @@ func (g *Guard) admitOrder(ctx context.Context, c *proxy.Call) error {
 				price, g.limits.SpendPer, Money{Cents: d.Spent + price.Cents, Currency: g.spend.Currency}, g.spend)})
 	}
 	if !d.Known {
-		c.Set(noteKey{}, &note{key: key, price: price})
+		c.Set(noteKey{}, &note{key: key, price: price, usage: d.Usage})
 	}
 	g.m.usage(d.Usage, g.spend.Currency, g.limits)
 	return nil
@@ -248,21 +249,30 @@ func (g *Guard) Record(c *proxy.Call, o *proxy.Outcome) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var err error
+	u := n.usage
 	switch {
 	case !o.Sent || (o.UpstreamStatus >= 400 && o.UpstreamStatus < 500):
 		err = g.store.Release(ctx, n.key)
+		if g.limits.OrderPer > 0 {
+			u.Orders--
+		}
+		if g.limits.SpendPer > 0 {
+			u.Spent -= n.price.Cents
+		}
 	case o.UpstreamStatus == http.StatusCreated && g.limits.SpendPer > 0:
 		cents, ok := g.amount(c, o, n)
 		if ok && cents != n.price.Cents {
 			err = g.store.Settle(ctx, n.key, cents)
+			u.Spent += cents - n.price.Cents
 		}
 	}
 	if err != nil {
 		g.log.Error("guard: could not update the order counters; the order stays counted at its published price", "error", err, "khproxy_request_id", c.ID)
+		return
 	}
-	if u, err := g.store.Usage(ctx, g.now(), g.limits); err == nil {
-		g.m.usage(u, g.spend.Currency, g.limits)
-	}
+	// The usage as this order left it; other orders of the moment (other
+	// replicas') show in the next one's.
+	g.m.usage(u, g.spend.Currency, g.limits)
 }
 
 // amount reads the amount of a 201 answer; when it cannot, the published

@@ -48,15 +48,19 @@ if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - keep)
 local orders, spent, oldest = 0, 0, -1
 local window = math.max(orderPer, spendPer)
 local ents = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now - window), '+inf', 'WITHSCORES')
+local priced = {}
 for i = 1, #ents, 2 do
 	local at = tonumber(ents[i + 1])
 	if orderPer > 0 and at > now - orderPer then
 		orders = orders + 1
 		if oldest < 0 or at < oldest then oldest = at end
 	end
-	if spendPer > 0 and at > now - spendPer then
-		spent = spent + (tonumber(redis.call('HGET', KEYS[2], ents[i])) or 0)
-	end
+	if spendPer > 0 and at > now - spendPer then priced[#priced + 1] = ents[i] end
+end
+-- Costs in batches: unpack has a limit on its arguments.
+for i = 1, #priced, 1000 do
+	local costs = redis.call('HMGET', KEYS[2], unpack(priced, i, math.min(i + 999, #priced)))
+	for _, c in ipairs(costs) do spent = spent + (tonumber(c) or 0) end
 end
 if op == 'usage' then return {0, 0, 0, orders, spent} end
 
