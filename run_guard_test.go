@@ -130,6 +130,17 @@ func TestGuardAllowListUnknownRoute(t *testing.T) {
 	}
 }
 
+func TestAuditLogUnusable(t *testing.T) {
+	api := startGuardAPI(t)
+	dir := t.TempDir()
+	for _, path := range []string{filepath.Join(dir, "missing", "audit.jsonl"), dir} {
+		err := run(t.Context(), nil, api.env("KH_AUDIT_LOG="+path), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "KH_AUDIT_LOG") {
+			t.Errorf("KH_AUDIT_LOG=%s: run = %v, want an error naming KH_AUDIT_LOG", path, err)
+		}
+	}
+}
+
 func TestGuardOrderLimit(t *testing.T) {
 	api := startGuardAPI(t)
 	r := startRun(t, api.env("KH_ORDER_LIMIT=2/1h")...)
@@ -321,7 +332,7 @@ func TestAuditLogOfARun(t *testing.T) {
 		t.Errorf("khproxy_request_id %v, caller saw %q", rec["khproxy_request_id"], first.header.Get("X-Khproxy-Request-Id"))
 	}
 	_ = json.Unmarshal([]byte(lines[1]), &rec)
-	if rec["rule"] != "order_limit" || rec["status"] != 429.0 || rec["sent"] != false {
+	if rec["rule"] != "order_limit" || rec["status"] != 429.0 || rec["sent"] != false || !strings.Contains(rec["detail"].(string), "KH_ORDER_LIMIT") {
 		t.Errorf("refused order's line: %s", lines[1])
 	}
 	var out strings.Builder

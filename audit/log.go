@@ -222,7 +222,7 @@ func newRecord(c *proxy.Call, o *proxy.Outcome) *Record {
 		Time: c.Time.UTC().Format(time.RFC3339Nano), ID: c.ID, Client: c.RemoteAddr,
 		Method: c.Method, Path: c.Target, Route: c.Route,
 		Status: o.Status, Sent: o.Sent, UpstreamStatus: o.UpstreamStatus, RequestID: o.UpstreamRequestID,
-		IdempotencyKey: c.IdempotencyKey, KeySource: c.KeySource, Shared: o.Shared, Error: string(o.Kind),
+		IdempotencyKey: c.IdempotencyKey, KeySource: c.KeySource, Shared: o.Shared, Error: string(o.Kind), Detail: o.Detail,
 	}
 	switch o.Kind {
 	case proxy.KindNotAllowed, proxy.KindOrderLimit, proxy.KindSpendLimit, proxy.KindGuardUnavailable, proxy.KindAuditUnavailable:

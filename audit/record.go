@@ -42,9 +42,11 @@ type Record struct {
 	// Shared: the answer of an identical earlier call, given again.
 	Shared bool `json:"shared,omitempty"`
 	// Error is the kind khproxy answered with itself, "" for the API's
-	// answer; Rule is set when a guard rule refused the call.
-	Error string `json:"khproxy_error,omitempty"`
-	Rule  string `json:"rule,omitempty"`
+	// answer, and Detail what it told the caller; Rule is set when a
+	// guard rule refused the call.
+	Error  string `json:"khproxy_error,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	Detail string `json:"detail,omitempty"` // khproxy's answer's detail: why
 	// Prev is the previous line's hash; Genesis on a file's first line.
 	Prev string `json:"prev"`
 }
