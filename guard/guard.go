@@ -144,12 +144,14 @@ func (g *Guard) admitOrder(ctx context.Context, c *proxy.Call) error {
 		key = "khproxy-" + c.ID
 	}
 	var price Money
+	var unpriced error
 	if g.limits.SpendPer > 0 {
-		p, err := g.price(ctx, c)
-		if err != nil {
-			return g.refuse(c, err)
+		price, unpriced = g.price(ctx, c)
+		if unpriced != nil {
+			// A retry of an order counted before is let through even
+			// so: the product may have left the catalog since.
+			price.Cents = -1
 		}
-		price = p
 	}
 	d, err := g.store.Reserve(ctx, Order{Key: key, Time: g.now(), Cents: price.Cents}, g.limits)
 	if err != nil {
@@ -158,6 +160,8 @@ func (g *Guard) admitOrder(ctx context.Context, c *proxy.Call) error {
 			Detail: "khproxy cannot reach the shared order and spend counters (Redis), so it refuses orders rather than risk exceeding its limits; the order was not sent"})
 	}
 	switch d.Refused {
+	case RuleUnpriced:
+		return g.refuse(c, unpriced)
 	case RuleOrderLimit:
 		secs := int((d.RetryAfter + time.Second - 1) / time.Second)
 		return g.refuse(c, &proxy.Error{Kind: proxy.KindOrderLimit, RetryAfter: max(d.RetryAfter, time.Second),

@@ -3,6 +3,7 @@ package guard_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -208,4 +209,53 @@ func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no single series of %s", name)
 	return 0
+}
+
+// priceFunc is a PriceSource.
+type priceFunc func(ctx context.Context, product, cycle string) (guard.Money, error)
+
+func (f priceFunc) Price(ctx context.Context, product, cycle string) (guard.Money, error) {
+	return f(ctx, product, cycle)
+}
+
+// TestRetryPassesWhenThePriceIsGone: a retry of a counted order is let
+// through when its product can no longer be priced; a new order is not.
+func TestRetryPassesWhenThePriceIsGone(t *testing.T) {
+	var gone error
+	prices := priceFunc(func(context.Context, string, string) (guard.Money, error) {
+		if gone != nil {
+			return guard.Money{}, gone
+		}
+		return guard.Money{Cents: 999, Currency: "EUR"}, nil
+	})
+	g, err := guard.New(guard.Options{Spend: guard.Money{Cents: 5000, Currency: "EUR"}, SpendPer: time.Hour, Prices: prices})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	newCall := func(key string) *proxy.Call {
+		return proxy.NewCall("POST", "/v1/orders", []byte(testutil.OrderBody), key, proxy.KeyClient, time.Now())
+	}
+	first := newCall("first")
+	if err := g.Admit(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	g.Record(first, &proxy.Outcome{Status: 201, Sent: true, UpstreamStatus: 201, Answer: []byte(`{"amount":"9.99","currency":"EUR"}`)})
+	for _, tt := range []struct {
+		name string
+		err  error
+		kind proxy.Kind
+	}{
+		{"product gone", fmt.Errorf("product 42: %w", guard.ErrNoPrice), proxy.KindSpendLimit},
+		{"lookup failing", errors.New("connection refused"), proxy.KindGuardUnavailable},
+	} {
+		gone = tt.err
+		if err := g.Admit(ctx, newCall("first")); err != nil {
+			t.Errorf("%s: retry of the counted order: %v, want admitted", tt.name, err)
+		}
+		var e *proxy.Error
+		if err := g.Admit(ctx, newCall("second")); !errors.As(err, &e) || e.Kind != tt.kind {
+			t.Errorf("%s: a new order: %v, want %s", tt.name, err, tt.kind)
+		}
+	}
 }

@@ -18,7 +18,9 @@ import (
 type Store interface {
 	// Reserve counts the order o under limits, unless its key is already
 	// known (a retry: nothing changes) or a limit would be exceeded
-	// (nothing changes either).
+	// (nothing changes either). An order whose Cents is negative (it
+	// could not be priced) is only looked up: Known, or refused with
+	// RuleUnpriced.
 	Reserve(ctx context.Context, o Order, l Limits) (Decision, error)
 	// Settle sets the cost of the order with key to cents: the API's
 	// answer. It does nothing when the key is unknown.
@@ -58,6 +60,9 @@ const (
 	RuleOrderLimit  = "order_limit"
 	RuleSpendLimit  = "spend_limit"
 	RuleUnavailable = "guard_unavailable"
+	// RuleUnpriced is Reserve's refusal of an unpriced order that is not
+	// a retry; the guard answers it with the reason the price is missing.
+	RuleUnpriced = "unpriced"
 )
 
 // Decision is Reserve's answer.
@@ -65,8 +70,8 @@ type Decision struct {
 	// Known: the key was counted before; the order is a retry and was not
 	// counted again.
 	Known bool
-	// Refused is RuleOrderLimit or RuleSpendLimit, "" when the order was
-	// counted (or Known).
+	// Refused is RuleOrderLimit, RuleSpendLimit or RuleUnpriced, "" when
+	// the order was counted (or Known).
 	Refused string
 	// RetryAfter is, for RuleOrderLimit, when the oldest order of the
 	// period leaves it.
@@ -125,6 +130,8 @@ func (m *memory) Reserve(_ context.Context, o Order, l Limits) (Decision, error)
 	switch _, known := m.entries[o.Key]; {
 	case known:
 		d.Known = true
+	case o.Cents < 0:
+		d.Refused = RuleUnpriced
 	case l.OrderPer > 0 && u.Orders >= l.Orders:
 		d.Refused, d.RetryAfter = RuleOrderLimit, oldest.Add(l.OrderPer).Sub(o.Time)
 	case l.SpendPer > 0 && u.Spent+o.Cents > l.Spend:

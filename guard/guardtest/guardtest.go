@@ -54,6 +54,19 @@ func Run(t *testing.T, newStore func(t *testing.T) guard.Store) {
 			t.Fatalf("retry of a: %+v, want Known, not refused, still 2 orders", d)
 		}
 	})
+	t.Run("an unpriced order is only looked up", func(t *testing.T) {
+		s := newStore(t)
+		reserve(t, s, "a", t0, 600, spend)
+		if d := reserve(t, s, "a", t0, -1, spend); !d.Known || d.Refused != "" {
+			t.Fatalf("unpriced retry of a: %+v, want Known", d)
+		}
+		if d := reserve(t, s, "b", t0, -1, spend); d.Known || d.Refused != guard.RuleUnpriced {
+			t.Fatalf("unpriced new order: %+v, want refused unpriced", d)
+		}
+		if u, err := s.Usage(ctx, t0, spend); err != nil || u.Spent != 600 {
+			t.Fatalf("Usage = %+v, %v; want 600 spent, nothing of the unpriced", u, err)
+		}
+	})
 	t.Run("a key is known for Keep after its period", func(t *testing.T) {
 		s := newStore(t)
 		l := guard.Limits{Orders: 1, OrderPer: time.Minute, Keep: 10 * time.Minute}

@@ -33,7 +33,8 @@ func (s *Store) Guard() *GuardStore {
 // guardScript counts orders. KEYS: the sorted set (key -> ms), the hash
 // (key -> hundredths). ARGV: op, now ms, order key, price, max orders,
 // order period ms, max spend, spend period ms, keep ms. It returns
-// {known, refused (0, 1 orders, 2 spend), retry-after ms, orders, spent}.
+// {known, refused (0, 1 orders, 2 spend, 3 unpriced), retry-after ms,
+// orders, spent}.
 var guardScript = redis.NewScript(`
 local op, now, key, price = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local maxOrders, orderPer = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -65,6 +66,7 @@ end
 if op == 'usage' then return {0, 0, 0, orders, spent} end
 
 if redis.call('ZSCORE', KEYS[1], key) then return {1, 0, 0, orders, spent} end
+if price < 0 then return {0, 3, 0, orders, spent} end
 if orderPer > 0 and orders >= maxOrders then return {0, 1, oldest + orderPer - now, orders, spent} end
 if spendPer > 0 and spent + price > maxSpend then return {0, 2, 0, orders, spent} end
 redis.call('ZADD', KEYS[1], fmt(now), key)
@@ -109,6 +111,8 @@ func (g *GuardStore) Reserve(ctx context.Context, o guard.Order, l guard.Limits)
 		d.Refused = guard.RuleOrderLimit
 	case 2:
 		d.Refused = guard.RuleSpendLimit
+	case 3:
+		d.Refused = guard.RuleUnpriced
 	}
 	return d, nil
 }
