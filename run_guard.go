@@ -22,7 +22,8 @@ import (
 // audit log (KH_AUDIT_LOG) and the guard (KH_ALLOW, KH_ORDER_LIMIT,
 // KH_SPEND_LIMIT), in that order, so that a log that must be written and
 // cannot turns a call away before the guard counts it. The guard's counters
-// are in Redis with KH_REDIS_URL. done closes the audit log.
+// are in Redis with KH_REDIS_URL. done closes the audit log; on an error
+// it is already closed.
 func newGates(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, s *signer.Signer, rl rateLimiting) (gates []proxy.Gate, done func(), err error) {
 	done = func() {}
 	if cfg.AuditLog != "" {
@@ -40,7 +41,8 @@ func newGates(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, s 
 	}
 	m, err := guard.NewMetrics(reg)
 	if err != nil {
-		return nil, done, err
+		done()
+		return nil, func() {}, err
 	}
 	opts := guard.Options{
 		Orders: g.OrderLimit.Count, OrderPer: g.OrderLimit.Per,
@@ -58,7 +60,8 @@ func newGates(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, s 
 	}
 	gd, err := guard.New(opts)
 	if err != nil {
-		return nil, done, fmt.Errorf("configuration:\nKH_ALLOW: %w", err)
+		done()
+		return nil, func() {}, fmt.Errorf("configuration:\nKH_ALLOW: %w", err)
 	}
 	log.Info("guard on", "allow", len(g.Allow), "order_limit", g.OrderLimit.String(), "spend_limit", g.SpendLimit.String(), "shared", rl.store != nil)
 	return append(gates, gd), done, nil
