@@ -332,7 +332,7 @@ func TestAuditLogOfARun(t *testing.T) {
 		t.Errorf("khproxy_request_id %v, caller saw %q", rec["khproxy_request_id"], first.header.Get("X-Khproxy-Request-Id"))
 	}
 	_ = json.Unmarshal([]byte(lines[1]), &rec)
-	if rec["rule"] != "order_limit" || rec["status"] != 429.0 || rec["sent"] != false || !strings.Contains(rec["detail"].(string), "KH_ORDER_LIMIT") {
+	if rec["rule"] != "order_limit" || rec["status"] != 429.0 || rec["sent"] != false || !strings.Contains(rec["detail"].(string), "order limit") {
 		t.Errorf("refused order's line: %s", lines[1])
 	}
 	var out strings.Builder

@@ -77,7 +77,7 @@ func Open(path string, opts Options) (*Log, error) {
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	l.records = prometheus.NewCounter(prometheus.CounterOpts{Name: "khproxy_audit_records_total", Help: "Lines written to the audit log (KH_AUDIT_LOG)."})
+	l.records = prometheus.NewCounter(prometheus.CounterOpts{Name: "khproxy_audit_records_total", Help: "Lines written to the audit log."})
 	l.failures = prometheus.NewCounter(prometheus.CounterOpts{Name: "khproxy_audit_write_failures_total", Help: "Write calls whose audit line could not be written and synced."})
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{l.records, l.failures} {
@@ -168,7 +168,7 @@ func (l *Log) Admit(_ context.Context, c *proxy.Call) error {
 	l.mu.Unlock()
 	if broken != nil {
 		return &proxy.Error{Kind: proxy.KindAuditUnavailable, Err: broken, RetryAfter: 5 * time.Second,
-			Detail: "khproxy cannot write its audit log, which is required (KH_AUDIT_REQUIRED), so it sends no write call; the request was not sent"}
+			Detail: "khproxy cannot write its audit log, which is required, so it sends no write call; the request was not sent"}
 	}
 	return nil
 }

@@ -128,7 +128,7 @@ type note struct {
 func (g *Guard) Admit(ctx context.Context, c *proxy.Call) error {
 	if !g.allow.allows(c.Method, c.Route) {
 		return g.refuse(c, &proxy.Error{Kind: proxy.KindNotAllowed,
-			Detail: fmt.Sprintf("%s %s is not on khproxy's allow-list (KH_ALLOW); the request was not sent", c.Method, c.Route)})
+			Detail: fmt.Sprintf("%s %s is not on khproxy's allow-list; the request was not sent", c.Method, c.Route)})
 	}
 	if c.Method != http.MethodPost || c.Route != OrdersRoute || !g.limitsOrders() {
 		return nil
@@ -165,10 +165,10 @@ func (g *Guard) admitOrder(ctx context.Context, c *proxy.Call) error {
 	case RuleOrderLimit:
 		secs := int((d.RetryAfter + time.Second - 1) / time.Second)
 		return g.refuse(c, &proxy.Error{Kind: proxy.KindOrderLimit, RetryAfter: max(d.RetryAfter, time.Second),
-			Detail: fmt.Sprintf("khproxy's order limit (KH_ORDER_LIMIT: %d per %s) is reached; the order was not sent; the next one fits in %d s", g.limits.Orders, g.limits.OrderPer, secs)})
+			Detail: fmt.Sprintf("khproxy's order limit (%d per %s) is reached; the order was not sent; the next one fits in %d s", g.limits.Orders, g.limits.OrderPer, secs)})
 	case RuleSpendLimit:
 		return g.refuse(c, &proxy.Error{Kind: proxy.KindSpendLimit,
-			Detail: fmt.Sprintf("this order (%s at the published price) would take the spend of the last %s to %s, over khproxy's limit of %s (KH_SPEND_LIMIT); the order was not sent",
+			Detail: fmt.Sprintf("this order (%s at the published price) would take the spend of the last %s to %s, over khproxy's spend limit of %s; the order was not sent",
 				price, g.limits.SpendPer, Money{Cents: d.Spent + price.Cents, Currency: g.spend.Currency}, g.spend)})
 	}
 	if !d.Known {

@@ -23,9 +23,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "khproxy_guard_refusals_total",
 			Help: "Requests the guard refused, by rule (not_allowed, order_limit, spend_limit, guard_unavailable)."}, []string{"rule"}),
 		orders: prometheus.NewGauge(prometheus.GaugeOpts{Name: "khproxy_guard_period_orders",
-			Help: "Orders counted in the current order-limit period (KH_ORDER_LIMIT), as last seen."}),
+			Help: "Orders counted in the current order-limit period, as last seen."}),
 		spend: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "khproxy_guard_period_spend",
-			Help: "Money counted in the current spend-limit period (KH_SPEND_LIMIT), in currency units, as last seen."}, []string{"currency"}),
+			Help: "Money counted in the current spend-limit period, in currency units, as last seen."}, []string{"currency"}),
 	}
 	for _, rule := range []string{RuleNotAllowed, RuleOrderLimit, RuleSpendLimit, RuleUnavailable} {
 		m.refusals.WithLabelValues(rule)
