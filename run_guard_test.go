@@ -291,18 +291,18 @@ func TestAuditLogOfARun(t *testing.T) {
 	env := api.env("KH_AUDIT_LOG="+path, "KH_ORDER_LIMIT=1/1h")
 	r := startRun(t, env...)
 	// Each line is on disk by the time its caller has the answer.
-	lines := func() int {
+	onDisk := func() int {
 		b, _ := os.ReadFile(path)
 		return strings.Count(string(b), "\n")
 	}
 	first := order(t, r.proxy, 42, "monthly", "")
-	if n := lines(); n != 1 {
+	if n := onDisk(); n != 1 {
 		t.Errorf("%d lines once the first order was answered, want 1", n)
 	}
 	refused := order(t, r.proxy, 7, "monthly", "")
 	call(t, r.proxy, "GET", "/v1/me", "", "")
 	call(t, r.proxy, "PUT", "/v1/webhooks", `{"url":null}`, "")
-	if n := lines(); n != 3 {
+	if n := onDisk(); n != 3 {
 		t.Errorf("%d lines after three writes and a read, want 3", n)
 	}
 	if first.status != 201 || refused.status != 429 {
