@@ -27,6 +27,10 @@ Usage:
   khproxy emulator   run the API emulator alone (khproxy emulator -h)
   khproxy check      check the configuration, secret, network, TLS, clock and
                      key against the API (two or three requests, no order)
+  khproxy audit verify FILE...
+                     check the hash chain of KH_AUDIT_LOG files and print
+                     their totals; fails naming the first line that does not
+                     verify
   khproxy version    print the version
   khproxy -h         show this help
 

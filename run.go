@@ -47,6 +47,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return demo(ctx, args, environ, stdout, stderr)
 	case "check":
 		return check(ctx, args, environ, stdout)
+	case "audit":
+		return auditCmd(args, stdout)
 	case "emulator":
 		lc, err := config.LoadLogging(environ)
 		if err != nil {
@@ -108,6 +110,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	opts := proxyOptions(cfg, secret, log)
 	opts.Metrics = metrics
 	rl.apply(&opts)
+	gates, closeGates, err := newGates(cfg, log, reg, opts.Signer, rl)
+	if err != nil {
+		return err
+	}
+	defer closeGates()
+	opts.Gates = gates
 	p, err := proxy.New(opts)
 	if err != nil {
 		return err
@@ -164,7 +172,7 @@ func proxyOptions(cfg config.Config, secret signer.SecretSource, log *slog.Logge
 		MaxInflightBytes:    cfg.MaxInflightBytes,
 		BudgetWait:          cfg.MaxInflightWait,
 		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout,
-		Guard: browserguard.New(browserguard.Options{
+		Callers: browserguard.New(browserguard.Options{
 			AllowedOrigins: cfg.AllowedOrigins,
 			AllowedHosts:   cfg.AnsweredHosts(),
 		}),

@@ -20,6 +20,7 @@ import (
 type rateLimiting struct {
 	limiter *ratelimit.Limiter
 	memory  proxy.RetryMemory
+	store   *redisstore.Store // nil without KH_REDIS_URL
 	close   func()
 }
 
@@ -50,6 +51,7 @@ func newRateLimiting(cfg config.Config, log *slog.Logger, reg prometheus.Registe
 		if store, err = redisstore.New(client, cfg.Key); err != nil {
 			return rl, err
 		}
+		rl.store = store
 		if outage, err = ratelimit.NewOutage(log, reg); err != nil {
 			return rl, err
 		}

@@ -59,6 +59,7 @@ type Config struct {
 	Logging
 	Ops
 	Webhook
+	Guard
 }
 
 // Logging is the part of the configuration that every subcommand reads,
@@ -132,6 +133,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	c.Logging.validate(&v)
 	c.Ops.validate(&v, c.Listen)
 	c.Webhook.validate(&v, c.Listen, c.AdminListen)
+	c.Guard.validate(&v)
 	c.validateUpstreamCAs(&v)
 	if err := errors.Join(v.errs...); err != nil {
 		return Config{}, nil, err
@@ -260,6 +262,10 @@ func typeName(t reflect.Type) string {
 		return "route list"
 	case reflect.TypeFor[Rate]():
 		return "rate (like 60/m, or off)"
+	case reflect.TypeFor[SpendLimit]():
+		return "spend limit (like 100EUR/24h, or off)"
+	case reflect.TypeFor[bool]():
+		return "boolean (true or false)"
 	case reflect.TypeFor[[]*x509.Certificate]():
 		return "PEM file of CA certificates"
 	}

@@ -59,21 +59,30 @@ func (r *Rate) UnmarshalText(text []byte) error {
 	if !ok || err != nil || n <= 0 {
 		return fmt.Errorf("want COUNT/PERIOD with a positive COUNT, like 60/m, or off; got %q", v)
 	}
-	var d time.Duration
-	switch per = strings.TrimSpace(per); per {
-	case "s":
-		d = time.Second
-	case "m":
-		d = time.Minute
-	case "h":
-		d = time.Hour
-	default:
-		if d, err = time.ParseDuration(per); err != nil || d <= 0 {
-			return fmt.Errorf("period %q: want s, m, h or a positive duration like 90s", per)
-		}
+	d, err := parsePeriod(per)
+	if err != nil {
+		return err
 	}
 	*r = Rate{Count: n, Per: d}
 	return nil
+}
+
+// parsePeriod reads the PERIOD of a rate or limit: s, m, h or a positive
+// duration like 90s or 24h.
+func parsePeriod(per string) (time.Duration, error) {
+	switch per = strings.TrimSpace(per); per {
+	case "s":
+		return time.Second, nil
+	case "m":
+		return time.Minute, nil
+	case "h":
+		return time.Hour, nil
+	}
+	d, err := time.ParseDuration(per)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("period %q: want s, m, h or a positive duration like 90s", per)
+	}
+	return d, nil
 }
 
 // validate checks the rate-limit settings and the Redis connection

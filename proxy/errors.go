@@ -34,6 +34,13 @@ const (
 	KindShuttingDown     Kind = "shutting_down"         // 503: cut by a shutdown while sending its body or waiting for a token; nothing was sent
 	KindBrowserRefused   Kind = "browser_refused"       // 403: sent by a web browser for a page (Origin, Sec-Fetch-Site, CORS preflight); nothing was sent
 	KindHostRefused      Kind = "host_refused"          // 421: Host names no host khproxy answers to (DNS rebinding); nothing was sent
+
+	// Refusals of a Gate (Options.Gates); nothing was sent.
+	KindNotAllowed       Kind = "not_allowed"       // 403: the route is not on the allow-list
+	KindOrderLimit       Kind = "order_limit"       // 429 + Retry-After: the period's new orders are used up
+	KindSpendLimit       Kind = "spend_limit"       // 403: the order's price would exceed the period's spend, or it cannot be determined
+	KindGuardUnavailable Kind = "guard_unavailable" // 503: a limit could not be checked (its store or the price lookup failed)
+	KindAuditUnavailable Kind = "audit_unavailable" // 503: the audit log cannot be written and is required
 )
 
 var kinds = map[Kind]struct {
@@ -53,7 +60,12 @@ var kinds = map[Kind]struct {
 	KindBrowserRefused:   {http.StatusForbidden, "Requests from web pages refused by khproxy"},
 	// 421 Misdirected Request (RFC 9110 §15.5.20): this server does not
 	// answer for the host the request names.
-	KindHostRefused: {http.StatusMisdirectedRequest, "Host not served by khproxy"},
+	KindHostRefused:      {http.StatusMisdirectedRequest, "Host not served by khproxy"},
+	KindNotAllowed:       {http.StatusForbidden, "Route not allowed by khproxy"},
+	KindOrderLimit:       {http.StatusTooManyRequests, "Order limit reached"},
+	KindSpendLimit:       {http.StatusForbidden, "Spend limit reached"},
+	KindGuardUnavailable: {http.StatusServiceUnavailable, "khproxy cannot check its limits"},
+	KindAuditUnavailable: {http.StatusServiceUnavailable, "khproxy cannot write its audit log"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},

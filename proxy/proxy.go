@@ -100,18 +100,21 @@ type Options struct {
 	// attempt but an unsigned-route GET /v1/health waits for a token, and
 	// an API 429 pauses it. nil means no pacing.
 	Limiter *ratelimit.Limiter
-	// Guard judges each request before anything of it is read, refusing
+	// Callers judges each request before anything of it is read, refusing
 	// what a web browser sent for a page and Host names khproxy does not
 	// answer to (package browserguard says what and why); refused
 	// requests get 403 browser_refused or 421 host_refused, are logged
 	// and counted, and nothing is sent. nil checks nothing: run.go always
 	// sets one.
-	Guard *browserguard.Guard
+	Callers *browserguard.Guard
 	// Logger receives the access log and errors; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives measurements of requests and upstream attempts;
 	// nil measures nothing.
 	Metrics Metrics
+	// Gates judge each request before it is sent and hear how it was
+	// answered (see Gate); nil means none.
+	Gates []Gate
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -170,7 +173,7 @@ type Proxy struct {
 	budget     *heldbody.Budget
 	budgetWait time.Duration
 	routes     []apiroute.Pattern
-	guard      *browserguard.Guard
+	callers    *browserguard.Guard
 	flights    *flight.Registry
 	inflight   inflightSet
 	receivers  receivingSet
@@ -180,6 +183,7 @@ type Proxy struct {
 	stopCancel context.CancelFunc
 	log        *slog.Logger
 	metrics    Metrics
+	gates      []Gate
 	// abandonAfter bounds how long a leader goes on once its caller left.
 	abandonAfter time.Duration
 	now          func() time.Time
@@ -205,10 +209,11 @@ func New(opts Options) (*Proxy, error) {
 		budget:       heldbody.NewBudget(opts.MaxInflightBytes),
 		budgetWait:   opts.BudgetWait,
 		routes:       slices.Clone(opts.IdempotentRoutes),
-		guard:        opts.Guard,
+		callers:      opts.Callers,
 		flights:      flight.NewRegistry(opts.RetryMemory, flight.DefaultGrace),
 		log:          opts.Logger,
 		metrics:      opts.Metrics,
+		gates:        opts.Gates,
 		abandonAfter: opts.RetryBudget + opts.UpstreamTimeout,
 		now:          opts.Now,
 	}
@@ -258,6 +263,12 @@ type exchange struct {
 	shared         bool   // answered with an identical in-flight request's answer
 	err            *Error
 
+	// For Options.Gates: the request as they see it, and the start of
+	// the API's answer to a write call (answerComplete: all of it).
+	call           *Call
+	answer         []byte
+	answerComplete bool
+
 	// up is what the upstream transport is told of the request (withCall)
 	// and reports of its attempts: their number, whether one was sent,
 	// the rate-limit wait, why reading the response body failed.
@@ -277,6 +288,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.metrics.RequestStarted()
 	rec := &recorder{ResponseWriter: w, closeConn: framingUnclear(r)}
 	ex, err := p.prepare(rec, r)
+	p.recordOnSend(rec, r, ex)
 	var f *flight.Flight
 	defer func() {
 		// ReverseProxy panics with http.ErrAbortHandler when the response
@@ -333,6 +345,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.capture = &bytes.Buffer{}
 	}
 	defer p.track(r.Method, ex)()
+	if !p.admit(ctx, rec, r, ex) {
+		return
+	}
 	p.rp.ServeHTTP(rec, r.WithContext(ex.withCall(ctx)))
 }
 
@@ -346,7 +361,7 @@ func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 	// The target first, for the access log's path; a refused browser
 	// request is refused as such whatever its target.
 	targetErr := p.resolveTarget(ex, r.RequestURI)
-	if err := p.admit(r); err != nil {
+	if err := p.checkCaller(r); err != nil {
 		return ex, err
 	}
 	if targetErr != nil {
@@ -364,12 +379,13 @@ func (p *Proxy) prepare(w *recorder, r *http.Request) (*exchange, error) {
 	return ex, p.pickKey(r, ex)
 }
 
-// admit asks the Guard, when there is one, whether r may be served at all.
-func (p *Proxy) admit(r *http.Request) error {
-	if p.guard == nil {
+// checkCaller asks the Guard, when there is one, whether r's caller may be
+// served at all.
+func (p *Proxy) checkCaller(r *http.Request) error {
+	if p.callers == nil {
 		return nil
 	}
-	err := p.guard.Check(r)
+	err := p.callers.Check(r)
 	var refusal *browserguard.Refusal
 	if !errors.As(err, &refusal) {
 		return err

@@ -31,6 +31,8 @@ type recorder struct {
 	capture  *bytes.Buffer // non-nil: copy the body, up to captureLimit
 	header   http.Header   // with capture: the headers as written
 	overflow bool          // the body did not fit captureLimit
+
+	onSend func() // called once, just before the status line goes out
 }
 
 // WriteHeader records code; informational codes pass at once, the final one
@@ -63,6 +65,10 @@ func (r *recorder) sendHeader() {
 	}
 	if r.closeConn {
 		h.Set("Connection", "close")
+	}
+	if f := r.onSend; f != nil {
+		r.onSend = nil
+		f()
 	}
 	r.ResponseWriter.WriteHeader(r.status)
 }

@@ -60,6 +60,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if ex == nil {
 		return nil
 	}
+	// Before the status is noted: an answer that breaks off here is not
+	// one its caller got.
+	if err := p.peekAnswer(resp, ex); err != nil {
+		return err
+	}
 	ex.requestID = resp.Header.Get("X-Request-Id")
 	ex.upstreamStatus = resp.StatusCode
 	if ex.idemKey != "" {

@@ -2,7 +2,8 @@
 // token bucket (a ratelimit.Bucket) and the retry memory (a
 // ratelimit.KeyStore), so that several khproxy replicas using one key stay
 // under its limit together and a caller's retry reuses the Idempotency-Key
-// whichever replica it reaches.
+// whichever replica it reaches; and the guard's order and spend counters (a
+// guard.Store, GuardStore), so that they enforce one order and spend limit.
 //
 // Keys are named after a hash of the API key id, never the id itself, and
 // carry a hash tag so that one key's entries share a Redis Cluster slot.
