@@ -3,9 +3,11 @@ package httpserve_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -145,5 +147,82 @@ func TestBeforeCloseOnlyWhenGraceRunsOut(t *testing.T) {
 				t.Errorf("BeforeClose called %d times, want %d", calls.Load(), want)
 			}
 		})
+	}
+}
+
+// TestIdleConnectionsGiveWay repeats the attack of issue 19, scaled down:
+// at MaxConns, clients that made one request each and stay connected, idle,
+// must not lock new clients out; the longest idle connections are closed
+// to admit them, as nginx does.
+func TestIdleConnectionsGiveWay(t *testing.T) {
+	const maxConns = 8
+	addr := start(t, httpserve.Server{Name: "limited", MaxConns: maxConns,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })})
+	get := func(c net.Conn, br *bufio.Reader) (int, error) {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	var idle []client
+	for i := range maxConns + maxConns/2 {
+		c := dial(t, addr)
+		br := bufio.NewReader(c)
+		if code, err := get(c, br); err != nil || code != http.StatusOK {
+			t.Fatalf("client %d, with %d idle before it: %d, %v; want 200", i, len(idle), code, err)
+		}
+		idle = append(idle, client{c, br})
+	}
+	// Idle connections were closed to make room, as few as needed; the
+	// latest client's stays usable.
+	closed := 0
+	for i, cl := range idle {
+		if _, err := get(cl.c, cl.br); err != nil {
+			closed++
+			if i == len(idle)-1 {
+				t.Errorf("the latest client's connection was closed: %v", err)
+			}
+		}
+	}
+	if closed != maxConns/2 {
+		t.Errorf("%d idle connections closed, want %d: the ones over the limit", closed, maxConns/2)
+	}
+}
+
+// TestBusyConnectionsDoNotGiveWay: a connection in the middle of a request,
+// or of its headers, is not idle, and is not closed to admit another.
+func TestBusyConnectionsDoNotGiveWay(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	addr := start(t, httpserve.Server{Name: "limited", MaxConns: 2,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })})
+	busy := dial(t, addr)
+	io.WriteString(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+	partial := dial(t, addr)
+	io.WriteString(partial, "GET /partial HTTP/1.1\r\n")
+	time.Sleep(50 * time.Millisecond) // both read by the server
+	c := dial(t, addr)
+	io.WriteString(c, "GET /over HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503: no connection was idle", resp.StatusCode)
+	}
+	io.WriteString(partial, "Host: x\r\n\r\n")
+	partial.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := partial.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the connection with a request half sent: %v, want it open and its request in the handler", err)
 	}
 }
