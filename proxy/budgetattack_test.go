@@ -106,3 +106,36 @@ func TestExpectContinueFullBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestExpectContinueAdmitted: with room in the budget, a request that waits
+// for 100 Continue is told to go on, a chunked one too when the body limit
+// is larger than the budget (its size is known only once it arrived).
+func TestExpectContinueAdmitted(t *testing.T) {
+	s := serve(t, nil, httpserve.Server{ReadTimeout: time.Minute}, func(o *proxy.Options) {
+		o.MaxInflightBytes = 1000
+		o.MaxBodyBytes = 4000
+	})
+	for _, framing := range []string{"Content-Length: 2", "Transfer-Encoding: chunked"} {
+		t.Run(framing, func(t *testing.T) {
+			c := s.dial(t)
+			br := bufio.NewReader(c)
+			fmt.Fprintf(c, "POST /v1/orders HTTP/1.1\r\nHost: x\r\n%s\r\nExpect: 100-continue\r\n\r\n", framing)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusContinue {
+				t.Fatalf("status %d, want 100 Continue", resp.StatusCode)
+			}
+			if strings.HasPrefix(framing, "Transfer") {
+				io.WriteString(c, "2\r\n{}\r\n0\r\n\r\n")
+			} else {
+				io.WriteString(c, "{}")
+			}
+			resp, body := readResponse(t, br, "POST")
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("status %d %s, want 200", resp.StatusCode, body)
+			}
+		})
+	}
+}

@@ -164,17 +164,20 @@ func (h *Hold) Shrink(n int64) {
 // Release gives back all the hold's bytes; the hold may grow again after.
 func (h *Hold) Release() { h.Shrink(h.b.limit) }
 
-// Admits reports whether a new body of claim bytes would get a first step
-// of first bytes now, without waiting: for a request that asked whether
-// to send its body (Expect: 100-continue), which can be answered at once
-// rather than after its body arrived.
+// Admits reports whether a new body that may need up to claim bytes would
+// get a first step of first bytes now, without waiting: for a request that
+// asked whether to send its body (Expect: 100-continue), which can be
+// answered at once rather than after its body arrived. Claims above the
+// whole budget are cut to it, as NewHold does: whether such a body fits is
+// known only once it has arrived.
 func (b *Budget) Admits(claim, first int64) bool {
-	if claim > b.limit {
-		return false
+	h := b.NewHold(claim, 0)
+	if h.claim <= 0 {
+		return true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.grantableLocked(&Hold{b: b, claim: claim}, min(first, claim), true)
+	return b.grantableLocked(h, min(first, h.claim), true)
 }
 
 // grantableLocked reports whether n more bytes for h fit and leave the

@@ -64,8 +64,8 @@ func TestRefusals(t *testing.T) {
 	}
 	// A waiter that gave up no longer blocks the queue.
 	all.Release()
-	if !b.Admits(10, 1) || b.Admits(101, 1) {
-		t.Error("an empty budget: want a body that fits admitted, one larger than it refused")
+	if !b.Admits(10, 1) || !b.Admits(1000, 1) {
+		t.Error("an empty budget: want a new body admitted, one that may be larger than it too (a chunked body may be small)")
 	}
 	if err := b.NewHold(100, 0).Grow(ctx, 100); err != nil {
 		t.Errorf("after the waiters left: %v", err)
