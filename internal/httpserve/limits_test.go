@@ -222,7 +222,7 @@ func TestBusyConnectionsDoNotGiveWay(t *testing.T) {
 	}
 	// Its next request begins to arrive, and the server reads it.
 	io.WriteString(next, "GET /quick HTTP/1.1\r\n")
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(250 * time.Millisecond) // nothing to wait on: the bytes sit in the server's buffer
 	c := dial(t, addr)
 	io.WriteString(c, "GET /over HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
