@@ -148,11 +148,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		}
 		return err
 	}
+	warnOpenFileLimit(log, cfg.MaxConns, len(servers), ops.openConns())
 	log.Info("khproxy listening", "addr", addrs.proxy, "upstream", config.RedactURL(cfg.Upstream), "key", cfg.Key, "version", buildVersion())
 	if ready != nil {
 		ready(addrs)
 	}
-	warnOpenFileLimit(log, cfg.MaxConns, len(servers))
 	return ops.serve(ctx, servers...)
 }
 

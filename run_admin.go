@@ -25,6 +25,16 @@ import (
 // hysteresis. A variable so that tests can shorten it.
 var apiHealthInterval = 5 * time.Second
 
+// The admin listener's bounds: probes and scrapes are few, small and
+// quick, and the listener may be reachable from the whole pod network, so
+// it gets few connections and a short keep-alive, whatever KH_MAX_CONNS
+// says; the open-file check counts them.
+const (
+	adminMaxConns    = 16
+	adminIdleTimeout = 5 * time.Second
+	adminReadTimeout = 5 * time.Second
+)
+
 // opsServer is the admin listener (probes and metrics), the background
 // check of the API's health, and the shutdown sequence around the proxy.
 type opsServer struct {
@@ -65,7 +75,8 @@ func newOpsServer(cfg config.Config, reg *prometheus.Registry, log *slog.Logger,
 func (o *opsServer) serve(ctx context.Context, servers ...httpserve.Server) error {
 	if o.ln != nil {
 		servers = append(servers, httpserve.Server{Name: "admin", Listener: o.ln, Handler: o.admin.Handler(),
-			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Last: true})
+			ReadTimeout: adminReadTimeout, WriteTimeout: 30 * time.Second, IdleTimeout: adminIdleTimeout,
+			MaxConns: adminMaxConns, Last: true})
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -87,6 +98,15 @@ func (o *opsServer) serve(ctx context.Context, servers ...httpserve.Server) erro
 		return nil
 	}
 	return err
+}
+
+// openConns returns how many client connections the admin listener may
+// hold open at once; 0 when it is off.
+func (o *opsServer) openConns() int {
+	if o.ln == nil {
+		return 0
+	}
+	return httpserve.OpenConns(adminMaxConns)
 }
 
 // countReloads counts the changes of a secret file in the metrics, besides

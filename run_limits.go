@@ -11,16 +11,17 @@ import (
 // client connections: upstream connections, the secret file, the runtime.
 const fdReserve = 128
 
-// warnOpenFileLimit warns when KH_MAX_CONNS, on each of listeners, does not
-// leave fdReserve file descriptors under the process's open-file limit: slow
-// clients could then take the descriptors that good requests need to reach
-// the API.
-func warnOpenFileLimit(log *slog.Logger, maxConns, listeners int) {
+// warnOpenFileLimit warns when KH_MAX_CONNS, on each of listeners, with
+// others (the connections of listeners with bounds of their own, as the
+// admin listener's), does not leave fdReserve file descriptors under the
+// process's open-file limit: slow clients could then take the descriptors
+// that good requests need to reach the API.
+func warnOpenFileLimit(log *slog.Logger, maxConns, listeners, others int) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return
 	}
-	need := func(n int) uint64 { return uint64(listeners*httpserve.OpenConns(n) + fdReserve) }
+	need := func(n int) uint64 { return uint64(listeners*httpserve.OpenConns(n) + others + fdReserve) }
 	if lim.Cur >= need(maxConns) {
 		return
 	}

@@ -4,15 +4,21 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"khproxy/internal/httpserve"
 	"khproxy/internal/testutil"
 )
 
@@ -156,5 +162,88 @@ func TestShutdownLogsRequestsInDoubt(t *testing.T) {
 	}
 	if inDoubt["method"] != "POST" || inDoubt["path"] != "/v1/orders" || inDoubt["idempotency_key"] != key || key == "" {
 		t.Errorf("in-doubt line %v, want POST /v1/orders with key %q:\n%s", inDoubt, key, logs.String())
+	}
+}
+
+// TestAdminListenerBounded repeats the attack of issue 19, scaled down:
+// many connections to the admin listener that send nothing. Beyond its own
+// small limit they are closed at once, instead of each holding a file
+// descriptor until its headers time out, and the signing listener goes on
+// answering.
+func TestAdminListenerBounded(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	r := startRun(t, "KH_KEY="+testKey, "KH_SECRET="+testSecret, "KH_UPSTREAM="+up.URL+"/api",
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s")
+	addr := strings.TrimPrefix(r.admin, "http://")
+	const conns = 100
+	var open []net.Conn
+	for range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	// The ones over the limit are closed at once; the others wait for
+	// their headers.
+	// (Read in parallel: a Read past its deadline fails at once, even
+	// with the close waiting.)
+	var kept atomic.Int32
+	var wg sync.WaitGroup
+	for _, c := range open {
+		wg.Go(func() {
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond)) // well within the header timeout
+			if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+				kept.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if limit := httpserve.OpenConns(adminMaxConns); int(kept.Load()) > limit {
+		t.Errorf("%d of %d idle connections kept open by the admin listener, want at most %d", kept.Load(), conns, limit)
+	}
+	resp, err := http.Get("http://" + r.proxy + "/v1/products")
+	if err != nil {
+		t.Fatalf("the signing listener beside a flooded admin listener: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the signing listener beside a flooded admin listener: %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestOpenFileCheckCountsAdmin: the open-file check counts the admin
+// listener's connections besides KH_MAX_CONNS on the signing listener.
+func TestOpenFileCheckCountsAdmin(t *testing.T) {
+	const maxConns = 100
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("no open-file limit to read: %v", err)
+	}
+	// Room for the signing listener and the reserve, not for the admin
+	// listener's connections too.
+	low := uint64(httpserve.OpenConns(maxConns) + fdReserve + httpserve.OpenConns(adminMaxConns)/2)
+	if lim.Cur < low {
+		t.Skipf("the open-file limit %d is already below %d", lim.Cur, low)
+	}
+	set := lim
+	set.Cur = low
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &set); err != nil {
+		t.Skipf("cannot lower the open-file limit: %v", err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	for _, admin := range []string{"127.0.0.1:0", ""} {
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		r := startRun(t, "KH_KEY="+testKey, "KH_SECRET="+testSecret, "KH_UPSTREAM="+up.URL+"/api",
+			"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN="+admin, fmt.Sprintf("KH_MAX_CONNS=%d", maxConns), "KH_SHUTDOWN_DELAY=0s")
+		warned := strings.Contains(r.logs.String(), "leaves too few file descriptors")
+		if warned != (admin != "") {
+			t.Errorf("admin listener %q: warned %v, want a warning only with the admin listener on", admin, warned)
+		}
+		r.cancel()
+		<-r.errc
+		up.Close()
 	}
 }

@@ -64,7 +64,7 @@ func TestLoadDefaults(t *testing.T) {
 		},
 		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
 		Ops:     config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second},
-		Webhook: config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second},
+		Webhook: config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second, WebhookMaxInflightBytes: 1 << 20},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", c, want)

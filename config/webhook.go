@@ -18,7 +18,13 @@ type Webhook struct {
 	WebhookSignatureHeader string        `env:"KH_WEBHOOK_SIGNATURE_HEADER" envDefault:"KH-Webhook-Signature" help:"Header that carries the webhook signature (t=<unix>,v1=<hex>). The API's docs do not name it; the default is the emulator's, Stripe-Signature works too."`
 	WebhookTolerance       time.Duration `env:"KH_WEBHOOK_TOLERANCE" envDefault:"5m" help:"How far a webhook's signed timestamp may lie from khproxy's clock, either way; older or newer ones are refused as replays."`
 	WebhookForwardTimeout  time.Duration `env:"KH_WEBHOOK_FORWARD_TIMEOUT" envDefault:"10s" help:"How long the app may take to answer one forwarded webhook; after that the sender gets 504 and retries."`
+	// WebhookMaxInflightBytes bounds the webhook bodies held in memory at once.
+	WebhookMaxInflightBytes int64 `env:"KH_WEBHOOK_MAX_INFLIGHT_BYTES" envDefault:"1048576" help:"Memory budget, in bytes, for the webhook bodies held at once, room taken as their bytes arrive. A delivery that finds no room within 2s gets 503 with Retry-After (the sender retries later); one larger than the budget gets 413."`
 }
+
+// webhookMaxBody is the webhook receiver's body limit (package webhook's
+// DefaultMaxBodyBytes; config imports nothing of ours).
+const webhookMaxBody = 1 << 20
 
 // WebhookOn reports whether the webhook receiver is configured.
 func (w *Webhook) WebhookOn() bool { return w.WebhookListen != "" }
@@ -73,6 +79,12 @@ func (w *Webhook) validate(v *validation, listen, admin string) {
 	}
 	if w.WebhookForwardTimeout <= 0 {
 		v.fail("KH_WEBHOOK_FORWARD_TIMEOUT", "must be positive, got %s", w.WebhookForwardTimeout)
+	}
+	switch {
+	case w.WebhookMaxInflightBytes <= 0:
+		v.fail("KH_WEBHOOK_MAX_INFLIGHT_BYTES", "must be a positive number of bytes, got %d", w.WebhookMaxInflightBytes)
+	case w.WebhookMaxInflightBytes < webhookMaxBody:
+		v.warn("KH_WEBHOOK_MAX_INFLIGHT_BYTES", "is below the webhook body limit (1048576 bytes): larger deliveries get 413")
 	}
 }
 

@@ -34,6 +34,8 @@ func TestLoadWebhook(t *testing.T) {
 		WebhookSignatureHeader: "Stripe-Signature",
 		WebhookTolerance:       2 * time.Minute,
 		WebhookForwardTimeout:  10 * time.Second,
+
+		WebhookMaxInflightBytes: 1 << 20,
 	}
 	if !reflect.DeepEqual(c.Webhook, want) {
 		t.Errorf("Webhook =\n%+v\nwant\n%+v", c.Webhook, want)
@@ -43,5 +45,24 @@ func TestLoadWebhook(t *testing.T) {
 	}
 	if c, _, _ := config.Load(environ()); c.WebhookOn() {
 		t.Error("the receiver is on by default")
+	}
+}
+
+func TestWebhookBudgetBadValues(t *testing.T) {
+	for _, tt := range []struct {
+		name, value string
+	}{
+		{"zero", "0"},
+		{"negative", "-1"},
+		{"with unit", "1MiB"},
+		{"not a number", "lots"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wantErrorNaming(t, webhookEnv("KH_WEBHOOK_MAX_INFLIGHT_BYTES", tt.value), "KH_WEBHOOK_MAX_INFLIGHT_BYTES")
+		})
+	}
+	_, warns, err := config.Load(webhookEnv("KH_WEBHOOK_MAX_INFLIGHT_BYTES", "65536"))
+	if err != nil || len(warns) != 1 || warns[0].Var != "KH_WEBHOOK_MAX_INFLIGHT_BYTES" {
+		t.Errorf("a budget below the body limit: %v, warnings %+v; want one warning naming it", err, warns)
 	}
 }

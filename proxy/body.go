@@ -7,22 +7,40 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
+	"khproxy/internal/bytebudget"
 	"khproxy/proxy/heldbody"
 )
 
 // readBody reads the whole request body into memory paid for by the budget,
-// and hashes it. Nothing is read before its room is reserved: by
-// Content-Length in one go, or piece by piece for a chunked body.
+// and hashes it. Room is reserved as the bytes arrive (package heldbody), so
+// a client that declares a large body and sends it slowly, or not at all,
+// holds no more than what it sent.
+//
+// A request with Expect: 100-continue is answered before its client is
+// asked for the body when the body could not be held: 413 when it is
+// declared larger than the limits, 503 at once when the budget has no room
+// now (rather than after KH_MAX_INFLIGHT_WAIT, by when the client, tired of
+// waiting for 100 Continue, would have sent it).
 func (p *Proxy) readBody(w *recorder, r *http.Request, ex *exchange) error {
 	h := heldbody.New(p.budget)
 	ex.body = h
 	defer p.receiving(w)()
+	claim := r.ContentLength
+	if claim < 0 {
+		claim = p.maxBody
+	}
 	var err error
+	unasked := false // refused before any byte of the body was asked for
 	switch {
 	case r.ContentLength > p.maxBody:
-		err = &http.MaxBytesError{Limit: p.maxBody}
+		err, unasked = &http.MaxBytesError{Limit: p.maxBody}, true
+	case r.ContentLength > p.budget.Limit():
+		err, unasked = heldbody.ErrNeverFits, true
+	case r.ContentLength != 0 && expectsContinue(r) && !p.budget.Admits(claim, bytebudget.MinStep):
+		err, unasked = heldbody.ErrNoRoom, true
 	case r.ContentLength >= 0:
 		err = h.ReadKnown(r.Context(), r.Body, r.ContentLength, p.budgetWait)
 	default:
@@ -36,11 +54,21 @@ func (p *Proxy) readBody(w *recorder, r *http.Request, ex *exchange) error {
 		// than let the server read it before answering.
 		w.closeConn = true
 		var mbe *http.MaxBytesError
-		ex.refusedUnread = errors.As(err, &mbe) || errors.Is(err, heldbody.ErrNeverFits) || errors.Is(err, heldbody.ErrNoRoom)
+		refused := errors.As(err, &mbe) || errors.Is(err, heldbody.ErrNeverFits) || errors.Is(err, heldbody.ErrNoRoom)
+		// A client that was not told to go on sends no body: there is
+		// nothing to drain, and waiting for it would hold the handler.
+		ex.refusedUnread = refused && !(unasked && expectsContinue(r))
 		return p.bodyError(err)
 	}
 	ex.bodyHash = h.Hash()
 	return nil
+}
+
+// expectsContinue reports whether the client waits for 100 Continue before
+// it sends the body (RFC 9110 §10.1.1); Go's server sends it on the first
+// read of the body.
+func expectsContinue(r *http.Request) bool {
+	return r.ProtoAtLeast(1, 1) && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
 }
 
 // drainRefused reads and discards, once the answer has gone out, the body

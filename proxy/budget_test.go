@@ -94,8 +94,11 @@ func TestBodyBudgetBoundsMemory(t *testing.T) {
 			if st.Peak > budget || st.Reserved > budget {
 				t.Errorf("reserved %d, peak %d: over the budget %d", st.Reserved, st.Peak, budget)
 			}
-			if !chunked && up.count() != budget/size {
-				t.Errorf("%d uploads reached the upstream at once, want %d: the budget's worth", up.count(), budget/size)
+			// Room is taken as the bytes arrive, so uploads that each
+			// hold part of theirs may share the budget: at least one
+			// gets through at a time, never more than fit.
+			if n := up.count(); n < 1 || n > budget/size {
+				t.Errorf("%d uploads reached the upstream at once, want 1 to %d: the budget's worth", n, budget/size)
 			}
 			close(up.release)
 			wg.Wait()
@@ -153,7 +156,7 @@ func TestBodyBudgetRefusals(t *testing.T) {
 		fmt.Fprintf(first, "POST /v1/first HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n%s", strings.Repeat("x", 800))
 		testutil.WaitFor(t, "the first upload upstream", func() bool { return up.count() == 1 })
 		c := s.dial(t)
-		io.WriteString(c, "POST /v1/second HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n")
+		fmt.Fprintf(c, "POST /v1/second HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n%s", strings.Repeat("x", 800))
 		resp, body := readResponse(t, bufio.NewReader(c), "POST")
 		assertProblem(t, resp, body, http.StatusServiceUnavailable, "overloaded")
 		if got := resp.Header.Get("Retry-After"); got == "" {

@@ -154,7 +154,7 @@ func TestLogInDoubt(t *testing.T) {
 	fmt.Fprintf(upload, "PUT /v1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n%s", strings.Repeat("u", 900))
 	testutil.WaitFor(t, "both requests upstream", func() bool { return up.count() == 2 })
 	waiting := s.dial(t)
-	io.WriteString(waiting, "PUT /v1/waiting HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n")
+	fmt.Fprintf(waiting, "PUT /v1/waiting HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n%s", strings.Repeat("w", 500))
 	testutil.WaitFor(t, "a request waiting for room", func() bool { return s.p.BodyBudget().Waiting == 1 })
 
 	if n := s.p.LogInDoubt(); n != 2 {

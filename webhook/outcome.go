@@ -28,6 +28,7 @@ const (
 	OutcomeMethod         Outcome = "method_not_allowed" // 405
 	OutcomeSecret         Outcome = "secret_unavailable" // 503: no usable secret
 	OutcomeSenderGone     Outcome = "sender_gone"        // the sender left while an identical delivery was forwarded
+	OutcomeOverloaded     Outcome = "overloaded"         // 503: no room in the memory budget for the body
 )
 
 // Outcomes lists every outcome a Receiver reports, for pre-creating metric
@@ -35,7 +36,7 @@ const (
 func Outcomes() []Outcome {
 	return []Outcome{OutcomeForwarded, OutcomeAppError, OutcomeAppUnreachable, OutcomeAppTimeout, OutcomeReplay,
 		OutcomeNoSignature, OutcomeMalformed, OutcomeMismatch, OutcomeStale, OutcomeFuture, OutcomeTooLarge,
-		OutcomeBadBody, OutcomeMethod, OutcomeSecret, OutcomeSenderGone}
+		OutcomeBadBody, OutcomeMethod, OutcomeSecret, OutcomeSenderGone, OutcomeOverloaded}
 }
 
 // TypePrefix starts the problem type of every answer the receiver gives
@@ -60,6 +61,7 @@ var rejections = map[Outcome]struct {
 	OutcomeAppUnreachable: {http.StatusServiceUnavailable, "the app behind the receiver is unreachable"},
 	OutcomeAppTimeout:     {http.StatusGatewayTimeout, "the app behind the receiver did not answer in time"},
 	OutcomeSenderGone:     {http.StatusServiceUnavailable, "an identical delivery is being forwarded"},
+	OutcomeOverloaded:     {http.StatusServiceUnavailable, "the receiver's memory budget for bodies is full: retry shortly"},
 }
 
 // outcomeOf maps a Verify error to its outcome.
@@ -82,7 +84,7 @@ func outcomeOf(err error) Outcome {
 func (o Outcome) rejected() bool {
 	switch o {
 	case OutcomeNoSignature, OutcomeMalformed, OutcomeMismatch, OutcomeStale, OutcomeFuture,
-		OutcomeTooLarge, OutcomeBadBody, OutcomeMethod, OutcomeSecret:
+		OutcomeTooLarge, OutcomeBadBody, OutcomeMethod, OutcomeSecret, OutcomeOverloaded:
 		return true
 	}
 	return false
@@ -92,8 +94,11 @@ func (o Outcome) rejected() bool {
 // returns the status.
 func writeProblem(w http.ResponseWriter, o Outcome) int {
 	r := rejections[o]
-	if o == OutcomeMethod {
+	switch o {
+	case OutcomeMethod:
 		w.Header().Set("Allow", http.MethodPost)
+	case OutcomeOverloaded:
+		w.Header().Set("Retry-After", "1")
 	}
 	problem.Write(w, problem.Details{Type: TypePrefix + string(o), Status: r.status, Detail: r.detail, Reason: string(o)})
 	return r.status

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"khproxy/internal/bytebudget"
 	"khproxy/signer"
 )
 
@@ -20,6 +21,13 @@ const (
 	DefaultTolerance    = 5 * time.Minute
 	DefaultMaxBodyBytes = 1 << 20
 	DefaultMaxSeen      = 10000
+	// DefaultMaxInflightBytes is the memory budget for the bodies of
+	// deliveries held at once when Budget is nil: webhooks are small,
+	// and the listener faces the internet.
+	DefaultMaxInflightBytes = 1 << 20
+	// DefaultBudgetWait is how long a delivery waits for room in the
+	// budget when BudgetWait is 0; the sender retries a 503 later.
+	DefaultBudgetWait = 2 * time.Second
 )
 
 // VerifiedHeader is set to "true" on every request a Receiver hands to Next;
@@ -28,8 +36,13 @@ const VerifiedHeader = "KH-Webhook-Verified"
 
 // Receiver is the http.Handler that receives webhook deliveries. It accepts
 // POST on any path, so that the URL registered with the API is free; other
-// methods get 405. It parses the signature header, then reads the body (at
-// most MaxBodyBytes, else 413) and verifies both as Verify does; what fails is
+// methods get 405. It parses the signature header and checks its timestamp
+// against the tolerance before it reads a byte of the body: a header that is
+// missing, malformed, stale or from the future costs no body (stale and
+// future are then answered whether or not the signature would match). It
+// then reads the body (at most MaxBodyBytes, else 413) within its memory
+// Budget, room taken as the bytes arrive (503 with Retry-After when none
+// comes within BudgetWait), and verifies it as Verify does; what fails is
 // rejected with a 400 problem+json naming the reason, logged, never passed on. A verified delivery
 // goes to Next with its original body bytes and headers plus
 // KH-Webhook-Verified: true, and Next's answer goes back to the sender, so
@@ -59,6 +72,14 @@ type Receiver struct {
 	// MaxBodyBytes is the largest body accepted; zero means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Budget bounds the bytes of the bodies held at once, from the first
+	// byte read until Next has answered; nil means a budget of
+	// DefaultMaxInflightBytes of the Receiver's own. A body larger than the
+	// whole budget gets 413.
+	Budget *bytebudget.Budget
+	// BudgetWait bounds how long a delivery waits for room in Budget,
+	// before it gets 503 with Retry-After; zero means DefaultBudgetWait.
+	BudgetWait time.Duration
 	// MaxSeen bounds the payloads remembered for replay detection; zero
 	// means DefaultMaxSeen. Size it above the deliveries expected within
 	// twice the tolerance.
@@ -77,8 +98,9 @@ type Receiver struct {
 	// safe for concurrent use (a prometheus CounterVec's Inc is).
 	OnOutcome func(Outcome)
 
-	once sync.Once
-	seen *seenSet
+	once   sync.Once
+	seen   *seenSet
+	budget *bytebudget.Budget
 }
 
 func (rc *Receiver) init() {
@@ -88,6 +110,10 @@ func (rc *Receiver) init() {
 			n = DefaultMaxSeen
 		}
 		rc.seen = newSeenSet(n)
+		rc.budget = rc.Budget
+		if rc.budget == nil {
+			rc.budget = bytebudget.New(DefaultMaxInflightBytes)
+		}
 	})
 }
 
@@ -110,6 +136,13 @@ func (rc *Receiver) maxBody() int64 {
 		return DefaultMaxBodyBytes
 	}
 	return rc.MaxBodyBytes
+}
+
+func (rc *Receiver) budgetWait() time.Duration {
+	if rc.BudgetWait <= 0 {
+		return DefaultBudgetWait
+	}
+	return rc.BudgetWait
 }
 
 func (rc *Receiver) log() *slog.Logger {
@@ -180,7 +213,17 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) (Outcome, int,
 	if err != nil {
 		return o, writeProblem(w, o), err
 	}
-	body, o, err := rc.readBody(w, r)
+	if err := sig.timely(rc.now(), rc.tolerance()); err != nil {
+		o := outcomeOf(err)
+		return o, writeProblem(w, o), err
+	}
+	claim := r.ContentLength
+	if claim < 0 {
+		claim = rc.maxBody()
+	}
+	hold := rc.budget.NewHold(claim, rc.budgetWait())
+	defer hold.Release() // once Next has answered: it reads the body
+	body, o, err := rc.readBody(w, r, hold)
 	if err != nil {
 		return o, writeProblem(w, o), err
 	}
@@ -231,31 +274,41 @@ func (rc *Receiver) parse(r *http.Request) (parsed, Outcome, error) {
 	return p, "", nil
 }
 
-// readBody reads the whole body, refusing more than the limit; on failure it
-// returns the outcome to answer with.
-func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Outcome, error) {
+// readBody reads the whole body, refusing more than the limit, with room
+// for it taken in hold as it arrives; on failure it returns the outcome to
+// answer with.
+func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, hold *bytebudget.Hold) (body, Outcome, error) {
 	limit := rc.maxBody()
 	if r.ContentLength > limit {
 		return nil, OutcomeTooLarge, errors.New("Content-Length " + strconv.FormatInt(r.ContentLength, 10) + " over the limit")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if r.ContentLength > rc.budget.Limit() {
+		return nil, OutcomeTooLarge, errors.New("Content-Length " + strconv.FormatInt(r.ContentLength, 10) + " over the memory budget")
+	}
+	pieces, err := hold.ReadPieces(r.Context(), http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, OutcomeTooLarge, errors.New("body over the limit of " + strconv.FormatInt(limit, 10) + " bytes")
 		}
+		switch {
+		case errors.Is(err, bytebudget.ErrNeverFits):
+			return nil, OutcomeTooLarge, errors.New("body over the memory budget of " + strconv.FormatInt(rc.budget.Limit(), 10) + " bytes")
+		case errors.Is(err, bytebudget.ErrNoRoom):
+			return nil, OutcomeOverloaded, err
+		}
 		return nil, OutcomeBadBody, err
 	}
-	return body, "", nil
+	return pieces, "", nil
 }
 
 // forward hands the verified delivery to Next and returns its outcome and
 // status.
-func (rc *Receiver) forward(w http.ResponseWriter, r *http.Request, body []byte) (Outcome, int) {
+func (rc *Receiver) forward(w http.ResponseWriter, r *http.Request, b body) (Outcome, int) {
 	note := &forwardNote{}
 	out := r.Clone(context.WithValue(r.Context(), noteKey{}, note))
-	out.Body = io.NopCloser(bytes.NewReader(body))
-	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	out.ContentLength = int64(len(body))
+	out.Body = io.NopCloser(b.reader())
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(b.reader()), nil }
+	out.ContentLength = b.len()
 	out.Header.Set(VerifiedHeader, "true")
 	rec := &statusRecorder{ResponseWriter: w}
 	rc.Next.ServeHTTP(rec, out)
@@ -308,3 +361,23 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection (flush,
 // deadlines).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// body is a delivery's body as it was read: pieces of memory, in order.
+type body [][]byte
+
+func (b body) len() int64 {
+	var n int64
+	for _, p := range b {
+		n += int64(len(p))
+	}
+	return n
+}
+
+// reader returns a fresh reader over the whole body.
+func (b body) reader() io.Reader {
+	rs := make([]io.Reader, len(b))
+	for i, p := range b {
+		rs[i] = bytes.NewReader(p)
+	}
+	return io.MultiReader(rs...)
+}

@@ -13,11 +13,13 @@ import (
 // than on one v1 value catches a replay whose header was rearranged, or that
 // matches through another v1 after the receiver's secret rotated. A legitimate
 // retry from the sender is signed anew, with a new t, and is not a replay.
-func payloadKey(ts string, body []byte) [sha256.Size]byte {
+func payloadKey(ts string, b body) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write([]byte(ts))
 	h.Write([]byte{'.'})
-	h.Write(body)
+	for _, p := range b {
+		h.Write(p)
+	}
 	var k [sha256.Size]byte
 	h.Sum(k[:0])
 	return k

@@ -29,7 +29,7 @@ func waitingClaim(t *testing.T, s *seenSet, ctx context.Context, key [32]byte) <
 }
 
 func TestSeenSet(t *testing.T) {
-	key := payloadKey("1750000000", []byte("body"))
+	key := payloadKey("1750000000", body{[]byte("body")})
 	t.Run("identical payload while in flight, then answered 2xx: replay", func(t *testing.T) {
 		s := newSeenSet(10)
 		d, replay, err := s.claim(t.Context(), key)
@@ -88,10 +88,10 @@ func TestSeenSet(t *testing.T) {
 
 func TestPayloadKey(t *testing.T) {
 	// The key is the payload's SHA-256: "<t>.<body>", with t as sent.
-	if payloadKey("1", []byte("2.3")) != payloadKey("1.2", []byte("3")) {
+	if payloadKey("1", body{[]byte("2.3")}) != payloadKey("1.2", body{[]byte("3")}) {
 		t.Error("payloadKey does not hash the signed payload")
 	}
-	if payloadKey("1", []byte("x")) == payloadKey("01", []byte("x")) {
+	if payloadKey("1", body{[]byte("x")}) == payloadKey("01", body{[]byte("x")}) {
 		t.Error("payloadKey normalised t")
 	}
 }

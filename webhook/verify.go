@@ -95,11 +95,13 @@ func parseHeader(header string) (parsed, error) {
 
 // expectedV1 returns the lowercase hex HMAC-SHA256 of "<ts>.<body>" under
 // secret: the v1 signature of Stripe's scheme.
-func expectedV1(secret []byte, ts string, body []byte) []byte {
+func expectedV1(secret []byte, ts string, body [][]byte) []byte {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(ts))
 	mac.Write([]byte{'.'})
-	mac.Write(body)
+	for _, p := range body {
+		mac.Write(p)
+	}
 	sum := mac.Sum(nil)
 	out := make([]byte, hex.EncodedLen(len(sum)))
 	hex.Encode(out, sum)
@@ -132,11 +134,11 @@ func verify(secret []byte, header string, body []byte, now time.Time, tolerance 
 	if err != nil {
 		return "", err
 	}
-	return p.check(secret, body, now, tolerance)
+	return p.check(secret, [][]byte{body}, now, tolerance)
 }
 
-// check verifies a parsed header against body; see Verify.
-func (p parsed) check(secret, body []byte, now time.Time, tolerance time.Duration) (string, error) {
+// check verifies a parsed header against body, given in pieces; see Verify.
+func (p parsed) check(secret []byte, body [][]byte, now time.Time, tolerance time.Duration) (string, error) {
 	want := expectedV1(secret, p.ts, body)
 	match := false
 	for _, got := range p.v1 {
@@ -149,12 +151,22 @@ func (p parsed) check(secret, body []byte, now time.Time, tolerance time.Duratio
 	if !match {
 		return "", ErrMismatch
 	}
+	if err := p.timely(now, tolerance); err != nil {
+		return "", err
+	}
+	return p.ts, nil
+}
+
+// timely checks the header's timestamp against the tolerance alone, so
+// that a delivery whose time is off is refused before its body is read. It
+// returns nil or an error wrapping ErrStale or ErrFuture.
+func (p parsed) timely(now time.Time, tolerance time.Duration) error {
 	age := now.Sub(time.Unix(p.t, 0))
 	switch {
 	case age > tolerance:
-		return "", fmt.Errorf("%w: signed %s ago, tolerance %s", ErrStale, age.Truncate(time.Second), tolerance)
+		return fmt.Errorf("%w: signed %s ago, tolerance %s", ErrStale, age.Truncate(time.Second), tolerance)
 	case -age > tolerance:
-		return "", fmt.Errorf("%w: signed %s ahead, tolerance %s", ErrFuture, (-age).Truncate(time.Second), tolerance)
+		return fmt.Errorf("%w: signed %s ahead, tolerance %s", ErrFuture, (-age).Truncate(time.Second), tolerance)
 	}
-	return p.ts, nil
+	return nil
 }

@@ -2,6 +2,7 @@ package httpserve
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -14,18 +15,22 @@ import (
 	"time"
 )
 
-// limitListener counts the connections it hands out. Up to max are served;
-// up to extra more at a time are marked over the limit, which gets their
-// requests refused; beyond that, new connections are closed at once, so that
-// a flood cannot take every file descriptor. max 0 means no limit.
+// limitListener counts the connections it hands out. Up to max are served.
+// At max, a new connection takes the place of the connection that has been
+// idle longest between requests (keep-alive), which is closed, as nginx
+// does: idle clients give way to new ones. With none idle, up to extra more
+// at a time are marked over the limit, which gets their requests refused;
+// beyond that, new connections are closed at once, so that a flood cannot
+// take every file descriptor. max 0 means no limit.
 type limitListener struct {
 	net.Listener
 	max, extra int
 	timeout    []byte // the 408 response for a request whose headers stalled
 	log        *slog.Logger
 
-	mu sync.Mutex
-	n  int
+	mu   sync.Mutex
+	n    int
+	idle list.List // of *conn idle between requests, longest idle first
 }
 
 // overLimitConns is how many connections over MaxConns may be answered 503
@@ -38,6 +43,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
+		}
+		if l.max > 0 {
+			l.evictIdle()
 		}
 		l.mu.Lock()
 		over := l.max > 0 && l.n >= l.max
@@ -52,9 +60,58 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *limitListener) release() {
+// evictIdle closes connections idle between requests, longest idle
+// first, until there is room for one more, or none is idle. One whose next
+// request has begun to arrive is not idle.
+func (l *limitListener) evictIdle() {
+	for {
+		l.mu.Lock()
+		if l.n < l.max {
+			l.mu.Unlock()
+			return
+		}
+		var victim *conn
+		for e := l.idle.Front(); e != nil; e = e.Next() {
+			if c := e.Value.(*conn); !c.partial.Load() {
+				victim = c
+				break
+			}
+		}
+		if victim == nil {
+			l.mu.Unlock()
+			return
+		}
+		l.unmarkIdleLocked(victim)
+		l.mu.Unlock()
+		l.log.Debug("connection limit reached: closing the longest idle keep-alive connection", "remote", victim.RemoteAddr().String())
+		_ = victim.Close()
+	}
+}
+
+func (l *limitListener) markIdle(c *conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.unmarkIdleLocked(c)
+	c.idleAt = l.idle.PushBack(c)
+}
+
+func (l *limitListener) unmarkIdle(c *conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unmarkIdleLocked(c)
+}
+
+func (l *limitListener) unmarkIdleLocked(c *conn) {
+	if c.idleAt != nil {
+		l.idle.Remove(c.idleAt)
+		c.idleAt = nil
+	}
+}
+
+func (l *limitListener) release(c *conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unmarkIdleLocked(c)
 	l.n--
 }
 
@@ -71,6 +128,7 @@ type conn struct {
 	partial  atomic.Bool  // a request's first bytes arrived, its headers have not
 	answered atomic.Bool  // a 408 went out
 	close    sync.Once
+	idleAt   *list.Element // in l.idle while idle; guarded by l.mu
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -110,7 +168,7 @@ func (c *conn) CloseWrite() error {
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
-	c.close.Do(c.l.release)
+	c.close.Do(func() { c.l.release(c) })
 	return err
 }
 
@@ -125,6 +183,11 @@ func trackState(nc net.Conn, st http.ConnState) {
 	c.state.Store(int32(st))
 	if st == http.StateActive || st == http.StateIdle {
 		c.partial.Store(false)
+	}
+	if st == http.StateIdle {
+		c.l.markIdle(c)
+	} else {
+		c.l.unmarkIdle(c)
 	}
 }
 

@@ -32,10 +32,16 @@ type Server struct {
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing one response; 0 means none.
 	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a connection waits, idle, for its next
+	// request (keep-alive); 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// MaxConns bounds the connections served at once; 0 means no bound.
-	// A few more at a time (1/16 of it, at least 8) have each request
-	// answered 503 by Refuse and are then closed; beyond those, new
-	// connections are closed at once.
+	// At the bound, a new connection takes the place of the one idle
+	// longest between requests, which is closed (a client reusing it at
+	// that instant sees it closed, as it would at IdleTimeout). With none
+	// idle, a few more at a time (1/16 of it, at least 8) have each
+	// request answered 503 by Refuse and are then closed; beyond those,
+	// new connections are closed at once.
 	MaxConns int
 	// Refuse writes the answer to a request the server refuses itself:
 	// http.StatusServiceUnavailable on a connection over MaxConns, and
@@ -59,9 +65,13 @@ type Server struct {
 // Timeouts every server gets.
 const (
 	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
 	maxHeaderBytes    = 64 << 10
 )
+
+// DefaultIdleTimeout is a Server's keep-alive idle timeout when its
+// IdleTimeout is 0: long enough for a client's next request in a burst,
+// short enough that idle clients do not keep connection slots for long.
+const DefaultIdleTimeout = 30 * time.Second
 
 // Options configures Serve. The zero value is usable.
 type Options struct {
@@ -210,6 +220,10 @@ func newServer(s Server, log *slog.Logger) (*http.Server, net.Listener) {
 	if s.ReadTimeout > 0 {
 		headerTimeout = min(headerTimeout, s.ReadTimeout)
 	}
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
 	handler := s.Handler
 	if s.MaxConns > 0 {
 		handler = refuseOverLimit(handler, refuse)
@@ -226,7 +240,7 @@ func newServer(s Server, log *slog.Logger) (*http.Server, net.Listener) {
 		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       s.ReadTimeout,
 		WriteTimeout:      s.WriteTimeout,
-		IdleTimeout:       idleTimeout,
+		IdleTimeout:       idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         trackState,
 		ConnContext:       markOverLimit,

@@ -147,3 +147,93 @@ func TestBeforeCloseOnlyWhenGraceRunsOut(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleConnectionsGiveWay repeats the attack of issue 19, scaled down:
+// at MaxConns, clients that made one request each and stay connected, idle,
+// must not lock new clients out; the longest idle connections are closed
+// to admit them, as nginx does.
+func TestIdleConnectionsGiveWay(t *testing.T) {
+	const maxConns = 8
+	addr := start(t, httpserve.Server{Name: "limited", MaxConns: maxConns,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })})
+	get := func(c net.Conn, br *bufio.Reader) (int, error) {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	var idle []client
+	for i := range maxConns + maxConns/2 {
+		c := dial(t, addr)
+		br := bufio.NewReader(c)
+		if code, err := get(c, br); err != nil || code != http.StatusOK {
+			t.Fatalf("client %d, with %d idle before it: %d, %v; want 200", i, len(idle), code, err)
+		}
+		idle = append(idle, client{c, br})
+	}
+	// Idle connections were closed to make room, as few as needed; the
+	// latest client's stays usable.
+	closed := 0
+	for i, cl := range idle {
+		if _, err := get(cl.c, cl.br); err != nil {
+			closed++
+			if i == len(idle)-1 {
+				t.Errorf("the latest client's connection was closed: %v", err)
+			}
+		}
+	}
+	if closed != maxConns/2 {
+		t.Errorf("%d idle connections closed, want %d: the ones over the limit", closed, maxConns/2)
+	}
+}
+
+// TestBusyConnectionsDoNotGiveWay: a connection in the middle of a request,
+// or whose next request has begun to arrive, is not idle, and is not
+// closed to admit another.
+func TestBusyConnectionsDoNotGiveWay(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	addr := start(t, httpserve.Server{Name: "limited", MaxConns: 2,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/held" {
+				<-release
+			}
+			io.WriteString(w, "ok")
+		})})
+	busy := dial(t, addr)
+	io.WriteString(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+	next := dial(t, addr)
+	br := bufio.NewReader(next)
+	io.WriteString(next, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %v", err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	// Its next request begins to arrive, and the server reads it.
+	io.WriteString(next, "GET /quick HTTP/1.1\r\n")
+	time.Sleep(250 * time.Millisecond) // nothing to wait on: the bytes sit in the server's buffer
+	c := dial(t, addr)
+	io.WriteString(c, "GET /over HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503: no connection was idle", resp.StatusCode)
+	}
+	io.WriteString(next, "Host: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("the connection whose request had begun: %v, want its request answered", err)
+	}
+}

@@ -2,7 +2,9 @@
 // budget, read once and hashed as they are read.
 //
 // Its invariant: nothing over the budget is ever read into memory. A body's
-// room is reserved in the Budget before its bytes are read, and given back
+// room is reserved in the Budget as its bytes arrive, before they are read
+// into the body's buffers (a few KiB at a time are read into a small probe
+// first, to learn that they came), and given back
 // once no upstream attempt can read the body any more. The package knows
 // nothing of HTTP servers, requests or how a refusal is answered: it reads
 // from an io.Reader and reports ErrNeverFits, ErrNoRoom or the reader's
@@ -18,13 +20,17 @@ import (
 	"sync"
 	"time"
 
+	"khproxy/internal/bytebudget"
 	"khproxy/signer"
 )
 
 // Body is a request body kept in memory for the upstream attempts, with
-// the room it holds in its Budget. The room is given back once no attempt
-// can read the body any more: when the last attempt has been made (Seal)
-// and every attempt's reader is closed, or when the request ends (Drop).
+// the room it holds in its Budget. Room is reserved as the bytes arrive, in
+// steps (bytebudget.NextStep): never before a byte is there to be read, so
+// a client that declares a large body and sends nothing holds nothing. The
+// room is given back once no attempt can read the body any more: when the
+// last attempt has been made (Seal) and every attempt's reader is closed,
+// or when the request ends (Drop).
 //
 // The pieces are pooled buffers (bufpool.go), hashed as they are read, in
 // one pass. They go back to their pools only when every reader was closed:
@@ -37,146 +43,113 @@ import (
 // and Drop are safe for concurrent use.
 type Body struct {
 	budget *Budget
+	hold   *bytebudget.Hold // nil until a read starts
 	hash   signer.BodyHasher
 
 	mu       sync.Mutex
-	chunks   [][]byte     // the body, in order; one piece when its length was declared
+	chunks   [][]byte     // the body, in order; one piece when it arrived at once
 	bufs     []*pooledBuf // the buffers under chunks
 	size     int64
-	reserved int64
 	readers  int  // attempt readers not yet closed
 	sealed   bool // no more attempts will be made
 	forsaken bool // dropped with readers open: the buffers are not reused
+	released bool // the room went back
 }
 
 // New returns an empty Body whose room is taken from b.
 func New(b *Budget) *Body { return &Body{budget: b} }
 
-// Pieces of a body of unknown length: the first is small, each next one
-// twice the last, up to maxPiece, so that at most one piece is part empty.
-const (
-	firstPiece = 32 << 10
-	maxPiece   = 1 << 20
-)
+// maxPiece bounds one piece of a body, so that a large body does not need
+// one large free block of memory.
+const maxPiece = 1 << 20
 
-// ReadKnown reads a body of declared length n from r into one buffer of
-// that size, having first reserved n bytes of room, waiting at most wait
-// for it. It fails with ErrNeverFits or ErrNoRoom (nothing read), with
-// ctx's error, with io.ErrUnexpectedEOF when r ends early, or with r's
-// error. After a failure, Drop gives back whatever room was taken.
+// ReadKnown reads a body of declared length n from r. It fails at once
+// with ErrNeverFits, nothing read, when n exceeds the whole budget; then,
+// as it reads, with ErrNoRoom when room for the bytes that arrived did not
+// come within wait (all steps together), with ctx's error, with
+// io.ErrUnexpectedEOF when r ends early, or with r's error. After a
+// failure, Drop gives back whatever room was taken.
 func (h *Body) ReadKnown(ctx context.Context, r io.Reader, n int64, wait time.Duration) error {
 	if n == 0 {
 		return nil
 	}
-	if err := h.reserve(ctx, n, wait); err != nil {
-		return err
+	if n > h.budgetLimit() {
+		return ErrNeverFits
 	}
-	// The budget counts the body's bytes; its pooled buffer may be up to a
-	// quarter larger (its size class).
-	pb := getBuf(int(n))
-	h.bufs = append(h.bufs, pb)
-	buf := pb.b[:n:n]
-	for off := 0; off < len(buf); {
-		m, err := r.Read(buf[off:])
-		h.hash.Write(buf[off : off+m])
-		off += m
-		if err == io.EOF && off < len(buf) {
-			return io.ErrUnexpectedEOF
-		}
-		if err != nil && err != io.EOF {
-			return err
-		}
-	}
-	h.chunks, h.size = [][]byte{buf}, n
-	return nil
+	h.hold = h.budget.NewHold(n, wait)
+	return h.read(ctx, r, true)
 }
 
 // ReadUnknown reads a body of unknown length from r, at most limit bytes
-// (r enforces the limit, as http.MaxBytesReader does), piece by piece,
-// without copying. Its room is reserved in two steps: a small first
-// piece, which most such bodies fit; then, if more comes, the most the body
-// may still need, at once, the unused part going back at the end. So a body
-// never waits for room while holding more than a small piece: bodies that
-// each held some and waited for more could wait on each other for ever.
-// It fails as ReadKnown does; ErrNeverFits also once more comes than the
-// whole budget could hold.
+// (r enforces the limit, as http.MaxBytesReader does). It fails as
+// ReadKnown does; with ErrNeverFits once more comes than the whole budget
+// could hold.
 func (h *Body) ReadUnknown(ctx context.Context, r io.Reader, limit int64, wait time.Duration) error {
-	if err := h.reserve(ctx, min(firstPiece, limit+1), wait); err != nil {
-		return err
+	h.hold = h.budget.NewHold(limit, wait)
+	return h.read(ctx, r, false)
+}
+
+func (h *Body) budgetLimit() int64 {
+	if h.budget == nil {
+		return 0
 	}
-	var allocated int64
-	var piece, extra []byte
-	var probe [512]byte
+	return h.budget.Limit()
+}
+
+// read reads the body piece by piece, without copying but for the bytes
+// that tell it more has arrived, which it reads into a small probe before
+// reserving room for them. known says that the body is the hold's claim
+// long exactly.
+func (h *Body) read(ctx context.Context, r io.Reader, known bool) error {
+	claim := h.hold.Claim()
+	probe := getBuf(bytebudget.ProbeSize)
+	defer putBuf(probe)
+	var piece []byte
+	var held int64
 	for {
-		if len(piece) == cap(piece) {
-			if allocated == h.reserved && allocated > 0 {
-				// Full: ask for more room only if more comes.
-				n, err := r.Read(probe[:])
-				if n == 0 && err != nil {
-					return ignoreEOF(err)
-				}
-				extra = probe[:n]
-				more := min(limit+1, h.budget.limit) - h.reserved
-				if more < int64(n) {
-					return ErrNeverFits
-				}
-				if err := h.reserve(ctx, more, wait); err != nil {
-					return err
-				}
-			}
-			size := min(max(2*int64(cap(piece)), firstPiece), maxPiece, h.reserved-allocated)
-			pb := getBuf(int(size))
-			h.bufs = append(h.bufs, pb)
-			piece = append(pb.b[:0:size], extra...)
-			h.hash.Write(extra)
-			allocated += size
-			h.chunks = append(h.chunks, piece)
-			h.size += int64(len(extra))
-			extra = nil
-		}
-		n, err := r.Read(piece[len(piece):cap(piece)])
-		h.hash.Write(piece[len(piece) : len(piece)+n])
-		piece = piece[:len(piece)+n]
-		h.chunks[len(h.chunks)-1] = piece
-		h.size += int64(n)
-		if err == io.EOF {
-			h.unreserve(h.reserved - allocated)
+		if known && h.size == claim {
 			return nil
 		}
-		if err != nil {
+		var n int
+		var err error
+		if len(piece) < cap(piece) {
+			n, err = r.Read(piece[len(piece):cap(piece)])
+			h.hash.Write(piece[len(piece) : len(piece)+n])
+			piece = piece[:len(piece)+n]
+			h.chunks[len(h.chunks)-1] = piece
+		} else {
+			// Full: reserve more only once more has arrived.
+			want := int64(bytebudget.ProbeSize)
+			if known {
+				want = min(want, claim-h.size)
+			}
+			n, err = r.Read(probe.b[:want])
+			if n > 0 {
+				if h.size+int64(n) > claim {
+					return ErrNeverFits
+				}
+				step := min(bytebudget.NextStep(held, h.size, int64(n), claim), max(maxPiece, int64(n)))
+				if gerr := h.hold.Grow(ctx, step); gerr != nil {
+					return gerr
+				}
+				held += step
+				pb := getBuf(int(step))
+				h.bufs = append(h.bufs, pb)
+				piece = append(pb.b[:0:step], probe.b[:n]...)
+				h.hash.Write(probe.b[:n])
+				h.chunks = append(h.chunks, piece)
+			}
+		}
+		h.size += int64(n)
+		switch {
+		case err == io.EOF && known && h.size < claim:
+			return io.ErrUnexpectedEOF
+		case err == io.EOF:
+			return nil
+		case err != nil:
 			return err
 		}
 	}
-}
-
-func ignoreEOF(err error) error {
-	if err == io.EOF {
-		return nil
-	}
-	return err
-}
-
-// reserve takes n more bytes of room; n beyond what is left of the whole
-// budget can never fit.
-func (h *Body) reserve(ctx context.Context, n int64, wait time.Duration) error {
-	if h.reserved+n > h.budget.limit {
-		return ErrNeverFits
-	}
-	if err := h.budget.acquire(ctx, n, wait); err != nil {
-		return err
-	}
-	h.mu.Lock()
-	h.reserved += n
-	h.mu.Unlock()
-	return nil
-}
-
-// unreserve gives n bytes of room back.
-func (h *Body) unreserve(n int64) {
-	h.mu.Lock()
-	h.reserved -= n
-	h.mu.Unlock()
-	h.budget.release(n)
 }
 
 // Hash returns the hex SHA-256 of the bytes read, computed as they were
@@ -262,11 +235,13 @@ func (h *Body) closeReader() {
 }
 
 func (h *Body) releaseIfDoneLocked() {
-	if !h.sealed || h.readers > 0 || h.reserved == 0 {
+	if !h.sealed || h.readers > 0 || h.released {
 		return
 	}
-	h.budget.release(h.reserved)
-	h.reserved = 0
+	h.released = true
+	if h.hold != nil {
+		h.hold.Release()
+	}
 	h.chunks = nil // collectable once the last attempt's writer lets go
 	if !h.forsaken {
 		for _, pb := range h.bufs {

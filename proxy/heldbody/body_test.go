@@ -8,85 +8,16 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"khproxy/internal/bytebudget"
 )
-
-func TestBudgetFirstComeFirstServed(t *testing.T) {
-	b := NewBudget(100)
-	ctx := context.Background()
-	if err := b.acquire(ctx, 80, time.Second); err != nil {
-		t.Fatal(err)
-	}
-	// A large waiter first, then a small one that would fit now: the small
-	// one must not overtake.
-	large, small := make(chan error, 1), make(chan error, 1)
-	go func() { large <- b.acquire(ctx, 60, 5*time.Second) }()
-	waitWaiting(t, b, 1)
-	go func() { small <- b.acquire(ctx, 10, 5*time.Second) }()
-	waitWaiting(t, b, 2)
-	select {
-	case <-small:
-		t.Fatal("a small request overtook a larger one that came first")
-	default:
-	}
-	b.release(80)
-	if err := <-large; err != nil {
-		t.Fatalf("large: %v", err)
-	}
-	if err := <-small; err != nil {
-		t.Fatalf("small: %v", err)
-	}
-	if st := b.Stats(); st.Reserved != 70 || st.Peak != 80 || st.Waiting != 0 {
-		t.Errorf("stats %+v, want 70 reserved, peak 80, none waiting", st)
-	}
-}
-
-func TestBudgetRefusals(t *testing.T) {
-	b := NewBudget(100)
-	ctx := context.Background()
-	if err := b.acquire(ctx, 101, time.Hour); !errors.Is(err, ErrNeverFits) {
-		t.Errorf("over the whole budget: %v, want ErrNeverFits at once", err)
-	}
-	if err := b.acquire(ctx, 100, time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.acquire(ctx, 1, 20*time.Millisecond); !errors.Is(err, ErrNoRoom) {
-		t.Errorf("full budget: %v, want ErrNoRoom after the wait", err)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	if err := b.acquire(cctx, 1, time.Hour); !errors.Is(err, context.Canceled) {
-		t.Errorf("cancelled caller: %v, want context.Canceled", err)
-	}
-	// A waiter that gave up no longer blocks the queue.
-	b.release(100)
-	if err := b.acquire(ctx, 100, 0); err != nil {
-		t.Errorf("after the waiters left: %v", err)
-	}
-}
-
-func waitWaiting(t *testing.T, b *Budget, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b.mu.Lock()
-		got := b.waiters.Len()
-		b.mu.Unlock()
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d waiters, want %d", got, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // TestHeldBody reads bodies of many sizes, of declared and unknown length,
 // in reads of one byte and of any size: the bytes are kept exactly, the
 // room reserved never falls short of what is allocated, and it all goes back.
 func TestHeldBody(t *testing.T) {
 	const limit = 3 << 20
-	for _, size := range []int{0, 1, firstPiece - 1, firstPiece, firstPiece + 1, firstPiece + 512, 300 << 10, limit} {
+	for _, size := range []int{0, 1, bytebudget.MinStep - 1, bytebudget.ProbeSize, bytebudget.ProbeSize + 1, 40 << 10, 300 << 10, limit} {
 		body := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
 		for _, known := range []bool{true, false} {
 			for _, oneByte := range []bool{false, true} {
@@ -115,10 +46,14 @@ func TestHeldBody(t *testing.T) {
 				for _, c := range h.chunks {
 					allocated += int64(cap(c))
 				}
-				if h.reserved < allocated || b.used != h.reserved {
-					t.Errorf("size %d known %v: reserved %d, budget used %d, allocated %d", size, known, h.reserved, b.used, allocated)
+				reserved := held(h)
+				if reserved < allocated || b.Stats().Reserved != reserved {
+					t.Errorf("size %d known %v: reserved %d, budget used %d, allocated %d", size, known, reserved, b.Stats().Reserved, allocated)
 				}
-				if known && size > 0 && (len(h.chunks) != 1 || cap(h.chunks[0]) != size) {
+				if reserved > max(2*int64(size), bytebudget.MinStep) {
+					t.Errorf("size %d known %v: reserved %d, want at most twice the bytes that arrived", size, known, reserved)
+				}
+				if known && !oneByte && size > 0 && size <= bytebudget.ProbeSize && (len(h.chunks) != 1 || cap(h.chunks[0]) != size) {
 					t.Errorf("size %d: %d pieces, first of capacity %d; want one buffer of the declared size", size, len(h.chunks), cap(h.chunks[0]))
 				}
 				rd := h.Reader()
@@ -126,12 +61,12 @@ func TestHeldBody(t *testing.T) {
 					t.Errorf("size %d known %v: attempt reader gives %d bytes", size, known, len(got))
 				}
 				h.Seal()
-				if b.used == 0 && size > 0 {
+				if b.Stats().Reserved == 0 && size > 0 {
 					t.Errorf("size %d: room given back while an attempt's reader is open", size)
 				}
 				rd.Close()
-				if b.used != 0 {
-					t.Errorf("size %d known %v: %d bytes still reserved after the last reader closed", size, known, b.used)
+				if b.Stats().Reserved != 0 {
+					t.Errorf("size %d known %v: %d bytes still reserved after the last reader closed", size, known, b.Stats().Reserved)
 				}
 			}
 		}
@@ -146,7 +81,64 @@ func TestHeldBodyOverLimit(t *testing.T) {
 		t.Errorf("a body larger than the budget: %v, want ErrNeverFits", err)
 	}
 	h.Drop()
-	if b.used != 0 {
-		t.Errorf("%d bytes still reserved after drop", b.used)
+	if b.Stats().Reserved != 0 {
+		t.Errorf("%d bytes still reserved after drop", b.Stats().Reserved)
+	}
+}
+
+// held returns the room h holds.
+func held(h *Body) int64 {
+	if h.hold == nil {
+		return 0
+	}
+	return h.hold.Held()
+}
+
+// TestHeldBodyFollowsTheBytes reads a body that declared far more than
+// arrived: it holds room for what arrived, not for what it declared.
+func TestHeldBodyFollowsTheBytes(t *testing.T) {
+	b := NewBudget(2 << 20)
+	for _, known := range []bool{true, false} {
+		h := New(b)
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			if known {
+				done <- h.ReadKnown(context.Background(), pr, 1<<20, time.Second)
+			} else {
+				done <- h.ReadUnknown(context.Background(), pr, 1<<20, time.Second)
+			}
+		}()
+		if got := b.Stats().Reserved; got != 0 {
+			t.Errorf("known %v: %d bytes reserved before any byte arrived, want 0", known, got)
+		}
+		if _, err := pw.Write(make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+		if got := waitReserved(t, b, bytebudget.MinStep); got != bytebudget.MinStep {
+			t.Errorf("known %v: %d bytes reserved after 10 arrived, want %d", known, got, bytebudget.MinStep)
+		}
+		pw.CloseWithError(errors.New("client gone"))
+		if err := <-done; err == nil {
+			t.Errorf("known %v: read succeeded on a broken body", known)
+		}
+		h.Drop()
+		if got := b.Stats().Reserved; got != 0 {
+			t.Errorf("known %v: %d bytes reserved after drop", known, got)
+		}
+	}
+}
+
+// waitReserved waits up to a few seconds for b to hold want bytes, and
+// returns what it holds then.
+func waitReserved(t testing.TB, b *Budget, want int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := b.Stats().Reserved
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -74,12 +74,12 @@ func TestAttemptReaderDone(t *testing.T) {
 	}
 	rd.Close()
 	h.Seal()
-	if b.used == 0 {
+	if b.Stats().Reserved == 0 {
 		t.Error("room given back before the attempt was done with the body")
 	}
 	done()
 	done()
-	if b.used != 0 {
-		t.Errorf("%d bytes still reserved after the attempt was done", b.used)
+	if b.Stats().Reserved != 0 {
+		t.Errorf("%d bytes still reserved after the attempt was done", b.Stats().Reserved)
 	}
 }
