@@ -126,7 +126,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	}
 	servers[0].Refuse = p.Refuse
 	servers[0].Stopping = p.StopReceiving
-	servers[0].BeforeClose = func() { p.LogInDoubt() }
+	servers[0].BeforeClose = func() { metrics.RequestsInDoubt(p.LogInDoubt()) }
 	addrs := listening{proxy: ln.Addr().String()}
 	if hook != nil {
 		servers = append(servers, *hook)
