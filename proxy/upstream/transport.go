@@ -393,7 +393,7 @@ func (t *Transport) learnSkew(resp *http.Response) bool {
 	skew := date.Sub(t.now()).Round(time.Second)
 	t.skew.Store(int64(skew / time.Second))
 	t.metrics.ClockOffset(skew)
-	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
+	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew)
 	return true
 }
 
