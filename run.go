@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"khproxy/admin"
@@ -42,6 +43,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			lc := startupLogging(environ)
 			return logFatal(newLogger(logw, lc), jsonLog(logw, lc), err)
 		}
+		applyMemLimit(os.DirFS("/"), environ, log)
 		if err := serve(ctx, cfg, log, nil); err != nil {
 			return logFatal(log, jsonLog(logw, cfg.Logging), err)
 		}
