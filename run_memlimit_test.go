@@ -16,7 +16,7 @@ func TestMemLimitLogged(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	root := fstest.MapFS{
-		"proc/self/cgroup":          {Data: []byte("0::/\n")},
+		"proc/self/cgroup":         {Data: []byte("0::/\n")},
 		"sys/fs/cgroup/memory.max": {Data: []byte("134217728\n")},
 	}
 	logs := &testutil.SyncBuffer{}
