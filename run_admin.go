@@ -44,11 +44,8 @@ func newOpsServer(cfg config.Config, reg *prometheus.Registry, log *slog.Logger,
 	if cfg.AdminListen == "" {
 		return o, nil
 	}
-	up := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "khproxy_upstream_up",
-		Help: "1 when the API's last unsigned GET /v1/health answered 2xx or 429, else 0 (the error is logged); polled every KH_UPSTREAM_CHECK_INTERVAL. Not part of /readyz.",
-	})
-	if err := reg.Register(up); err != nil {
+	up, err := admin.NewUpstreamUp(reg)
+	if err != nil {
 		return nil, err
 	}
 	o.poller = admin.NewPoller("upstream API", admin.HTTPCheck{

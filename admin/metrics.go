@@ -26,6 +26,20 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// NewUpstreamUp creates the gauge khproxy_upstream_up on reg, for the
+// Poller of the API's health (PollOptions.Up). It fails when the gauge is
+// already registered there.
+func NewUpstreamUp(reg prometheus.Registerer) (prometheus.Gauge, error) {
+	up := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "khproxy_upstream_up",
+		Help: "1 when the API's last unsigned GET /v1/health answered 2xx or 429, else 0 (the error is logged); polled every KH_UPSTREAM_CHECK_INTERVAL. Not part of /readyz.",
+	})
+	if err := reg.Register(up); err != nil {
+		return nil, err
+	}
+	return up, nil
+}
+
 // Metrics is what the proxy reports to.
 var _ proxy.Metrics = (*Metrics)(nil)
 
