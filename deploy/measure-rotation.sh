@@ -12,8 +12,13 @@
 set -u
 BIN=$1; DELAY=$2; D=$(mktemp -d)
 KEY=kh_live_ROTATIONTEST00000000000000000000; SECRET=old-secret-value-123
+if ss -ltn 2>/dev/null | grep -qE '127.0.0.1:(28180|28181|29190) '; then
+  echo "a port of 28180, 28181, 29190 is in use" >&2; exit 1
+fi
 $BIN emulator -listen 127.0.0.1:28181 -key $KEY -secret $SECRET -no-rate-limit -scopes all >$D/emu.log 2>&1 &
 EMU=$!
+KH=
+trap 'kill $KH $EMU 2>/dev/null; wait 2>/dev/null; rm -rf $D' EXIT
 printf '%s' $SECRET > $D/secret
 sleep 1
 KH_KEY=$KEY KH_SECRET_FILE=$D/secret KH_UPSTREAM=http://127.0.0.1:28181/cp/kh_reseller_api KH_LISTEN=127.0.0.1:28180 KH_ADMIN_LISTEN=127.0.0.1:29190 KH_RATE_LIMIT=off KH_LOG_FORMAT=json $BIN >$D/kh.log 2>&1 &
@@ -34,4 +39,3 @@ printf '%s' new-secret-value-456 > $D/secret.new && mv $D/secret.new $D/secret
 wait $LOAD
 sort $D/codes | uniq -c | tr '\n' ' '; echo
 curl -s http://127.0.0.1:29190/metrics | grep -E '^khproxy_(secret_rereads_total|upstream_attempts_total\{reason="secret_rotated"|upstream_auth_failures_total\{reason="signature_mismatch")' | tr '\n' ' '; echo
-kill $KH $EMU; wait 2>/dev/null; rm -rf $D

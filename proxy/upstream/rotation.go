@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"log/slog"
 	"net/http"
 )
 
@@ -65,7 +66,11 @@ func (t *Transport) secretRotated(req *http.Request, c *Call, resp *http.Respons
 		return false
 	case gen == c.secretGen:
 		t.metrics.SecretReread(SecretUnchanged)
-		t.log.Warn("API answered signature_mismatch and the secret file still holds the secret it rejected: rotate KH_SECRET_FILE to the API's current secret", "method", req.Method, "path", c.Target)
+		level := slog.LevelDebug // the access log has each request's 401 at WARN
+		if t.rejectedGen.Swap(gen) != gen {
+			level = slog.LevelWarn
+		}
+		t.log.Log(req.Context(), level, "API answered signature_mismatch and the secret file still holds the secret it rejected: put the API's current secret into KH_SECRET_FILE", "method", req.Method, "path", c.Target)
 		return false
 	}
 	t.metrics.SecretReread(SecretChanged)

@@ -117,6 +117,10 @@ type Transport struct {
 	// skew is the upstream clock minus ours, in seconds, learned from a
 	// 401 timestamp_out_of_window; every signature adds it.
 	skew atomic.Int64
+	// rejectedGen is the last secret generation the API was seen to
+	// reject (rotation.go), so that this is logged at WARN once per
+	// generation rather than once per request.
+	rejectedGen atomic.Uint64
 }
 
 // New builds a Transport from o. It fails only when o.Signer is nil.
