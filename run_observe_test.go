@@ -113,21 +113,6 @@ func TestBurstOf503sCounted(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, g, w)
 		}
 	}
-	if os.Getenv("KH_TEST_PRINT_SCRAPE") != "" {
-		resp, err := http.Get(r.admin + admin.PathMetrics)
-		if err == nil {
-			defer resp.Body.Close()
-			b := new(strings.Builder)
-			_, _ = fmt.Fprint(b, "")
-			buf := make([]byte, 1<<20)
-			n, _ := resp.Body.Read(buf)
-			for line := range strings.SplitSeq(string(buf[:n]), "\n") {
-				if strings.HasPrefix(line, "khproxy_") && !strings.Contains(line, "_bucket") {
-					t.Log(line)
-				}
-			}
-		}
-	}
 	// Each 503 that reached the caller is a WARN line with its status.
 	testutil.WaitFor(t, "the access log", func() bool { return strings.Count(r.logs.String(), `"msg":"request"`) >= 3 })
 	for line := range strings.SplitSeq(r.logs.String(), "\n") {
