@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -53,20 +54,42 @@ func printVars(w io.Writer, vars []config.Var) {
 }
 
 // newLogger builds the one logger: coloured text (tint) on a terminal, JSON
-// otherwise, unless the configured format forces one. Written to a
-// logbatch.Writer, lines above Info go out at once, the rest in batches.
+// otherwise, unless the configured format forces one. Every time.Duration
+// is written as a number of milliseconds under its key plus "_ms"
+// (millis). Written to a logbatch.Writer, lines above Info go out at once,
+// the rest in batches.
 func newLogger(w io.Writer, c config.Logging) *slog.Logger {
 	tty := isTerminal(w)
 	var h slog.Handler
-	if c.LogFormat == "json" || (c.LogFormat == "auto" && !tty) {
-		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: c.LogLevel})
+	if jsonLog(w, c) {
+		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: c.LogLevel, ReplaceAttr: millis})
 	} else {
-		h = tint.NewHandler(w, &tint.Options{Level: c.LogLevel, TimeFormat: time.TimeOnly, NoColor: !tty})
+		h = tint.NewHandler(w, &tint.Options{Level: c.LogLevel, TimeFormat: time.TimeOnly, NoColor: !tty, ReplaceAttr: millis})
 	}
 	if bw, ok := w.(*logbatch.Writer); ok {
 		h = logbatch.NewHandler(h, bw)
 	}
 	return slog.New(h)
+}
+
+// jsonLog reports whether the log written to w is JSON: KH_LOG_FORMAT=json,
+// or auto and w is not a terminal.
+func jsonLog(w io.Writer, c config.Logging) bool {
+	return c.LogFormat == "json" || (c.LogFormat == "auto" && !isTerminal(w))
+}
+
+// millis writes a time.Duration attribute as a number of milliseconds
+// (microsecond precision) under a key ending in "_ms", so that a log
+// pipeline reads one unit and one type for every duration.
+func millis(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() != slog.KindDuration {
+		return a
+	}
+	key := a.Key
+	if !strings.HasSuffix(key, "_ms") {
+		key += "_ms"
+	}
+	return slog.Float64(key, float64(a.Value.Duration().Microseconds())/1000)
 }
 
 // batchedLog returns where the proxy's log goes: stderr itself on a

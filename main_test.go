@@ -223,6 +223,8 @@ func TestDockerfileBuild(t *testing.T) {
 	t.Run("SIGTERM", func(t *testing.T) { testBinarySIGTERM(t, bin) })
 	t.Run("second SIGTERM", func(t *testing.T) { testBinarySecondSignal(t, bin) })
 	t.Run("HTTP_PROXY", func(t *testing.T) { testBinaryForwardProxy(t, bin) })
+	t.Run("JSON log with Redis down", func(t *testing.T) { testBinaryJSONWithRedisDown(t, bin) })
+	t.Run("JSON log on a bad setting", func(t *testing.T) { testBinaryJSONOnBadSetting(t, bin) })
 }
 
 // startBinary starts the built khproxy with env and returns its address.

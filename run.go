@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"khproxy/admin"
@@ -40,9 +41,14 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		defer closeLog()
 		cfg, log, err := load(environ, logw)
 		if err != nil {
-			return err
+			lc := startupLogging(environ)
+			return logFatal(newLogger(logw, lc), jsonLog(logw, lc), err)
 		}
-		return serve(ctx, cfg, log, nil)
+		applyMemLimit(os.DirFS("/"), environ, log)
+		if err := serve(ctx, cfg, log, nil); err != nil {
+			return logFatal(log, jsonLog(logw, cfg.Logging), err)
+		}
+		return nil
 	case "demo":
 		return demo(ctx, args, environ, stdout, stderr)
 	case "check":
@@ -66,6 +72,35 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		usage(stderr)
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+}
+
+// loggedError is an error that run has already written to the log as one
+// line; main adds nothing to it but the exit code.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+// logFatal writes err, which ends khproxy, as one ERROR line when the log
+// is JSON, so that a log pipeline reads every line, and marks it logged.
+// A text log (a person at a terminal) gets main's plain message instead,
+// whose lines the configuration's errors keep.
+func logFatal(log *slog.Logger, json bool, err error) error {
+	if !json {
+		return err
+	}
+	log.Error("khproxy cannot run", "error", err.Error())
+	return loggedError{err}
+}
+
+// startupLogging is the logging configuration for a configuration that did
+// not load: its logging settings when they are valid, else the defaults
+// (JSON unless stderr is a terminal).
+func startupLogging(environ []string) config.Logging {
+	lc, err := config.LoadLogging(environ)
+	if err != nil {
+		return config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"}
+	}
+	return lc
 }
 
 // load reads the configuration and builds the one logger.
@@ -135,7 +170,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	}
 	servers[0].Refuse = p.Refuse
 	servers[0].Stopping = p.StopReceiving
-	servers[0].BeforeClose = func() { p.LogInDoubt() }
+	servers[0].BeforeClose = func() { metrics.RequestsInDoubt(p.LogInDoubt()) }
 	addrs := listening{proxy: ln.Addr().String()}
 	if hook != nil {
 		servers = append(servers, *hook)

@@ -20,11 +20,6 @@ import (
 	"khproxy/signer"
 )
 
-// apiHealthInterval is how often the API's GET /v1/health is polled for
-// /readyz. The readiness probe's own period and failureThreshold add the
-// hysteresis. A variable so that tests can shorten it.
-var apiHealthInterval = 5 * time.Second
-
 // The admin listener's bounds: probes and scrapes are few, small and
 // quick, and the listener may be reachable from the whole pod network, so
 // it gets few connections and a short keep-alive, whatever KH_MAX_CONNS
@@ -46,19 +41,27 @@ type opsServer struct {
 }
 
 // newOpsServer binds the admin listener, unless KH_ADMIN_LISTEN is empty.
-// reg is the registry /metrics serves; checks are readiness conditions
-// besides the API's health (a rate limiter's store, say).
+// reg is the registry /metrics serves; checks are readiness conditions of
+// khproxy's own (the secret file's, say).
+//
+// The API's health is polled (KH_UPSTREAM_CHECK_INTERVAL) into the
+// khproxy_upstream_up gauge and never into /readyz: as a native sidecar,
+// khproxy's readiness is the pod's, and an API outage (or a 429 from the
+// API's per-IP limit) must not take every app pod out of its Service, stall
+// rollouts and block drains. Apps see the API's own answers meanwhile.
 func newOpsServer(cfg config.Config, reg *prometheus.Registry, log *slog.Logger, checks ...admin.Check) (*opsServer, error) {
-	o := &opsServer{cfg: cfg.Ops, log: log}
+	o := &opsServer{cfg: cfg.Ops, log: log, admin: admin.New(reg, checks...)}
 	if cfg.AdminListen == "" {
-		o.admin = admin.New(reg, checks...)
 		return o, nil
+	}
+	up, err := admin.NewUpstreamUp(reg)
+	if err != nil {
+		return nil, err
 	}
 	o.poller = admin.NewPoller("upstream API", admin.HTTPCheck{
 		Client: &http.Client{Transport: proxy.NewTransport()},
 		URL:    cfg.Upstream.JoinPath("v1", "health").String(),
-	}, admin.PollOptions{Interval: apiHealthInterval, Logger: log})
-	o.admin = admin.New(reg, append([]admin.Check{o.poller}, checks...)...)
+	}, admin.PollOptions{Interval: cfg.UpstreamCheckInterval, Logger: log, Up: up})
 	ln, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		return nil, fmt.Errorf("KH_ADMIN_LISTEN: %w", err)

@@ -81,9 +81,12 @@ type running struct {
 	admin  string // the admin listener's base URL
 }
 
-// startRun runs khproxy with env until the test ends (or cancel).
+// startRun runs khproxy with env until the test ends (or cancel). The API's
+// health is polled once an hour unless env says otherwise, so that faults a
+// test injects are the proxy's to meet.
 func startRun(t testing.TB, env ...string) *running {
 	t.Helper()
+	env = append([]string{"KH_UPSTREAM_CHECK_INTERVAL=1h"}, env...)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, errc: make(chan error, 1), logs: &testutil.SyncBuffer{}}
 	go func() { r.errc <- run(ctx, nil, append(env, "KH_LOG_FORMAT=json"), io.Discard, r.logs) }()
@@ -135,63 +138,93 @@ func writeFile(t testing.TB, dir, name, content string) string {
 	return path
 }
 
-// setHealthInterval sets apiHealthInterval for one test.
-func setHealthInterval(t testing.TB, d time.Duration) {
-	old := apiHealthInterval
-	apiHealthInterval = d
-	t.Cleanup(func() { apiHealthInterval = old })
-}
-
 // TestProbesThroughTheLifecycle runs khproxy as the Kubernetes manifest
-// does (key and secret from files, admin listener on) and follows /readyz
-// and /healthz from start to exit: before the API answered, ready, the API
-// failing and recovering, shutdown with its delay (a request 1 s after the
+// does (key and secret from files, admin listener on) and follows /readyz,
+// /healthz and khproxy_upstream_up from start to exit: before the API
+// answered, the API up, failing with 503, answering its health poll with
+// 429, recovering; then shutdown with its delay (a request 1 s after the
 // signal still succeeds) and its grace (the admin listener outlives the
-// proxy's), exit without error.
+// proxy's), exit without error. Readiness is khproxy's own state
+// throughout: the API's health is only the gauge and the log.
 func TestProbesThroughTheLifecycle(t *testing.T) {
-	setHealthInterval(t, 50*time.Millisecond)
 	a := startAPI(t, true)
 	dir := t.TempDir()
 	r := startRun(t,
 		"KH_KEY_FILE="+writeFile(t, dir, "key", a.key+"\n"),
 		"KH_SECRET_FILE="+writeFile(t, dir, "secret", a.secret+"\n"),
 		"KH_UPSTREAM="+a.upstream(), "KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0",
-		"KH_SHUTDOWN_DELAY=3s", "KH_SHUTDOWN_TIMEOUT=20s")
+		"KH_UPSTREAM_CHECK_INTERVAL=50ms", "KH_SHUTDOWN_DELAY=3s", "KH_SHUTDOWN_TIMEOUT=20s")
 	readyz := func() (int, string) { return get(r.admin + admin.PathReadyz) }
 	healthz := func() int { code, _ := get(r.admin + admin.PathHealthz); return code }
 	proxied := func(path string) (int, string) { return get("http://" + r.proxy + path) }
-
-	t.Run("before the API answered", func(t *testing.T) {
-		if code, body := readyz(); code != 503 || !strings.HasPrefix(body, "not ready: upstream API: ") {
-			t.Errorf("/readyz = %d %q, want 503 naming the upstream API", code, body)
+	up := func() float64 { return r.scrape(t)["khproxy_upstream_up"] }
+	wantReady := func(t *testing.T, when string) {
+		t.Helper()
+		if code, body := readyz(); code != 200 || body != "ok\n" {
+			t.Errorf("/readyz %s = %d %q, want 200: readiness is khproxy's own", when, code, body)
 		}
 		if code := healthz(); code != 200 {
-			t.Errorf("/healthz = %d, want 200", code)
+			t.Errorf("/healthz %s = %d, want 200", when, code)
 		}
-		// Readiness does not gate the proxy; the key came from its file.
+	}
+
+	t.Run("before the API answered", func(t *testing.T) {
+		wantReady(t, "before the API's health answered")
+		if got, ok := r.scrape(t)["khproxy_upstream_up"]; !ok || got != 0 {
+			t.Errorf("khproxy_upstream_up = %v (present: %v), want 0", got, ok)
+		}
+		// The key came from its file.
 		if code, body := proxied("/v1/me"); code != 200 {
 			t.Errorf("GET /v1/me = %d %s", code, body)
 		}
 	})
-	t.Run("ready", func(t *testing.T) {
+	t.Run("API up", func(t *testing.T) {
 		a.releaseHealth()
-		testutil.WaitFor(t, "/readyz 200", func() bool { code, body := readyz(); return code == 200 && body == "ok\n" })
+		testutil.WaitFor(t, "khproxy_upstream_up 1", func() bool { return up() == 1 })
+		wantReady(t, "with the API up")
 	})
-	t.Run("the API's health failing", func(t *testing.T) {
+	t.Run("API down", func(t *testing.T) {
 		if err := a.emu.SetFaults(emulator.Faults{FailCount: 1 << 30, FailStatus: 503}); err != nil {
 			t.Fatal(err)
 		}
-		want := "not ready: upstream API: GET " + a.upstream() + "/v1/health: 503 Service Unavailable\n"
-		testutil.WaitFor(t, "/readyz naming the API's 503", func() bool { code, body := readyz(); return code == 503 && body == want })
-		if code := healthz(); code != 200 {
-			t.Errorf("/healthz = %d, want 200: a failing API must not make the pod unlive", code)
+		testutil.WaitFor(t, "khproxy_upstream_up 0", func() bool { return up() == 0 })
+		wantReady(t, "with the API down")
+		// The last error is in the log, at WARN.
+		want := "GET " + a.upstream() + "/v1/health: 503 Service Unavailable"
+		testutil.WaitFor(t, "the API's failure logged", func() bool {
+			return logLine(r.logs, "health check failing", "error", want) != nil
+		})
+		if l := logLine(r.logs, "health check failing", "error", want); l != nil && l["level"] != "WARN" {
+			t.Errorf("the failing health check is logged at %v, want WARN", l["level"])
 		}
+		// Callers get the API's own answer, as before.
+		if code, _ := proxied("/v1/me"); code != 503 {
+			t.Errorf("GET /v1/me with the API down = %d, want the API's 503", code)
+		}
+	})
+	t.Run("health answers 429", func(t *testing.T) {
+		if err := a.emu.SetFaults(emulator.Faults{FailCount: 1 << 30, FailStatus: 429}); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, "khproxy_upstream_up 1 on 429", func() bool { return up() == 1 })
+		wantReady(t, "with the API answering 429")
 		if err := a.emu.SetFaults(emulator.Faults{}); err != nil {
 			t.Fatal(err)
 		}
-		testutil.WaitFor(t, "/readyz 200 again", func() bool { code, _ := readyz(); return code == 200 })
 	})
 	t.Run("shutdown", func(t *testing.T) { testShutdown(t, r, a) })
+}
+
+// logLine returns the first JSON log line with message msg whose key holds
+// value, nil when there is none.
+func logLine(logs *testutil.SyncBuffer, msg, key string, value any) map[string]any {
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg && m[key] == value {
+			return m
+		}
+	}
+	return nil
 }
 
 // testShutdown cancels r's context, as SIGTERM does, with a request in
@@ -266,7 +299,6 @@ func (r *running) scrape(t testing.TB) map[string]float64 {
 // TestMetricsAfterKnownRequests sends a known set of requests, one of them
 // retried and one to a path that is no API route, and reads /metrics.
 func TestMetricsAfterKnownRequests(t *testing.T) {
-	setHealthInterval(t, time.Hour) // one health check: faults below are the proxy's
 	old := version
 	version = "v0.0.0-metrics-test"
 	t.Cleanup(func() { version = old })
@@ -338,7 +370,6 @@ func TestMetricsAfterKnownRequests(t *testing.T) {
 // as Kubernetes does, by renaming a new file over it.
 func startWithBrokenSecretFile(t *testing.T) (r *running, fixSecret func()) {
 	t.Helper()
-	setHealthInterval(t, time.Hour)
 	a := startAPI(t, false)
 	dir := t.TempDir()
 	secretFile := writeFile(t, dir, "secret", a.secret)
@@ -575,7 +606,6 @@ func testBinarySecondSignal(t *testing.T, bin string) {
 // TestWebhookOutcomesCounted: the webhook receiver's outcomes are counted on
 // the one registry that /metrics serves.
 func TestWebhookOutcomesCounted(t *testing.T) {
-	setHealthInterval(t, time.Hour)
 	a := startAPI(t, false)
 	r := startRun(t, "KH_KEY="+a.key, "KH_SECRET="+a.secret, "KH_UPSTREAM="+a.upstream(),
 		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_SHUTDOWN_DELAY=0s",

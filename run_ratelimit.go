@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -43,6 +42,7 @@ func newRateLimiting(cfg config.Config, log *slog.Logger, reg prometheus.Registe
 		outage *ratelimit.Outage
 	)
 	if cfg.RedisURL != nil {
+		redisstore.SetLogger(log)
 		client, err := redisstore.NewClient(cfg.RedisURL.String(), cfg.RedisPasswordFile)
 		if err != nil {
 			return rl, fmt.Errorf("configuration:\nKH_REDIS_URL: %w", err)
@@ -87,6 +87,6 @@ func newRateLimiting(cfg config.Config, log *slog.Logger, reg prometheus.Registe
 		return rl, err
 	}
 	rl.limiter = l
-	log.Info("pacing requests to the API key's rate limit", "rate", cfg.RateLimit.String(), "burst", cfg.RateBurst, "wait", cfg.RateWait.String(), "interval", limit.Every.Round(time.Millisecond).String())
+	log.Info("pacing requests to the API key's rate limit", "rate", cfg.RateLimit.String(), "burst", cfg.RateBurst, "wait", cfg.RateWait, "interval", limit.Every)
 	return rl, nil
 }

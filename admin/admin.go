@@ -5,7 +5,8 @@
 //   - /healthz (liveness) answers 200 while the process serves HTTP at all.
 //   - /readyz (readiness) answers 200 once Started was called, until
 //     Stopping is, while every Check passes; otherwise 503 with a one-line
-//     reason. A failing upstream API makes the pod unready, never unlive.
+//     reason. khproxy gives it only checks of its own state: a service it
+//     depends on is watched by a Poller into a gauge, never into readiness.
 //   - /metrics exposes a prometheus.Gatherer (one registry built by the
 //     caller and handed to every package that has metrics).
 //
@@ -43,7 +44,8 @@ func Paths() []string { return []string{PathHealthz, PathReadyz, PathMetrics} }
 // gives; it should name what failed (see Named). It is called once per
 // /readyz probe with a context bounded by CheckTimeout, concurrently with
 // other probes: it must be cheap and safe for concurrent use. A condition
-// that needs a network round trip belongs in a Poller.
+// that needs a network round trip belongs in a Poller (which is a Check
+// too, though khproxy does not make readiness depend on one).
 type Check interface {
 	Check(ctx context.Context) error
 }

@@ -26,6 +26,20 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// NewUpstreamUp creates the gauge khproxy_upstream_up on reg, for the
+// Poller of the API's health (PollOptions.Up). It fails when the gauge is
+// already registered there.
+func NewUpstreamUp(reg prometheus.Registerer) (prometheus.Gauge, error) {
+	up := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "khproxy_upstream_up",
+		Help: "1 when the API's last unsigned GET /v1/health answered 2xx or 429, else 0 (the error is logged); polled every KH_UPSTREAM_CHECK_INTERVAL. Not part of /readyz.",
+	})
+	if err := reg.Register(up); err != nil {
+		return nil, err
+	}
+	return up, nil
+}
+
 // Metrics is what the proxy reports to.
 var _ proxy.Metrics = (*Metrics)(nil)
 
@@ -47,7 +61,22 @@ type Metrics struct {
 	idemKeys      *prometheus.CounterVec
 	clockOffset   prometheus.Gauge
 	secretReloads *prometheus.CounterVec
+
+	answers         *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
+	attemptDuration prometheus.Histogram
+	secretRereads   *prometheus.CounterVec
+	inDoubt         prometheus.Counter
 }
+
+// apiCodes are the API's status codes whose series exist from the start:
+// those spec §6 lists, the success codes and the gateway errors. Others
+// appear when first seen.
+var apiCodes = []int{200, 201, 400, 401, 402, 403, 404, 409, 429, 500, 502, 503, 504}
+
+// attemptBuckets cover one attempt, from a fast answer up to the default
+// KH_UPSTREAM_TIMEOUT (30 s).
+var attemptBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 // NewMetrics creates the proxy's metrics and khproxy_build_info (carrying
 // version) on reg. It fails when any of them is already registered there.
@@ -87,6 +116,27 @@ func NewMetrics(reg prometheus.Registerer, version string) (*Metrics, error) {
 			Help: "Changes of KH_SECRET_FILE, by result: ok (the new secret is in use) or error (the last good secret stays in use).",
 		}, []string{"result"}),
 	}
+	m.answers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "khproxy_upstream_responses_total",
+		Help: "Answers from the API, one per attempt (retried ones included), by status code (other outside 100-599).",
+	}, []string{"code"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "khproxy_upstream_auth_failures_total",
+		Help: "The API's 401 answers, one per attempt, by reason (spec section 6; other when missing or unknown).",
+	}, []string{"reason"})
+	m.attemptDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "khproxy_upstream_attempt_duration_seconds",
+		Help:    "Time of one attempt at the API, from sending to response headers or failure: no pacing, backoff or retries.",
+		Buckets: attemptBuckets,
+	})
+	m.secretRereads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "khproxy_secret_rereads_total",
+		Help: "Immediate re-reads of KH_SECRET_FILE after a 401 signature_mismatch, by result: changed (the request was retried once with the new secret), unchanged, error.",
+	}, []string{"result"})
+	m.inDoubt = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "khproxy_shutdown_requests_in_doubt_total",
+		Help: "Requests sent to the API whose answer a shutdown did not wait for: each may or may not have taken effect (each is logged).",
+	})
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "khproxy_build_info",
 		Help:        "Always 1; the labels say which build is running.",
@@ -98,12 +148,27 @@ func NewMetrics(reg prometheus.Registerer, version string) (*Metrics, error) {
 	for _, s := range []string{proxy.KeyAuto, proxy.KeyClient, proxy.KeyReused} {
 		m.idemKeys.WithLabelValues(s)
 	}
-	m.attempts.WithLabelValues(proxy.AttemptFirst)
+	for _, r := range proxy.AttemptReasons() {
+		m.attempts.WithLabelValues(r)
+	}
+	for _, k := range proxy.Kinds() {
+		m.errors.WithLabelValues(string(k))
+	}
+	for _, c := range apiCodes {
+		m.answers.WithLabelValues(code(c))
+	}
+	for _, r := range proxy.AuthReasons() {
+		m.authFailures.WithLabelValues(r)
+	}
+	for _, r := range proxy.SecretRereadResults() {
+		m.secretRereads.WithLabelValues(r)
+	}
 	m.secretReloads.WithLabelValues("ok")
 	m.secretReloads.WithLabelValues("error")
 
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inflight, m.errors, m.attempts, m.idemKeys, m.clockOffset, m.secretReloads, build} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inflight, m.errors, m.attempts, m.idemKeys, m.clockOffset, m.secretReloads,
+		m.answers, m.authFailures, m.attemptDuration, m.secretRereads, m.inDoubt, build} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -160,6 +225,42 @@ func (m *Metrics) IdempotencyKey(source string) {
 func (m *Metrics) ClockOffset(d time.Duration) {
 	if m != nil {
 		m.clockOffset.Set(d.Seconds())
+	}
+}
+
+// UpstreamAttemptDone records one attempt's end: status 0 (no answer) only
+// in the duration, a 401 also by its reason, which must be one of
+// proxy.AuthReasons.
+func (m *Metrics) UpstreamAttemptDone(status int, authReason string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.attemptDuration.Observe(d.Seconds())
+	if status == 0 {
+		return
+	}
+	m.answers.WithLabelValues(code(status)).Inc()
+	if status == 401 {
+		if authReason == "" {
+			authReason = proxy.AuthReasonOther
+		}
+		m.authFailures.WithLabelValues(authReason).Inc()
+	}
+}
+
+// SecretReread counts a re-read of the secret file after a 401
+// signature_mismatch, with one of proxy.SecretRereadResults.
+func (m *Metrics) SecretReread(result string) {
+	if m != nil {
+		m.secretRereads.WithLabelValues(result).Inc()
+	}
+}
+
+// RequestsInDoubt counts n requests that a shutdown cut after they were
+// sent to the API.
+func (m *Metrics) RequestsInDoubt(n int) {
+	if m != nil && n > 0 {
+		m.inDoubt.Add(float64(n))
 	}
 }
 

@@ -162,3 +162,46 @@ func BenchmarkRequestDone(b *testing.B) {
 		m.RequestDone("GET", "/v1/services/{id}", 200, "", 3*time.Millisecond)
 	}
 }
+
+// TestUpstreamAnswerMetrics: the API's answers by code, 401s by a bounded
+// reason, single attempts timed, secret re-reads and requests in doubt.
+func TestUpstreamAnswerMetrics(t *testing.T) {
+	reg := NewRegistry()
+	m, err := NewMetrics(reg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serve(t, New(reg))
+	m.UpstreamAttemptDone(503, "", 40*time.Millisecond)
+	m.UpstreamAttemptDone(401, "signature_mismatch", 10*time.Millisecond)
+	m.UpstreamAttemptDone(401, "", 10*time.Millisecond) // no reason: other
+	m.UpstreamAttemptDone(0, "", time.Second)           // no answer: timed only
+	m.UpstreamAttemptDone(299, "", time.Millisecond)    // a code first seen
+	m.SecretReread(proxy.SecretRereadResults()[0])
+	m.RequestsInDoubt(2)
+	m.RequestsInDoubt(0)
+
+	got := testutil.Scrape(t, base+PathMetrics)
+	want := map[string]float64{
+		`khproxy_upstream_responses_total{code="503"}`:                      1,
+		`khproxy_upstream_responses_total{code="401"}`:                      2,
+		`khproxy_upstream_responses_total{code="299"}`:                      1,
+		`khproxy_upstream_responses_total{code="200"}`:                      0,
+		`khproxy_upstream_auth_failures_total{reason="signature_mismatch"}`: 1,
+		`khproxy_upstream_auth_failures_total{reason="other"}`:              1,
+		`khproxy_upstream_auth_failures_total{reason="bad_key"}`:            0,
+		`khproxy_upstream_attempt_duration_seconds_count`:                   5,
+		`khproxy_upstream_attempt_duration_seconds_sum`:                     1.061,
+		`khproxy_secret_rereads_total{result="changed"}`:                    1,
+		`khproxy_secret_rereads_total{result="unchanged"}`:                  0,
+		`khproxy_shutdown_requests_in_doubt_total`:                          2,
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g < w-1e-9 || g > w+1e-9 {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, w)
+		}
+	}
+	if v, ok := got[`khproxy_upstream_responses_total{code="0"}`]; ok {
+		t.Errorf("a missing answer was counted as code 0: %v", v)
+	}
+}

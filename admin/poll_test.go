@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"khproxy/emulator"
 	"khproxy/emulator/emulatortest"
 	"khproxy/internal/testutil"
@@ -76,8 +79,8 @@ func TestPollerFollowsTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, "ready again", func() bool { code, _ := probe(); return code == 200 })
-	testutil.WaitFor(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), "readiness check passing again") })
-	if !strings.Contains(logs.String(), `"msg":"readiness check failing","check":"upstream API"`) {
+	testutil.WaitFor(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), "health check passing again") })
+	if !strings.Contains(logs.String(), `"msg":"health check failing","check":"upstream API"`) {
 		t.Errorf("the failure was not logged:\n%s", logs)
 	}
 }
@@ -121,13 +124,13 @@ func TestPollerStates(t *testing.T) {
 		p := NewPoller("api", CheckFunc(func(context.Context) error { return nil }), PollOptions{Interval: time.Hour, Timeout: time.Minute, Now: clock.Now})
 		runPoller(t, p)
 		testutil.WaitFor(t, "the first result", func() bool { return p.Check(context.Background()) == nil })
-		clock.Advance(time.Hour + time.Minute)
+		clock.Advance(time.Hour + 6*time.Minute + time.Minute)
 		if err := p.Check(context.Background()); err != nil {
-			t.Errorf("Check at interval+timeout = %v, want nil", err)
+			t.Errorf("Check at the longest jittered interval+timeout = %v, want nil", err)
 		}
 		clock.Advance(time.Second)
-		if err := p.Check(context.Background()); err == nil || err.Error() != "api: no result for 1h1m1s" {
-			t.Errorf("Check after interval+timeout = %v, want api: no result for 1h1m1s", err)
+		if err := p.Check(context.Background()); err == nil || err.Error() != "api: no result for 1h7m1s" {
+			t.Errorf("Check after the longest jittered interval+timeout = %v, want api: no result for 1h7m1s", err)
 		}
 	})
 	t.Run("error wraps", func(t *testing.T) {
@@ -164,9 +167,47 @@ func TestHTTPCheck(t *testing.T) {
 	if err := (HTTPCheck{URL: strings.Replace(health, emu.BasePath(), "", 1)}).Check(context.Background()); err == nil || !strings.HasSuffix(err.Error(), ": 404 Not Found") {
 		t.Errorf("wrong path: %v, want 404", err)
 	}
+	// A 429 is an answer: the API is reachable, only limiting this IP.
+	if err := emu.SetFaults(emulator.Faults{FailCount: 1, FailStatus: 429}); err != nil {
+		t.Fatal(err)
+	}
+	if err := (HTTPCheck{URL: health}).Check(context.Background()); err != nil {
+		t.Errorf("API answering 429: %v, want nil (reachable)", err)
+	}
 	srv := httptest.NewServer(nil)
 	srv.Close()
 	if err := (HTTPCheck{URL: srv.URL + "/v1/health"}).Check(context.Background()); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("closed port: %v, want connection refused", err)
+	}
+}
+
+// TestPollerSetsTheGauge: the gauge is 0 before the first result, 1 while
+// the API passes, 0 while it fails.
+func TestPollerSetsTheGauge(t *testing.T) {
+	emu, health := startEmulator(t)
+	up := prometheus.NewGauge(prometheus.GaugeOpts{Name: "up_test", Help: "test"})
+	p := NewPoller("upstream API", HTTPCheck{URL: health}, PollOptions{Interval: 20 * time.Millisecond, Up: up})
+	if got := promtest.ToFloat64(up); got != 0 {
+		t.Errorf("before Run: gauge = %v, want 0", got)
+	}
+	runPoller(t, p)
+	testutil.WaitFor(t, "gauge 1", func() bool { return promtest.ToFloat64(up) == 1 })
+	if err := emu.SetFaults(emulator.Faults{FailCount: 1 << 30, FailStatus: 503}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "gauge 0", func() bool { return promtest.ToFloat64(up) == 0 })
+}
+
+func TestJitter(t *testing.T) {
+	seen := map[bool]int{}
+	for range 1000 {
+		d := jitter(30 * time.Second)
+		if d < 27*time.Second || d > 33*time.Second {
+			t.Fatalf("jitter(30s) = %s, want within 27s..33s", d)
+		}
+		seen[d < 30*time.Second]++
+	}
+	if seen[true] == 0 || seen[false] == 0 {
+		t.Errorf("jitter(30s) was always on one side of 30s: %v", seen)
 	}
 }

@@ -63,7 +63,7 @@ func TestLoadDefaults(t *testing.T) {
 			RateWait:  30 * time.Second,
 		},
 		Logging: config.Logging{LogLevel: slog.LevelInfo, LogFormat: "auto"},
-		Ops:     config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second},
+		Ops:     config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second, UpstreamCheckInterval: 30 * time.Second},
 		Webhook: config.Webhook{WebhookSignatureHeader: "KH-Webhook-Signature", WebhookTolerance: 5 * time.Minute, WebhookForwardTimeout: 10 * time.Second, WebhookMaxInflightBytes: 1 << 20},
 	}
 	if !reflect.DeepEqual(c, want) {

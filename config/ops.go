@@ -15,7 +15,16 @@ type Ops struct {
 	AdminListen     string        `env:"KH_ADMIN_LISTEN" envDefault:":9090" allowEmpty:"true" help:"Address (host:port) of the admin listener: /healthz, /readyz and /metrics. Empty turns it off. It never signs anything; the default listens on all interfaces because the kubelet probes the pod IP."`
 	ShutdownDelay   time.Duration `env:"KH_SHUTDOWN_DELAY" envDefault:"5s" help:"After SIGTERM, /readyz fails at once but requests are still served this long, while Kubernetes removes the pod from its endpoints; 0 stops at once."`
 	ShutdownTimeout time.Duration `env:"KH_SHUTDOWN_TIMEOUT" envDefault:"20s" help:"After the delay, how long in-flight requests may take to finish before khproxy exits anyway."`
+	// UpstreamCheckInterval is the mean time between two unsigned GET
+	// /v1/health polls of the API (each wait is jittered by up to 10%),
+	// whose result is the khproxy_upstream_up gauge and never readiness.
+	UpstreamCheckInterval time.Duration `env:"KH_UPSTREAM_CHECK_INTERVAL" envDefault:"30s" help:"How often the API's GET /v1/health is polled (jittered by up to 10%) for the khproxy_upstream_up gauge; it never affects /readyz. Needs KH_ADMIN_LISTEN."`
 }
+
+// minUpstreamCheckInterval keeps the health poll from spending the API's
+// per-IP request limit (spec §4.3), which every pod behind one egress IP
+// shares.
+const minUpstreamCheckInterval = 10 * time.Millisecond
 
 // kubernetesGrace is Kubernetes' default terminationGracePeriodSeconds.
 const kubernetesGrace = 30 * time.Second
@@ -37,6 +46,11 @@ func (o *Ops) validate(v *validation, listen string) {
 	}
 	if o.ShutdownTimeout <= 0 {
 		v.fail("KH_SHUTDOWN_TIMEOUT", "must be positive, got %s", o.ShutdownTimeout)
+	}
+	if o.UpstreamCheckInterval < minUpstreamCheckInterval {
+		v.fail("KH_UPSTREAM_CHECK_INTERVAL", "must be at least %s, like 30s, got %s", minUpstreamCheckInterval, o.UpstreamCheckInterval)
+	} else if o.UpstreamCheckInterval < 5*time.Second {
+		v.warn("KH_UPSTREAM_CHECK_INTERVAL", "polling the API's health more often than every 5s spends the API's per-IP request limit, which every pod behind one egress IP shares")
 	}
 	if o.ShutdownDelay >= 0 && o.ShutdownTimeout > 0 && o.ShutdownDelay+o.ShutdownTimeout > kubernetesGrace {
 		v.warn("KH_SHUTDOWN_TIMEOUT", "KH_SHUTDOWN_DELAY plus KH_SHUTDOWN_TIMEOUT exceeds Kubernetes' default 30 s grace period: raise the pod's terminationGracePeriodSeconds, or in-flight requests may be cut by SIGKILL")

@@ -24,6 +24,10 @@ func TestOpsBadValues(t *testing.T) {
 		{"timeout zero", environ("KH_SHUTDOWN_TIMEOUT", "0s"), "KH_SHUTDOWN_TIMEOUT"},
 		{"timeout negative", environ("KH_SHUTDOWN_TIMEOUT", "-20s"), "KH_SHUTDOWN_TIMEOUT"},
 		{"timeout not a duration", environ("KH_SHUTDOWN_TIMEOUT", "twenty"), "KH_SHUTDOWN_TIMEOUT"},
+		{"check interval zero", environ("KH_UPSTREAM_CHECK_INTERVAL", "0s"), "KH_UPSTREAM_CHECK_INTERVAL"},
+		{"check interval negative", environ("KH_UPSTREAM_CHECK_INTERVAL", "-30s"), "KH_UPSTREAM_CHECK_INTERVAL"},
+		{"check interval not a duration", environ("KH_UPSTREAM_CHECK_INTERVAL", "30"), "KH_UPSTREAM_CHECK_INTERVAL"},
+		{"check interval empty", environ("KH_UPSTREAM_CHECK_INTERVAL", ""), "KH_UPSTREAM_CHECK_INTERVAL"},
 		{"unix without path", environ("KH_LISTEN", "unix:"), "KH_LISTEN"},
 		{"key and key file", environ("KH_KEY_FILE", "/x"), "KH_KEY"},
 		{"key file missing", environ("KH_KEY", "<unset>", "KH_KEY_FILE", "/nonexistent/key"), "KH_KEY_FILE"},
@@ -48,12 +52,14 @@ func TestOpsValues(t *testing.T) {
 		env  []string
 		want config.Ops
 	}{
-		{"defaults", environ(), config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second}},
-		{"admin off", environ("KH_ADMIN_LISTEN", ""), config.Ops{AdminListen: "", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second}},
+		{"defaults", environ(), config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second, UpstreamCheckInterval: 30 * time.Second}},
+		{"admin off", environ("KH_ADMIN_LISTEN", ""), config.Ops{AdminListen: "", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second, UpstreamCheckInterval: 30 * time.Second}},
 		{"admin on loopback, no delay", environ("KH_ADMIN_LISTEN", "127.0.0.1:0", "KH_SHUTDOWN_DELAY", "0s", "KH_SHUTDOWN_TIMEOUT", "1m"),
-			config.Ops{AdminListen: "127.0.0.1:0", ShutdownDelay: 0, ShutdownTimeout: time.Minute}},
+			config.Ops{AdminListen: "127.0.0.1:0", ShutdownDelay: 0, ShutdownTimeout: time.Minute, UpstreamCheckInterval: 30 * time.Second}},
+		{"check interval", environ("KH_UPSTREAM_CHECK_INTERVAL", "2m"),
+			config.Ops{AdminListen: ":9090", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second, UpstreamCheckInterval: 2 * time.Minute}},
 		{"both on port 0", environ("KH_LISTEN", "127.0.0.1:0", "KH_ADMIN_LISTEN", "127.0.0.1:0"),
-			config.Ops{AdminListen: "127.0.0.1:0", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second}},
+			config.Ops{AdminListen: "127.0.0.1:0", ShutdownDelay: 5 * time.Second, ShutdownTimeout: 20 * time.Second, UpstreamCheckInterval: 30 * time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,5 +146,15 @@ func TestLoadKeyFile(t *testing.T) {
 				t.Errorf("err = %v, want one naming KH_KEY_FILE alone", err)
 			}
 		})
+	}
+}
+
+func TestOpsWarnsOfAFrequentHealthPoll(t *testing.T) {
+	_, warns, err := config.Load(environ("KH_UPSTREAM_CHECK_INTERVAL", "1s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 1 || warns[0].Var != "KH_UPSTREAM_CHECK_INTERVAL" {
+		t.Errorf("warnings = %+v, want one for KH_UPSTREAM_CHECK_INTERVAL", warns)
 	}
 }

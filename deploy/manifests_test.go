@@ -19,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 
 	"khproxy/admin"
@@ -30,33 +33,23 @@ import (
 // sidecarName is the name of khproxy's container in the manifests.
 const sidecarName = "khproxy"
 
-// podMonitor is the part of the Prometheus operator's PodMonitor
-// (monitoring.coreos.com/v1) that the manifests use; strict decoding into it
-// rejects anything else, so a field added to the manifest must be added
-// here, checked against the operator's documentation.
-type podMonitor struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name   string            `json:"name"`
-		Labels map[string]string `json:"labels,omitempty"`
-	} `json:"metadata"`
-	Spec struct {
-		Selector struct {
-			MatchLabels map[string]string `json:"matchLabels"`
-		} `json:"selector"`
-		PodMetricsEndpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path"`
-			Interval string `json:"interval,omitempty"`
-		} `json:"podMetricsEndpoints"`
-	} `json:"spec"`
-}
+// podMonitor and prometheusRule are the Prometheus operator's own types
+// (monitoring.coreos.com/v1, module
+// github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring), so
+// that strict decoding rejects what the operator's CRDs would.
+type (
+	podMonitor     = monitoringv1.PodMonitor
+	prometheusRule = monitoringv1.PrometheusRule
+)
 
 // manifests are the decoded documents of every YAML file under kubernetes/.
 type manifests struct {
-	deployments []*appsv1.Deployment
-	podMonitors []*podMonitor
+	deployments     []*appsv1.Deployment
+	podMonitors     []*podMonitor
+	services        []*corev1.Service
+	networkPolicies []*networkingv1.NetworkPolicy
+	budgets         []*policyv1.PodDisruptionBudget
+	rules           []*prometheusRule
 }
 
 // load decodes every document of every .yaml file under dir, strictly.
@@ -132,6 +125,30 @@ func (m *manifests) decode(doc []byte) error {
 			return err
 		}
 		m.podMonitors = append(m.podMonitors, p)
+	case "monitoring.coreos.com/v1 PrometheusRule":
+		r := &prometheusRule{}
+		if err := decodeStrict(doc, r); err != nil {
+			return err
+		}
+		m.rules = append(m.rules, r)
+	case "v1 Service":
+		s := &corev1.Service{}
+		if err := decodeStrict(doc, s); err != nil {
+			return err
+		}
+		m.services = append(m.services, s)
+	case "networking.k8s.io/v1 NetworkPolicy":
+		n := &networkingv1.NetworkPolicy{}
+		if err := decodeStrict(doc, n); err != nil {
+			return err
+		}
+		m.networkPolicies = append(m.networkPolicies, n)
+	case "policy/v1 PodDisruptionBudget":
+		b := &policyv1.PodDisruptionBudget{}
+		if err := decodeStrict(doc, b); err != nil {
+			return err
+		}
+		m.budgets = append(m.budgets, b)
 	default:
 		return fmt.Errorf("no test knows %s %s: add its type to decode", meta.APIVersion, meta.Kind)
 	}
@@ -200,7 +217,9 @@ func TestStrictDecoding(t *testing.T) {
 		{"duplicate field", "apiVersion: apps/v1\nkind: Deployment\nspec:\n  replicas: 2\n  replicas: 3\n"},
 		{"wrong type", "apiVersion: apps/v1\nkind: Deployment\nspec:\n  replicas: two\n"},
 		{"unknown kind", "apiVersion: v1\nkind: Pod\n"},
-		{"PodMonitor unknown field", "apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nspec:\n  podMetricsEndpoints:\n    - port: admin\n      scheme: http\n"},
+		{"PodMonitor unknown field", "apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nspec:\n  podMetricsEndpoints:\n    - port: admin\n      shceme: http\n"},
+		{"PrometheusRule unknown field", "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nspec:\n  groups:\n    - name: x\n      rules:\n        - alert: A\n          expr: up == 0\n          four: 5m\n"},
+		{"NetworkPolicy unknown field", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec:\n  podselector: {}\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,18 +238,32 @@ func TestManifests(t *testing.T) {
 	}
 }
 
-// checkDeployment checks one Deployment with khproxy as a native sidecar.
+// khproxyContainer returns khproxy's container in pod: a native sidecar
+// among the init containers, or a container of khproxy's own Deployment
+// (sidecar false); ok is false when there is none.
+func khproxyContainer(pod corev1.PodSpec) (c corev1.Container, sidecar, ok bool) {
+	if i := slices.IndexFunc(pod.InitContainers, func(c corev1.Container) bool { return c.Name == sidecarName }); i >= 0 {
+		return pod.InitContainers[i], true, true
+	}
+	if i := slices.IndexFunc(pod.Containers, func(c corev1.Container) bool { return c.Name == sidecarName }); i >= 0 {
+		return pod.Containers[i], false, true
+	}
+	return corev1.Container{}, false, false
+}
+
+// checkDeployment checks one Deployment with khproxy, as a native sidecar
+// of an app or in a Deployment of its own.
 func checkDeployment(t *testing.T, d *appsv1.Deployment, monitors []*podMonitor) {
 	pod := d.Spec.Template.Spec
-	i := slices.IndexFunc(pod.InitContainers, func(c corev1.Container) bool { return c.Name == sidecarName })
-	if i < 0 {
-		t.Fatalf("no init container %q", sidecarName)
+	kh, sidecar, ok := khproxyContainer(pod)
+	if !ok {
+		t.Fatalf("no container %q", sidecarName)
 	}
-	kh := pod.InitContainers[i]
-	if kh.RestartPolicy == nil || *kh.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+	if sidecar && (kh.RestartPolicy == nil || *kh.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
 		t.Error("khproxy is not a native sidecar: its init container needs restartPolicy: Always")
 	}
 	cfg := loadConfig(t, kh)
+	t.Run("image", func(t *testing.T) { checkImage(t, kh) })
 
 	t.Run("env names", func(t *testing.T) {
 		known := map[string]bool{}
@@ -260,6 +293,9 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, monitors []*podMonitor)
 		}
 	})
 	t.Run("the app calls khproxy", func(t *testing.T) {
+		if !sidecar {
+			t.Skip("khproxy's own Deployment: apps call its Service")
+		}
 		want := "http://" + cfg.Listen
 		found := false
 		for _, c := range pod.Containers {
@@ -337,6 +373,9 @@ func checkCredentials(t *testing.T, pod corev1.PodSpec, kh corev1.Container) {
 	}
 	creds := mountName(kh, "KH_SECRET_FILE", pod)
 	for _, c := range pod.Containers {
+		if c.Name == sidecarName {
+			continue
+		}
 		for _, vm := range c.VolumeMounts {
 			if vm.Name == creds {
 				t.Errorf("container %s mounts khproxy's credentials", c.Name)
@@ -432,18 +471,30 @@ func checkProbes(t *testing.T, kh corev1.Container, cfg config.Config) {
 func checkScraping(t *testing.T, d *appsv1.Deployment, kh corev1.Container, cfg config.Config, monitors []*podMonitor) {
 	port := adminPort(t, cfg)
 	ann := d.Spec.Template.Annotations
-	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != admin.PathMetrics || ann["prometheus.io/port"] != strconv.Itoa(int(port)) {
-		t.Errorf("scrape annotations %v, want scrape true, path %s, port %d", ann, admin.PathMetrics, port)
+	scraped := false
+	if ann["prometheus.io/scrape"] != "" {
+		scraped = true
+		if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != admin.PathMetrics || ann["prometheus.io/port"] != strconv.Itoa(int(port)) {
+			t.Errorf("scrape annotations %v, want scrape true, path %s, port %d", ann, admin.PathMetrics, port)
+		}
 	}
 	for _, pm := range monitors {
 		if !selects(pm.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
 			continue
 		}
+		scraped = true
 		for _, ep := range pm.Spec.PodMetricsEndpoints {
-			if ep.Path != admin.PathMetrics || portNumber(kh, ep.Port) != port {
-				t.Errorf("PodMonitor %s scrapes port %s path %s, want the admin port %d and %s", pm.Metadata.Name, ep.Port, ep.Path, port, admin.PathMetrics)
+			epPort := ""
+			if ep.Port != nil {
+				epPort = *ep.Port
+			}
+			if ep.Path != admin.PathMetrics || portNumber(kh, epPort) != port {
+				t.Errorf("PodMonitor %s scrapes port %s path %s, want the admin port %d and %s", pm.Name, epPort, ep.Path, port, admin.PathMetrics)
 			}
 		}
+	}
+	if !scraped {
+		t.Error("neither scrape annotations nor a PodMonitor selecting the pod")
 	}
 }
 
@@ -512,17 +563,23 @@ func checkResources(t *testing.T, kh corev1.Container, cfg config.Config) {
 		t.Errorf("memory limit %s is below twice KH_MAX_INFLIGHT_BYTES (%d) plus 32Mi: %d bytes (README: Memory, slow clients and overload)",
 			limit.String(), cfg.MaxInflightBytes, need)
 	}
-	e := envOf(kh, "GOMEMLIMIT")
-	switch {
-	case e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil:
-		t.Error("GOMEMLIMIT is not taken from a resourceFieldRef")
-	case e.ValueFrom.ResourceFieldRef.Resource != "limits.memory":
-		t.Errorf("GOMEMLIMIT comes from %s, want limits.memory", e.ValueFrom.ResourceFieldRef.Resource)
-	case e.ValueFrom.ResourceFieldRef.ContainerName != "" && e.ValueFrom.ResourceFieldRef.ContainerName != kh.Name:
-		t.Errorf("GOMEMLIMIT comes from container %s", e.ValueFrom.ResourceFieldRef.ContainerName)
-	case !e.ValueFrom.ResourceFieldRef.Divisor.IsZero() && e.ValueFrom.ResourceFieldRef.Divisor.Value() != 1:
-		// GOMEMLIMIT reads a bare number as bytes: a divisor of 1Mi
-		// would make 128Mi mean 128 bytes.
-		t.Errorf("GOMEMLIMIT divisor %s: GOMEMLIMIT wants bytes", e.ValueFrom.ResourceFieldRef.Divisor.String())
+	// Unset, khproxy sets the soft limit to 90% of the cgroup's limit
+	// itself. A resourceFieldRef could only give 100%, which leaves the
+	// garbage collector no room before the OOM killer.
+	if e := envOf(kh, "GOMEMLIMIT"); e != nil {
+		t.Errorf("GOMEMLIMIT is set (%v): leave it unset, khproxy sets 90%% of the container's memory limit", e)
+	}
+}
+
+// checkImage: khproxy's image names a version (a tag other than latest, or
+// a digest).
+func checkImage(t *testing.T, c corev1.Container) {
+	name, digest, _ := strings.Cut(c.Image, "@")
+	tag := ""
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		tag = name[i+1:]
+	}
+	if (tag == "" || tag == "latest") && digest == "" {
+		t.Errorf("image %q: name a version, not latest", c.Image)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -69,6 +70,17 @@ var kinds = map[Kind]struct {
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
+}
+
+// Kinds returns every Kind, sorted, for metrics that must show each at 0
+// from the start.
+func Kinds() []Kind {
+	out := make([]Kind, 0, len(kinds))
+	for k := range kinds {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // TypePrefix starts the problem type of every error khproxy answers itself;

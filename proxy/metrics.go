@@ -32,10 +32,30 @@ type Metrics interface {
 	IdempotencyKey(source string)
 	// ClockOffset reports the learned offset of the API's clock from ours.
 	ClockOffset(d time.Duration)
+	// UpstreamAttemptDone reports one attempt's end: the API's status (0:
+	// no answer), a 401's reason (one of AuthReasons) and the time from
+	// sending to response headers or the error.
+	UpstreamAttemptDone(status int, authReason string, d time.Duration)
+	// SecretReread reports a re-read of KH_SECRET_FILE after a 401
+	// signature_mismatch, with one of SecretRereadResults.
+	SecretReread(result string)
 }
 
 // AttemptFirst is the reason of each request's first upstream attempt.
 const AttemptFirst = upstream.AttemptFirst
+
+// AttemptReasons returns every reason Metrics.UpstreamAttempt is given.
+func AttemptReasons() []string { return upstream.AttemptReasons() }
+
+// AuthReasonOther is the 401 reason of an answer whose reason is missing or
+// not in the spec's list.
+const AuthReasonOther = upstream.AuthReasonOther
+
+// AuthReasons returns every 401 reason Metrics.UpstreamAttemptDone is given.
+func AuthReasons() []string { return upstream.AuthReasons() }
+
+// SecretRereadResults returns every result Metrics.SecretReread is given.
+func SecretRereadResults() []string { return upstream.SecretRereadResults() }
 
 // Sources of a request's Idempotency-Key.
 const (
@@ -52,6 +72,8 @@ func (noMetrics) RequestDone(string, string, int, string, time.Duration) {}
 func (noMetrics) UpstreamAttempt(string)                                 {}
 func (noMetrics) IdempotencyKey(string)                                  {}
 func (noMetrics) ClockOffset(time.Duration)                              {}
+func (noMetrics) UpstreamAttemptDone(int, string, time.Duration)         {}
+func (noMetrics) SecretReread(string)                                    {}
 
 // observe reports an answered request to the metrics.
 func (p *Proxy) observe(r *http.Request, ex *exchange, route string, status int, d time.Duration) {

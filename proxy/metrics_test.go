@@ -44,7 +44,11 @@ func (m *recordedMetrics) RequestDone(method, route string, status int, kind str
 }
 
 func (m *recordedMetrics) UpstreamAttempt(reason string) { m.add("attempt %s", reason) }
-func (m *recordedMetrics) IdempotencyKey(source string)  { m.add("key %s", source) }
+
+// UpstreamAttemptDone and SecretReread are the upstream package's to test.
+func (m *recordedMetrics) UpstreamAttemptDone(int, string, time.Duration) {}
+func (m *recordedMetrics) SecretReread(string)                            {}
+func (m *recordedMetrics) IdempotencyKey(source string)                   { m.add("key %s", source) }
 func (m *recordedMetrics) ClockOffset(d time.Duration) {
 	m.add("clock %s", d.Round(time.Minute)) // the API's Date has whole seconds
 }

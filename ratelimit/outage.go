@@ -138,7 +138,7 @@ func (o *Outage) record(err error) {
 	case o.down:
 		o.down = false
 		o.up.Set(1)
-		o.log.Info("shared state (Redis) reachable again: using it", "outage", o.now().Sub(o.since).Round(time.Millisecond).String(), "last_error", o.lastErr)
+		o.log.Info("shared state (Redis) reachable again: using it", "outage", o.now().Sub(o.since), "last_error", o.lastErr)
 		for _, f := range o.onRecover {
 			go f()
 		}

@@ -31,6 +31,7 @@ type FileSecret struct {
 
 	mu      sync.Mutex
 	secret  []byte
+	gen     uint64 // counts the secrets loaded: 1 after NewFileSecret
 	stat    os.FileInfo
 	checked time.Time
 	err     error
@@ -98,8 +99,45 @@ func (f *FileSecret) reload(now time.Time) error {
 	if err := ValidateSecret(secret); err != nil {
 		return fmt.Errorf("signer: secret file %s: %w", f.path, err)
 	}
+	if !bytes.Equal(secret, f.secret) {
+		f.gen++
+	}
 	f.secret, f.stat = secret, st
 	return nil
+}
+
+// Generation counts the distinct secrets loaded so far: 1 after
+// NewFileSecret, one more each time the file's content changed to another
+// valid secret. A signature made after Generation returned g used
+// generation g or a later one.
+func (f *FileSecret) Generation() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gen
+}
+
+// Reread reads the file at once, whenever it was last looked at and
+// whatever its size and times say (a file rewritten in place within the
+// clock's granularity looks unchanged), for a caller whose signature the
+// API has just rejected. It returns the generation in use afterwards, and
+// the error when the file is unusable (the last good secret then stays in
+// use). OnChange is told as Secret would tell it.
+func (f *FileSecret) Reread() (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	before := f.gen
+	f.stat = nil // read the content, not just the file's metadata
+	err := f.reload(time.Now())
+	if f.OnChange != nil {
+		switch {
+		case err != nil && (f.err == nil || f.err.Error() != err.Error()):
+			f.OnChange(err)
+		case err == nil && f.gen != before:
+			f.OnChange(nil)
+		}
+	}
+	f.err = err
+	return f.gen, err
 }
 
 // TrimSecretFile removes one trailing "\n" or "\r\n" from a secret file's

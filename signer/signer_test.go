@@ -292,3 +292,56 @@ func TestBodyHasher(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSecretReread: Reread reads the file at once, within the check
+// interval that Secret keeps to, even when a rewrite in place left the
+// file's size and time as they were; Generation counts distinct secrets.
+func TestFileSecretReread(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	if err := os.WriteFile(path, []byte("first-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs, err := signer.NewFileSecret(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []string
+	fs.OnChange = func(err error) { changes = append(changes, fmt.Sprint(err)) }
+	if g := fs.Generation(); g != 1 {
+		t.Errorf("Generation after NewFileSecret = %d, want 1", g)
+	}
+	st, _ := os.Stat(path)
+	// Same size, same mtime: only the content tells.
+	if err := os.WriteFile(path, []byte("secnd-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := fs.Secret(); string(got) != "first-secret" {
+		t.Fatalf("Secret within the check interval = %q, want the cached first-secret", got)
+	}
+	gen, err := fs.Reread()
+	if err != nil || gen != 2 {
+		t.Errorf("Reread = %d, %v; want 2, nil", gen, err)
+	}
+	if got, _ := fs.Secret(); string(got) != "secnd-secret" {
+		t.Errorf("Secret after Reread = %q, want secnd-secret", got)
+	}
+	if gen, err := fs.Reread(); err != nil || gen != 2 {
+		t.Errorf("Reread of the same content = %d, %v; want 2, nil", gen, err)
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if gen, err := fs.Reread(); err == nil || gen != 2 {
+		t.Errorf("Reread of an empty file = %d, %v; want 2 and an error", gen, err)
+	}
+	if got, _ := fs.Secret(); string(got) != "secnd-secret" {
+		t.Errorf("Secret after a failed Reread = %q, want the last good secnd-secret", got)
+	}
+	if len(changes) != 2 || changes[0] != "<nil>" || !strings.Contains(changes[1], "empty") {
+		t.Errorf("OnChange calls = %q, want one change then one error", changes)
+	}
+}

@@ -43,6 +43,13 @@ type Call struct {
 	// BodyErr is why reading the upstream response body failed (nil when
 	// it did not): ErrBodyIdle, or the read's error.
 	BodyErr error
+	// AuthReason is the reason of the last attempt's 401 answer, one of
+	// AuthReasons; "" when the last answer was not a 401.
+	AuthReason string
+
+	// secretGen is the secret's generation when the last attempt was
+	// signed (it used this one or a later one).
+	secretGen uint64
 }
 
 // Body is a request body held whole, which each attempt reads afresh.

@@ -53,6 +53,14 @@ type Metrics interface {
 	// ClockOffset reports the learned offset of the upstream's clock from
 	// ours.
 	ClockOffset(d time.Duration)
+	// UpstreamAttemptDone reports one attempt's end: the API's status code
+	// (0 when no answer came), a 401's reason (one of AuthReasons, "" for
+	// other statuses) and the time from sending to response headers or
+	// the error.
+	UpstreamAttemptDone(status int, authReason string, d time.Duration)
+	// SecretReread reports a re-read of a rotating secret after a 401
+	// signature_mismatch: SecretChanged, SecretUnchanged or SecretError.
+	SecretReread(result string)
 }
 
 // Options configures a Transport. Signer is required; other zero values
@@ -109,6 +117,10 @@ type Transport struct {
 	// skew is the upstream clock minus ours, in seconds, learned from a
 	// 401 timestamp_out_of_window; every signature adds it.
 	skew atomic.Int64
+	// rejectedGen is the last secret generation the API was seen to
+	// reject (rotation.go), so that this is logged at WARN once per
+	// generation rather than once per request.
+	rejectedGen atomic.Uint64
 }
 
 // New builds a Transport from o. It fails only when o.Signer is nil.
@@ -159,8 +171,10 @@ func New(o Options) (*Transport, error) {
 // noMetrics measures nothing.
 type noMetrics struct{}
 
-func (noMetrics) UpstreamAttempt(string)    {}
-func (noMetrics) ClockOffset(time.Duration) {}
+func (noMetrics) UpstreamAttempt(string)                         {}
+func (noMetrics) ClockOffset(time.Duration)                      {}
+func (noMetrics) UpstreamAttemptDone(int, string, time.Duration) {}
+func (noMetrics) SecretReread(string)                            {}
 
 // retryReason says why a finished attempt is retried; noRetry means it is
 // not. The reasons are also the values of the "reason" log attribute.
@@ -188,7 +202,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// budget goes back once the transport has closed it.
 	defer c.Body.Seal()
 	start := t.now()
-	skewRetried, replayRetried := false, false
+	skewRetried, replayRetried, rotationRetried := false, false, false
 	if err := t.paceFirst(req, c); err != nil {
 		return nil, err
 	}
@@ -197,9 +211,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, connected, err := t.attempt(req, c, reason)
 		t.observe(req, c, resp)
 		why, wait := t.shouldRetry(req, c, resp, err, connected)
+		if why == noRetry && !rotationRetried && t.secretRotated(req, c, resp) {
+			why, rotationRetried = retrySecretRotated, true
+		}
 		switch {
 		case why == noRetry:
 			return resp, err
+		case why == retrySecretRotated:
+			// Once, whatever RetryMax says, at once: the rejected
+			// request had no effect and the new secret is at hand.
 		case why == retryClockSkew:
 			// Once, whatever RetryMax says: only we can fix it.
 			if skewRetried || !t.learnSkew(resp) {
@@ -309,6 +329,7 @@ func safeToRepeat(method, idemKey string) bool {
 // why this attempt is a retry, for the metrics.
 func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *http.Response, connected bool, err error) {
 	c.Attempts++
+	c.secretGen = t.secretGeneration()
 	now := t.now().Add(time.Duration(t.skew.Load()) * time.Second)
 	signed := c.Target
 	if c.SignedPath != "" {
@@ -352,7 +373,9 @@ func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *ht
 
 	t.metrics.UpstreamAttempt(reason)
 	c.Sent.Store(true)
+	sentAt := time.Now() // the real clock: t.now may be a test's
 	resp, err = t.next.RoundTrip(out)
+	t.measure(c, resp, time.Since(sentAt))
 	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), ErrAttemptTimeout) {
 		err = errors.Join(ErrAttemptTimeout, err)
 	}
@@ -378,7 +401,7 @@ func (t *Transport) learnSkew(resp *http.Response) bool {
 	skew := date.Sub(t.now()).Round(time.Second)
 	t.skew.Store(int64(skew / time.Second))
 	t.metrics.ClockOffset(skew)
-	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
+	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew)
 	return true
 }
 

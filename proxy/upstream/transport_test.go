@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +32,23 @@ type recMetrics struct {
 	mu      sync.Mutex
 	reasons []string
 	offsets []time.Duration
+	answers []string // "status reason" per finished attempt
+	rereads []string
+}
+
+func (m *recMetrics) UpstreamAttemptDone(status int, reason string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d < 0 {
+		reason += " negative duration"
+	}
+	m.answers = append(m.answers, strings.TrimSpace(strconv.Itoa(status)+" "+reason))
+}
+
+func (m *recMetrics) SecretReread(result string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rereads = append(m.rereads, result)
 }
 
 func (m *recMetrics) UpstreamAttempt(reason string) {
