@@ -143,6 +143,13 @@ func TestStandalone(t *testing.T) {
 	if !selects(svc.Spec.Selector, kh.Spec.Template.Labels) {
 		t.Error("Service khproxy does not select khproxy's pods")
 	}
+	// Callers in other pods name the Service in Host; khproxy answers
+	// only the Host names it is told of (421 otherwise).
+	for _, name := range []string{svc.Name, svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace + ".svc.cluster.local"} {
+		if svc.Namespace == "" || !slices.Contains(cfg.AllowedHosts, name) {
+			t.Errorf("KH_ALLOWED_HOSTS %q lacks %q (Service %s in namespace %q): callers through the Service get 421", cfg.AllowedHosts, name, svc.Name, svc.Namespace)
+		}
+	}
 	if len(svc.Spec.Ports) != 1 || strconv.Itoa(int(resolve(c, svc.Spec.Ports[0].TargetPort))) != listenPort {
 		t.Errorf("Service khproxy's targetPort %v is not KH_LISTEN's port %s", svc.Spec.Ports, listenPort)
 	}
