@@ -140,6 +140,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	if err := parse(&c, environ); err != nil {
 		return Config{}, nil, err
 	}
+	c.deriveDefaults(env.ToMap(environ))
 	var v validation
 	c.loadKeyFile(&v)
 	c.validateCredentials(&v)
