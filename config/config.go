@@ -89,11 +89,16 @@ func (r *Route) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// Var describes one environment variable for help output.
+// Var describes one environment variable for `khproxy -h` and the
+// configuration reference (docs/configuration.md).
 type Var struct {
 	Name    string
 	Default string
-	Help    string
+	// Help is the one-paragraph meaning `khproxy -h` prints.
+	Help string
+	// Doc is what the reference adds to Help (Markdown, links relative
+	// to docs/); "" when Help says it all.
+	Doc string
 }
 
 // Vars lists every variable Load reads, in declaration order, with its default
@@ -101,7 +106,7 @@ type Var struct {
 func Vars() []Var {
 	var vars []Var
 	for _, f := range fields(reflect.TypeFor[Config]()) {
-		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
+		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help"), Doc: f.Tag.Get("doc")})
 	}
 	return vars
 }
