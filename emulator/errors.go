@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"khproxy/problem"
+
+	"khproxy/internal/bufresp"
 )
 
 // errorTypeBase is the prefix of every problem "type" URI (spec §6, §9.5).
@@ -103,7 +105,7 @@ func errorResponse(reqID string, ae *apiError) *response {
 	if ae.status != 0 && ae.status != info.status {
 		title = http.StatusText(status)
 	}
-	rec := &recorder{h: http.Header{}}
+	rec := bufresp.New()
 	problem.Write(rec, problem.Details{
 		Type:      errorTypeBase + ae.code,
 		Title:     title,
@@ -114,12 +116,12 @@ func errorResponse(reqID string, ae *apiError) *response {
 		Errors:    ae.fields,
 	})
 	for k, v := range ae.header {
-		rec.h[k] = v
+		rec.Header()[k] = v
 	}
 	if ae.retryAfter > 0 {
-		rec.h.Set("Retry-After", strconv.FormatInt(ceilSeconds(ae.retryAfter), 10))
+		rec.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(ae.retryAfter), 10))
 	}
-	return &response{status: rec.status, header: rec.h, body: rec.buf.Bytes()}
+	return &response{status: rec.Status, header: rec.Header(), body: rec.Body.Bytes()}
 }
 
 // jsonResponse renders v as application/json.
@@ -141,26 +143,4 @@ func ceilSeconds(d time.Duration) int64 {
 		s = 1
 	}
 	return s
-}
-
-// recorder is a minimal in-memory http.ResponseWriter.
-type recorder struct {
-	h      http.Header
-	status int
-	buf    bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header { return r.h }
-
-func (r *recorder) WriteHeader(status int) {
-	if r.status == 0 {
-		r.status = status
-	}
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.buf.Write(p)
 }
