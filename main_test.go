@@ -165,7 +165,7 @@ func TestServeSignsAndShutsDownGracefully(t *testing.T) {
 	}()
 	<-started
 	cancel()
-	time.Sleep(50 * time.Millisecond) // let Shutdown close the listener
+	testutil.WaitClosed(t, addr) // shutdown has begun; the request must still be answered
 	close(release)
 	if got, want := <-slow, "signed /api/v1/slow"; got != want {
 		t.Errorf("in-flight request got %q, want %q", got, want)

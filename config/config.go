@@ -69,11 +69,16 @@ type Logging struct {
 	LogFormat string     `env:"KH_LOG_FORMAT" envDefault:"auto" help:"auto (coloured text on a terminal, JSON otherwise), text or json."`
 }
 
-// Var describes one environment variable for help output.
+// Var describes one environment variable for `khproxy -h` and the
+// configuration reference (docs/configuration.md).
 type Var struct {
 	Name    string
 	Default string
-	Help    string
+	// Help is the one-paragraph meaning `khproxy -h` prints.
+	Help string
+	// Doc is what the reference adds to Help (Markdown, links relative
+	// to docs/); "" when Help says it all.
+	Doc string
 }
 
 // Vars lists every variable Load reads, in declaration order, with its default
@@ -81,7 +86,7 @@ type Var struct {
 func Vars() []Var {
 	var vars []Var
 	for _, f := range fields(reflect.TypeFor[Config]()) {
-		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
+		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help"), Doc: f.Tag.Get("doc")})
 	}
 	return vars
 }
@@ -120,6 +125,7 @@ func Load(environ []string) (Config, []Warning, error) {
 	if err := parse(&c, environ); err != nil {
 		return Config{}, nil, err
 	}
+	c.deriveDefaults(env.ToMap(environ))
 	var v validation
 	c.loadKeyFile(&v)
 	c.validateCredentials(&v)

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"khproxy/config"
 )
@@ -117,4 +118,32 @@ func TestRedactURL(t *testing.T) {
 	if got := config.RedactURL(nil); got != "" {
 		t.Errorf("RedactURL(nil) = %q, want empty", got)
 	}
+}
+
+// A short KH_READ_TIMEOUT alone is not refused: the wait that must stay
+// below it follows it, while a contradiction written out is still refused.
+func TestInflightWaitFollowsReadTimeout(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      []string
+		wantWait time.Duration
+	}{
+		{"defaults", environ(), 5 * time.Second},
+		{"long read timeout keeps the default", environ("KH_READ_TIMEOUT", "60s"), 5 * time.Second},
+		{"short read timeout alone", environ("KH_READ_TIMEOUT", "2s"), time.Second},
+		{"read timeout equal to the default wait", environ("KH_READ_TIMEOUT", "5s"), 2500 * time.Millisecond},
+		{"both set and consistent", environ("KH_READ_TIMEOUT", "2s", "KH_MAX_INFLIGHT_WAIT", "1500ms"), 1500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, err := config.Load(tt.env)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if got := c.MaxInflightWait; got != tt.wantWait {
+				t.Errorf("KH_MAX_INFLIGHT_WAIT = %s, want %s", got, tt.wantWait)
+			}
+		})
+	}
+	wantErrorNaming(t, environ("KH_READ_TIMEOUT", "2s", "KH_MAX_INFLIGHT_WAIT", "5s"), "KH_MAX_INFLIGHT_WAIT")
 }

@@ -11,6 +11,12 @@ import (
 	"strconv"
 )
 
+// OwnTypePrefix starts the type of every problem khproxy answers itself,
+// never the API's (whose types are URLs under its own domain), so that a
+// logged body cannot be mistaken for the API's. Each room appends its own
+// name for the problem.
+const OwnTypePrefix = "urn:khproxy:problem:"
+
 // ContentType is the media type of every problem body.
 const ContentType = "application/problem+json"
 

@@ -85,7 +85,7 @@ func Kinds() []Kind {
 
 // TypePrefix starts the problem type of every error khproxy answers itself;
 // the kind follows it. Upstream errors use the API's own type URIs instead.
-const TypePrefix = "urn:khproxy:problem:"
+const TypePrefix = problem.OwnTypePrefix
 
 // Error is a failure khproxy answers itself. Detail is safe to show to the
 // client; Err holds the cause for the log; a positive RetryAfter is sent as

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"khproxy/internal/testutil"
@@ -149,53 +150,57 @@ func TestApplyReplacesEverySpelling(t *testing.T) {
 	}
 }
 
+// TestFileSecret runs in a synctest bubble: the check interval passes on
+// the bubble's clock, at once, instead of three real seconds.
 func TestFileSecret(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "secret")
-	write := func(s string) {
-		t.Helper()
-		// Write then rename, as Kubernetes swaps mounted secrets atomically.
-		tmp := filepath.Join(dir, "tmp")
-		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "secret")
+		write := func(s string) {
+			t.Helper()
+			// Write then rename, as Kubernetes swaps mounted secrets atomically.
+			tmp := filepath.Join(dir, "tmp")
+			if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("first-secret\n")
+		fs, err := signer.NewFileSecret(path)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
+		var changes []string
+		fs.OnChange = func(err error) { changes = append(changes, fmt.Sprint(err)) }
+		got, _ := fs.Secret()
+		if string(got) != "first-secret" {
+			t.Errorf("Secret = %q, want first-secret (trailing newline dropped)", got)
 		}
-	}
-	write("first-secret\n")
-	fs, err := signer.NewFileSecret(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var changes []string
-	fs.OnChange = func(err error) { changes = append(changes, fmt.Sprint(err)) }
-	got, _ := fs.Secret()
-	if string(got) != "first-secret" {
-		t.Errorf("Secret = %q, want first-secret (trailing newline dropped)", got)
-	}
 
-	write("second-secret\r\n")
-	time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
-	got, _ = fs.Secret()
-	if string(got) != "second-secret" {
-		t.Errorf("after rotation Secret = %q, want second-secret", got)
-	}
+		write("second-secret\r\n")
+		time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
+		got, _ = fs.Secret()
+		if string(got) != "second-secret" {
+			t.Errorf("after rotation Secret = %q, want second-secret", got)
+		}
 
-	write("bad secret")
-	time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
-	got, err = fs.Secret()
-	if err != nil || string(got) != "second-secret" {
-		t.Errorf("after a bad rotation Secret = %q, %v; want the last good secret", got, err)
-	}
-	if err := fs.Err(); err == nil || strings.Contains(err.Error(), "bad secret") {
-		t.Errorf("Err = %v, want an error that does not quote the secret", err)
-	}
-	time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
-	fs.Secret() // still bad: no second notice
-	if len(changes) != 2 || changes[0] != "<nil>" || !strings.Contains(changes[1], "white space") {
-		t.Errorf("OnChange calls = %q, want one reload then one error", changes)
-	}
+		write("bad secret")
+		time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
+		got, err = fs.Secret()
+		if err != nil || string(got) != "second-secret" {
+			t.Errorf("after a bad rotation Secret = %q, %v; want the last good secret", got, err)
+		}
+		if err := fs.Err(); err == nil || strings.Contains(err.Error(), "bad secret") {
+			t.Errorf("Err = %v, want an error that does not quote the secret", err)
+		}
+		time.Sleep(signer.DefaultCheckEvery + 50*time.Millisecond)
+		fs.Secret() // still bad: no second notice
+		if len(changes) != 2 || changes[0] != "<nil>" || !strings.Contains(changes[1], "white space") {
+			t.Errorf("OnChange calls = %q, want one reload then one error", changes)
+		}
+	})
 }
 
 func TestNewFileSecretErrors(t *testing.T) {

@@ -41,7 +41,7 @@ func Outcomes() []Outcome {
 
 // TypePrefix starts the problem type of every answer the receiver gives
 // itself; the outcome follows it.
-const TypePrefix = "urn:khproxy:problem:webhook_"
+const TypePrefix = problem.OwnTypePrefix + "webhook_"
 
 // rejection is how the receiver answers an outcome it decides itself: the
 // one table of statuses and client-facing texts.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"khproxy/internal/bufresp"
 )
 
 // limitListener counts the connections it hands out. Up to max are served.
@@ -222,39 +224,19 @@ func plainRefuse(w http.ResponseWriter, _ *http.Request, status int) {
 // rawResponse renders what refuse writes as the bytes of an HTTP/1.1
 // response that closes the connection, for answers given outside a handler.
 func rawResponse(refuse func(http.ResponseWriter, *http.Request, int), status int) []byte {
-	w := &bufferedResponse{header: http.Header{}}
+	w := bufresp.New()
 	refuse(w, nil, status)
-	if w.status == 0 {
-		w.status = status
+	if w.Status == 0 {
+		w.Status = status
 	}
-	w.header.Set("Content-Length", fmt.Sprint(w.body.Len()))
-	w.header.Set("Connection", "close")
+	w.Header().Set("Content-Length", fmt.Sprint(w.Body.Len()))
+	w.Header().Set("Connection", "close")
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
-	_ = w.header.Write(&b)
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.Status, http.StatusText(w.Status))
+	_ = w.Header().Write(&b)
 	b.WriteString("\r\n")
-	b.Write(w.body.Bytes())
+	b.Write(w.Body.Bytes())
 	return b.Bytes()
-}
-
-// bufferedResponse is an http.ResponseWriter that keeps what is written.
-type bufferedResponse struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (w *bufferedResponse) Header() http.Header { return w.header }
-
-func (w *bufferedResponse) WriteHeader(status int) {
-	if w.status == 0 {
-		w.status = status
-	}
-}
-
-func (w *bufferedResponse) Write(b []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	return w.body.Write(b)
 }
 
 // OpenConns returns how many client connections a server with MaxConns

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"khproxy/internal/httpserve"
+
+	"khproxy/internal/testutil"
 )
 
 func listen(t testing.TB) net.Listener {
@@ -49,7 +51,7 @@ func TestServeFinishesInFlightRequestsThenReturnsNil(t *testing.T) {
 	}()
 	<-started
 	cancel()
-	time.Sleep(50 * time.Millisecond) // let shutdown begin; the answer must still come
+	testutil.WaitClosed(t, ln.Addr().String()) // shutdown has begun; the answer must still come
 	close(release)
 	if g := <-got; g != "done" {
 		t.Errorf("in-flight request got %q, want done", g)

@@ -3,7 +3,9 @@ package testutil
 
 import (
 	"bytes"
+	"net"
 	"sync"
+	"testing"
 )
 
 // SyncBuffer is a bytes.Buffer safe for concurrent use, for capturing logs
@@ -26,4 +28,17 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// WaitClosed waits until a TCP connection to addr is refused: the
+// listener there has been closed, as a graceful shutdown does first.
+func WaitClosed(t testing.TB, addr string) {
+	t.Helper()
+	WaitFor(t, "the listener at "+addr+" to close", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
 }
