@@ -341,12 +341,16 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 
 // fail answers err as problem+json and records it for the access log.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err error) {
-	e, body := problemFor(err)
+	e := classify(err)
+	if ex != nil && ex.autoKey && ex.up.Connected && (e.Kind == KindTimeout || e.Kind == KindUnreachable) {
+		e = inDoubt(ex, e)
+	}
+	e, body := problemFor(e)
 	if ex != nil {
 		ex.err = e
 		if ex.idemKey != "" {
 			w.Header().Set("Idempotency-Key", ex.idemKey)
-			if ex.up.Attempts > 0 {
+			if ex.up.Attempts > 0 && e.Kind != KindInDoubt {
 				body.Detail += fmt.Sprintf(" (attempts: %d; retry with Idempotency-Key %s to avoid a duplicate)", ex.up.Attempts, ex.idemKey)
 			}
 		}
