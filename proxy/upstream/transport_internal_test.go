@@ -217,7 +217,7 @@ func TestInDoubt(t *testing.T) {
 // offsetMetrics records the learned clock offsets.
 type offsetMetrics struct{ offsets []time.Duration }
 
-func (m *offsetMetrics) UpstreamAttempt(string)        {}
+func (m *offsetMetrics) UpstreamAttempt(string)      {}
 func (m *offsetMetrics) ClockOffset(d time.Duration) { m.offsets = append(m.offsets, d) }
 
 // TestLearnSkewAgreeingClocks: Date is truncated to the second; clocks that
@@ -242,7 +242,7 @@ func TestLearnSkewAgreeingClocks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr.skew.Store(-600) // learned earlier, before the clocks walked back
+			tr.skew.Store(-600)                                  // learned earlier, before the clocks walked back
 			date := now.Add(tt.upOff).Add(10 * time.Millisecond) // the answer's latency
 			resp := &http.Response{Header: http.Header{"Date": {date.UTC().Format(http.TimeFormat)}}}
 			if !tr.learnSkew(resp) {
