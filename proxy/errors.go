@@ -176,7 +176,8 @@ func (p *Proxy) Refuse(w http.ResponseWriter, r *http.Request, status int) {
 	if status == http.StatusServiceUnavailable {
 		e = &Error{Kind: KindOverloaded, Detail: "khproxy is serving as many connections as it may: retry shortly", RetryAfter: time.Second}
 	}
-	ex := &exchange{err: e}
+	ex := &exchange{err: e, id: newRequestID()}
+	w.Header().Set(RequestIDHeader, ex.id)
 	p.fail(w, r, ex, e)
 	if r != nil {
 		p.metrics.RequestStarted()

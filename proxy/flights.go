@@ -76,7 +76,7 @@ func (p *Proxy) replayShared(w *recorder, r *http.Request, ex *exchange, f *flig
 	a := f.Answer()
 	ex.shared = true
 	ex.upstreamStatus = a.Status
-	ex.requestID = a.Header.Get("X-Request-Id")
+	ex.apiRequestID = a.Header.Get("X-Request-Id")
 	w.replay(a)
 	if !w.finish(r.Context()) {
 		p.flights.Keep(f)

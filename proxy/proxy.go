@@ -218,6 +218,7 @@ func New(opts Options) (*Proxy, error) {
 // exchange is what one client request carries through ReverseProxy to the
 // RoundTripper and back to the access log. It lives in the request context.
 type exchange struct {
+	id  string // khproxy's request id (Khproxy-Request-Id)
 	url      *url.URL       // upstream URL, built once from the client's target
 	target   string         // signed PATH: the upstream request-target after the base
 	body     *heldbody.Body // nil until the body is read
@@ -233,7 +234,7 @@ type exchange struct {
 	// Set by ModifyResponse and the handler; read after ServeHTTP of
 	// ReverseProxy returns, so no locking is needed.
 	upstreamStatus int
-	requestID      string // upstream X-Request-Id
+	apiRequestID   string // upstream X-Request-Id
 	shared         bool   // answered with an identical in-flight request's answer
 	err            *Error
 
@@ -255,7 +256,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
 	p.metrics.RequestStarted()
 	rec := &recorder{ResponseWriter: w, closeConn: framingUnclear(r)}
+	id := newRequestID()
+	rec.setRequestID(id)
 	ex, err := p.prepare(rec, r)
+	ex.id = id
 	var f *flight.Flight
 	defer func() {
 		// ReverseProxy panics with http.ErrAbortHandler when the response
@@ -280,8 +284,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.flushComplete()
 		}
 		d, route := p.now().Sub(start), routeOf(ex)
-		p.accessLog(r, ex, route, rec.status, d)
-		p.observe(r, ex, route, rec.status, d)
+		status := rec.status
+		if rec.err != nil {
+			// The caller left before the whole answer reached it.
+			status = KindClientGone.Status()
+		}
+		p.accessLog(r, ex, route, status, d)
+		p.observe(r, ex, route, status, d)
 		if v != nil {
 			panic(v)
 		}
@@ -348,6 +357,7 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err e
 	e, body := problemFor(e)
 	if ex != nil {
 		ex.err = e
+		body.RequestID = ex.id
 		if ex.idemKey != "" {
 			w.Header().Set("Idempotency-Key", ex.idemKey)
 			if ex.up.Attempts > 0 && e.Kind != KindInDoubt {

@@ -63,7 +63,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if ex == nil {
 		return nil
 	}
-	ex.requestID = resp.Header.Get("X-Request-Id")
+	ex.apiRequestID = resp.Header.Get("X-Request-Id")
+	// khproxy's own id names this request; an upstream's header of that
+	// name would add a second value.
+	resp.Header.Del(RequestIDHeader)
 	ex.upstreamStatus = resp.StatusCode
 	if ex.idemKey != "" {
 		resp.Header.Set("Idempotency-Key", ex.idemKey)

@@ -26,6 +26,9 @@ type Call struct {
 	// Body is the request body, read afresh by each attempt; it is sealed
 	// once the last attempt has been made. Required.
 	Body Body
+	// RequestID names the request in the Transport's log lines
+	// ("request_id"), as in the caller's.
+	RequestID string
 	// IdempotencyKey is sent as the Idempotency-Key header of every
 	// attempt, "" for none; a request with one is safe to repeat.
 	IdempotencyKey string

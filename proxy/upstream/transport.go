@@ -227,13 +227,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 		if t.now().Add(wait).Sub(start) > t.retryBudget {
-			t.log.Debug("retry budget exhausted", "path", c.Target, "attempts", c.Attempts, "reason", why)
+			t.log.Debug("retry budget exhausted", "request_id", c.RequestID, "path", c.Target, "attempts", c.Attempts, "reason", why)
 			return resp, err
 		}
 		if why == retryRateLimited && t.paced(req, c) {
 			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
 		}
-		attrs := []any{"method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
+		attrs := []any{"request_id", c.RequestID, "method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
 		if resp != nil {
 			attrs = append(attrs, "upstream_status", resp.StatusCode)
 		} else if err != nil {
