@@ -218,7 +218,7 @@ func New(opts Options) (*Proxy, error) {
 // exchange is what one client request carries through ReverseProxy to the
 // RoundTripper and back to the access log. It lives in the request context.
 type exchange struct {
-	id  string // khproxy's request id (Khproxy-Request-Id)
+	id       string         // khproxy's request id (Khproxy-Request-Id)
 	url      *url.URL       // upstream URL, built once from the client's target
 	target   string         // signed PATH: the upstream request-target after the base
 	body     *heldbody.Body // nil until the body is read

@@ -24,10 +24,10 @@ import (
 type recorder struct {
 	http.ResponseWriter
 	status     int
-	headerSent bool  // WriteHeader(status) reached the real writer
-	closeConn  bool  // answer with Connection: close
+	headerSent bool   // WriteHeader(status) reached the real writer
+	closeConn  bool   // answer with Connection: close
 	id         string // khproxy's request id, sent as RequestIDHeader
-	err        error // first error writing to the client
+	err        error  // first error writing to the client
 
 	capture  *bytes.Buffer // non-nil: copy the body, up to captureLimit
 	header   http.Header   // with capture: the headers as written
