@@ -21,6 +21,11 @@ import (
 // named here for Options.
 type RetryMemory = flight.RetryMemory
 
+// FlightBoard shares the automatic-key requests in flight with other
+// replicas; ratelimit.FlightBoard implements it on Redis. It is
+// flight.Board, named here for Options.
+type FlightBoard = flight.Board
+
 // captureLimit bounds the copy of a leader's response kept for followers.
 // Larger answers are not shared; followers then ask the API with the same key.
 const captureLimit = 1 << 20

@@ -87,6 +87,11 @@ type Options struct {
 	// memory shared by several replicas (ratelimit.RetryMemory with a
 	// Redis store) lets a retry reuse the key on any of them.
 	RetryMemory RetryMemory
+	// Flights shares the automatic-key requests in flight with other
+	// replicas (ratelimit.FlightBoard on Redis), so that a caller's retry
+	// at any replica finds its abandoned request; nil means this replica
+	// alone.
+	Flights FlightBoard
 	// Limiter paces upstream attempts to the API key's rate limit: each
 	// attempt but an unsigned-route GET /v1/health waits for a token, and
 	// an API 429 pauses it. nil means no pacing.
@@ -191,6 +196,9 @@ func New(opts Options) (*Proxy, error) {
 		metrics:      opts.Metrics,
 		abandonAfter: opts.RetryBudget + opts.UpstreamTimeout,
 		now:          opts.Now,
+	}
+	if opts.Flights != nil {
+		p.flights.Share(opts.Flights)
 	}
 	up, err := newUpstream(opts, p.stop)
 	if err != nil {
