@@ -24,8 +24,8 @@ type FlightEntry struct {
 type FlightStore interface {
 	// RegisterFlight puts e on the board.
 	RegisterFlight(ctx context.Context, e FlightEntry, ttl, keep time.Duration) error
-	// RefreshFlights extends the life of those of es still on the board
-	// by ttl.
+	// RefreshFlights extends the life of es by ttl, putting back those
+	// the store lost (unclaimed).
 	RefreshFlights(ctx context.Context, es []FlightEntry, ttl, keep time.Duration) error
 	// LeaveFlight marks the caller of flight id gone.
 	LeaveFlight(ctx context.Context, fp, id string) error
@@ -121,19 +121,31 @@ func (b *FlightBoard) beat() {
 			return
 		case <-t.C:
 		}
-		es := b.entries()
-		if len(es) == 0 {
-			continue
-		}
-		b.outage.try(context.Background(), func(ctx context.Context) error {
-			return b.store.RefreshFlights(ctx, es, b.ttl, b.keep)
-		})
+		b.refresh()
 	}
+}
+
+// refresh extends the life of this replica's entries, holding b.mu: a
+// flight that finishes meanwhile must not be put back after its removal.
+func (b *FlightBoard) refresh() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	es := b.entriesLocked()
+	if len(es) == 0 {
+		return
+	}
+	b.outage.try(context.Background(), func(ctx context.Context) error {
+		return b.store.RefreshFlights(ctx, es, b.ttl, b.keep)
+	})
 }
 
 func (b *FlightBoard) entries() []FlightEntry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.entriesLocked()
+}
+
+func (b *FlightBoard) entriesLocked() []FlightEntry {
 	es := make([]FlightEntry, 0, len(b.local))
 	for _, e := range b.local {
 		es = append(es, e)

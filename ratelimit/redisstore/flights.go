@@ -42,17 +42,6 @@ if op == 'register' then
 	put(ARGV[2], {key = ARGV[3], owner = ARGV[4], gone = ARGV[5], claimed = '0', expires = now + tonumber(ARGV[6])})
 	keep(tonumber(ARGV[7]))
 	return {1}
-elseif op == 'refresh' then
-	-- ttl keep id...
-	for i = 4, #ARGV do
-		local f = parse(redis.call('HGET', KEYS[1], ARGV[i]))
-		if f then
-			f.expires = now + tonumber(ARGV[2])
-			put(ARGV[i], f)
-			keep(tonumber(ARGV[3]))
-		end
-	end
-	return {1}
 elseif op == 'leave' or op == 'mark' or op == 'unclaim' then
 	local f = parse(redis.call('HGET', KEYS[1], ARGV[2]))
 	if not f then
@@ -104,6 +93,34 @@ end
 return redis.error_reply('unknown operation ' .. tostring(op))
 `)
 
+// refreshScript extends the life of flights by ARGV[1] ms, each in its own
+// hash (KEYS[i]; ARGV[2] is how long the hash is kept, then id, key, owner,
+// gone for each). A flight missing from its hash, lost in a Redis restart,
+// is put back unclaimed: its owner still runs it.
+var refreshScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, #KEYS do
+	local a = 2 + (i - 1) * 4
+	local id, key, owner, gone = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+	local v = redis.call('HGET', KEYS[i], id)
+	local claimed = '0'
+	if v then
+		local g, c = string.match(v, '^[^|]*|[^|]*|(%d)|(%d)|%d+$')
+		if g then
+			claimed = c
+			if g == '1' then gone = '1' end
+		end
+	end
+	redis.call('HSET', KEYS[i], id, key .. '|' .. owner .. '|' .. gone .. '|' .. claimed .. '|' .. string.format('%d', now + ttl))
+	if redis.call('PTTL', KEYS[i]) < keep then
+		redis.call('PEXPIRE', KEYS[i], keep)
+	end
+end
+return #KEYS
+`)
+
 func (s *Store) flightKey(fp string) string { return s.ns + "flight:" + fp }
 
 // flight runs one operation of the flight script on fp's hash.
@@ -131,12 +148,21 @@ func (s *Store) RegisterFlight(ctx context.Context, e ratelimit.FlightEntry, ttl
 	return err
 }
 
-// RefreshFlights implements ratelimit.FlightStore.
+// RefreshFlights implements ratelimit.FlightStore, in one call. An entry
+// lost from Redis (a restart) is put back, unclaimed.
 func (s *Store) RefreshFlights(ctx context.Context, es []ratelimit.FlightEntry, ttl, keep time.Duration) error {
-	for _, e := range es {
-		if _, err := s.flight(ctx, e.FP, "refresh", ttl.Milliseconds(), keep.Milliseconds(), e.ID); err != nil {
-			return err
-		}
+	if len(es) == 0 {
+		return nil
+	}
+	keys := make([]string, len(es))
+	args := make([]any, 0, 2+4*len(es))
+	args = append(args, ttl.Milliseconds(), keep.Milliseconds())
+	for i, e := range es {
+		keys[i] = s.flightKey(e.FP)
+		args = append(args, e.ID, e.Key, e.Owner, flag(e.Gone))
+	}
+	if err := refreshScript.Run(ctx, s.client, keys, args...).Err(); err != nil {
+		return fmt.Errorf("redis flight refresh: %w", err)
 	}
 	return nil
 }
