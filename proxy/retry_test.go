@@ -60,7 +60,10 @@ func TestRetries(t *testing.T) {
 		{"replay_detected, even keyless POST", "POST", "/v1/other", nil, 401, map[string]string{"Content-Type": "application/problem+json"},
 			`{"type":"auth_failed","status":401,"reason":"replay_detected"}`, 2, 200},
 		{"other 401 passes through", "GET", "/v1/products", nil, 401, nil, `{"reason":"signature_mismatch"}`, 1, 401},
-		{"4xx passes through", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		{"4xx passes through", "POST", "/v1/orders", nil, 422, nil, `{"type":"validation_failed"}`, 1, 422},
+		{"client key 409 passes through", "POST", "/v1/orders", map[string]string{"Idempotency-Key": "k1"}, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		// khproxy's own key has one body: a 409 can only mean "in progress".
+		{"automatic key: any 409 is in progress", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 2, 200},
 		// A keyed request is resent on every answer that leaves it in doubt.
 		{"order 500 then ok", "POST", "/v1/orders", nil, 500, nil, "", 2, 200},
 		{"order 429 without Retry-After", "POST", "/v1/orders", nil, 429, nil, "", 2, 200},

@@ -303,7 +303,7 @@ func (t *Transport) shouldRetry(req *http.Request, c *Call, resp *http.Response,
 	default:
 		switch {
 		case !keyed:
-		case code == http.StatusConflict && inProgress(resp):
+		case code == http.StatusConflict && (c.OwnKey || inProgress(resp)):
 			return retryInProgress, retryAfter(resp.Header, t.now())
 		case InDoubt(resp):
 			return retryInDoubt, retryAfter(resp.Header, t.now())
