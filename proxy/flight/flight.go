@@ -9,12 +9,15 @@
 //
 //   - a request whose identical twin (same method, target and body) is in
 //     flight but abandoned, its caller gone before the answer, claims it: it
-//     waits for that request and gets its answer. Each abandoned request is
+//     waits for that request and gets its answer when the answer settles the
+//     request; when it does not (the request ended in doubt), the retry
+//     sends the request again with the same key. Each abandoned request is
 //     claimed by one retry at a time;
-//   - when an abandoned request's answer reached nobody (its caller left, the
-//     connection broke, khproxy answered 502/504 or the API 5xx), its key is
-//     kept for the window, and the next identical request takes it, so that
-//     the API replays its stored answer instead of placing a second order;
+//   - when no settling answer reached an abandoned request's caller (it
+//     left, the connection broke, or the request ended in doubt), its key
+//     is kept for the window, and the next identical request takes it, so
+//     that the API replays its stored answer instead of placing a second
+//     order;
 //   - an identical request while the earlier one's caller is still connected
 //     is a purchase of its own, with its own key. A caller's disconnect is
 //     noticed a moment after its retry may arrive, so such a request first
@@ -131,12 +134,12 @@ func (f *Flight) Key() string { return f.key }
 // Done is closed when the flight's leader called Finish.
 func (f *Flight) Done() <-chan struct{} { return f.done }
 
-// Delivered reports whether the answer reached the leader's caller. Call it
-// once Done is closed.
+// Delivered reports whether a settling answer reached the leader's caller.
+// Call it once Done is closed.
 func (f *Flight) Delivered() bool { return f.delivered }
 
-// Answer is the leader's complete response, or nil when it could not be
-// kept whole. Call it once Done is closed.
+// Answer is the leader's complete, settling response, or nil when there is
+// none to share. Call it once Done is closed.
 func (f *Flight) Answer() *Answer { return f.result }
 
 // Registry holds the automatic-key requests in flight, by fingerprint, and
@@ -312,8 +315,9 @@ func (reg *Registry) Unclaim(f *Flight) {
 	reg.broadcastLocked()
 }
 
-// Finish ends a leader's flight, with whether its answer reached its caller
-// and the answer itself (nil when it could not be kept whole), and closes
+// Finish ends a leader's flight, with whether a settling answer reached its
+// caller and that answer (nil when there is none to share: not settling,
+// or not kept whole), and closes
 // f.Done(). Unless the answer was delivered, its key is kept for the
 // caller's retry; a retry that claimed f takes over that duty.
 func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {

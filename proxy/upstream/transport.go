@@ -201,6 +201,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.Connected = c.Connected || connected
 		t.observe(req, c, resp)
 		why, wait := t.shouldRetry(req, c, resp, err, connected)
+		asked := wait // what the upstream asked for (Retry-After)
 		switch {
 		case why == noRetry:
 			return resp, err
@@ -230,7 +231,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.log.Debug("retry budget exhausted", "request_id", c.RequestID, "path", c.Target, "attempts", c.Attempts, "reason", why)
 			return resp, err
 		}
-		if why == retryRateLimited && t.paced(req, c) {
+		if why == retryRateLimited && asked > 0 && t.paced(req, c) {
 			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
 		}
 		attrs := []any{"request_id", c.RequestID, "method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
