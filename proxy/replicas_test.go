@@ -44,11 +44,11 @@ func (s *frozenStore) LeaveFlight(ctx context.Context, fp, id string) error {
 	return s.FlightStore.LeaveFlight(ctx, fp, id)
 }
 
-func (s *frozenStore) FinishFlight(ctx context.Context, fp, id string) (bool, error) {
+func (s *frozenStore) FinishFlight(ctx context.Context, fp, id, key string, keepFor time.Duration) (bool, error) {
 	if s.frozen.Load() {
 		return false, errFrozen
 	}
-	return s.FlightStore.FinishFlight(ctx, fp, id)
+	return s.FlightStore.FinishFlight(ctx, fp, id, key, keepFor)
 }
 
 // replica is one khproxy in front of a shared API, sharing a Redis with

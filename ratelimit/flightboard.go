@@ -38,8 +38,10 @@ type FlightStore interface {
 	MarkFlightClaimed(ctx context.Context, fp, id string) (bool, error)
 	// UnclaimFlight gives the claim of flight id up.
 	UnclaimFlight(ctx context.Context, fp, id string) error
-	// FinishFlight removes flight id and reports whether it was claimed.
-	FinishFlight(ctx context.Context, fp, id string) (claimed bool, err error)
+	// FinishFlight removes flight id and reports whether it was claimed;
+	// unless it was, and when keepFor is positive, it keeps key for fp in
+	// the retry memory (KeyStore) for keepFor, in the same step.
+	FinishFlight(ctx context.Context, fp, id, key string, keepFor time.Duration) (claimed bool, err error)
 }
 
 // Default heartbeat of a FlightBoard: each replica refreshes its entries
@@ -222,15 +224,20 @@ func (b *FlightBoard) Unclaim(fp, id string) {
 	})
 }
 
-// Finish implements flight.Board.
-func (b *FlightBoard) Finish(fp, id string) (claimedElsewhere bool) {
+// Finish implements flight.Board; the key is kept for the idempotency
+// window given to NewFlightBoard.
+func (b *FlightBoard) Finish(fp, id, key string, keep bool) (claimed bool) {
 	id = b.id(id)
 	b.mu.Lock()
 	delete(b.local, id)
 	b.mu.Unlock()
+	var keepFor time.Duration
+	if keep {
+		keepFor = b.keep
+	}
 	b.outage.try(context.Background(), func(ctx context.Context) (err error) {
-		claimedElsewhere, err = b.store.FinishFlight(ctx, fp, id)
+		claimed, err = b.store.FinishFlight(ctx, fp, id, key, keepFor)
 		return err
 	})
-	return claimedElsewhere
+	return claimed
 }

@@ -84,9 +84,12 @@ type Board interface {
 	MarkClaimed(fp, id string) bool
 	// Unclaim gives a local claim of flight id up.
 	Unclaim(fp, id string)
-	// Finish takes flight id off the board and reports whether another
-	// replica claimed it (the claimer then keeps its key).
-	Finish(fp, id string) (claimedElsewhere bool)
+	// Finish takes flight id off the board and reports whether it was
+	// claimed (the claimer then has its key). When keep is true and it
+	// was not claimed, key is kept for fp in the shared retry memory in
+	// the same step, so that no retry can find neither the flight nor
+	// its key.
+	Finish(fp, id, key string, keep bool) (claimed bool)
 }
 
 // sharedPoll is how often a request waiting for another replica's
@@ -323,7 +326,10 @@ func (reg *Registry) Unclaim(f *Flight) {
 func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
 	elsewhere := false
 	if reg.board != nil {
-		elsewhere = reg.board.Finish(f.fp, f.id)
+		reg.mu.Lock()
+		keep := !delivered && !f.claimed
+		reg.mu.Unlock()
+		elsewhere = reg.board.Finish(f.fp, f.id, f.key, keep)
 	}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
