@@ -132,6 +132,25 @@ func TestReplicasShareFlights(t *testing.T) {
 		})
 	})
 
+	t.Run("in doubt at one replica, the retry at the other gets the order", func(t *testing.T) {
+		idemModes(t, func(t *testing.T, m bool) {
+			api := newIdemAPI(time.Second, m)
+			r := newReplicas(t, 2, redis, newUpstream(t, api.serve), 200*time.Millisecond, 400*time.Millisecond)
+			code, hdr, body, err := post(r[0].srv.Client(), r[0].srv.URL, inDoubtBody)
+			if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "in_doubt") {
+				t.Fatalf("first: %d %s %v, want 503 in_doubt", code, body, err)
+			}
+			time.Sleep(time.Second) // the order is placed meanwhile
+			code, hdr2, body, err := post(r[1].srv.Client(), r[1].srv.URL, inDoubtBody)
+			if err != nil || code != http.StatusCreated || body != `{"id":1}` {
+				t.Fatalf("retry at the other replica: %d %s %v, want 201 with order 1", code, body, err)
+			}
+			if hdr.Get("Idempotency-Key") != hdr2.Get("Idempotency-Key") || api.count() != 1 {
+				t.Errorf("keys %q, %q and %d orders: want one key, one order", hdr.Get("Idempotency-Key"), hdr2.Get("Idempotency-Key"), api.count())
+			}
+		})
+	})
+
 	t.Run("a crashed owner", func(t *testing.T) {
 		idemModes(t, func(t *testing.T, m bool) {
 			api := newIdemAPI(time.Second, m)
