@@ -60,7 +60,9 @@ type replica struct {
 }
 
 // newReplicas starts n proxies in front of api, sharing srv's Redis, with
-// a fast heartbeat (50 ms, entries abandoned after 250 ms).
+// a heartbeat every 100 ms and entries abandoned after 600 ms: longer than
+// the grace, so that a crashed owner is found only by waiting for its
+// heartbeat to run out.
 func newReplicas(t *testing.T, n int, redis *redistest.Server, api *upstream, timeout, budget time.Duration) []*replica {
 	t.Helper()
 	u, err := url.Parse(api.URL + basePath)
@@ -83,7 +85,7 @@ func newReplicas(t *testing.T, n int, redis *redistest.Server, api *upstream, ti
 			t.Fatal(err)
 		}
 		fs := &frozenStore{FlightStore: store}
-		board := ratelimit.NewFlightBoard(fs, outage, 50*time.Millisecond, 250*time.Millisecond, time.Minute)
+		board := ratelimit.NewFlightBoard(fs, outage, 100*time.Millisecond, 600*time.Millisecond, time.Minute)
 		t.Cleanup(board.Close)
 		srv, logs := startProxy(t, proxy.Options{
 			Upstream:          u,

@@ -45,11 +45,15 @@ type FlightStore interface {
 }
 
 // Default heartbeat of a FlightBoard: each replica refreshes its entries
-// every DefaultHeartbeat; an entry not refreshed for DefaultFlightTTL
-// counts as abandoned by a crashed replica.
+// every DefaultHeartbeat (one Redis call for all, only while it has any);
+// an entry not refreshed for DefaultFlightTTL counts as abandoned by a
+// crashed replica. A retry meeting another replica's identical request
+// waits up to that long before it is taken for a purchase of its own, so
+// the TTL is short; five heartbeats fit in it, so that a replica whose
+// refresh is late by a few hundred milliseconds is not taken for dead.
 const (
-	DefaultHeartbeat = time.Second
-	DefaultFlightTTL = 4 * time.Second
+	DefaultHeartbeat = 200 * time.Millisecond
+	DefaultFlightTTL = time.Second
 )
 
 // FlightBoard puts this replica's in-flight automatic-key requests on a
@@ -166,6 +170,9 @@ func (b *FlightBoard) reregister() {
 		}
 	}
 }
+
+// Lifetime implements flight.Board: the ttl.
+func (b *FlightBoard) Lifetime() time.Duration { return b.ttl }
 
 // id names a local flight on the board: unique across replicas.
 func (b *FlightBoard) id(local string) string { return b.owner + "/" + local }

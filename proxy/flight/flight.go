@@ -31,7 +31,8 @@
 // answer, so it sends its own request with the flight's key, which the API
 // answers with the same order (spec §2). While another replica's identical
 // flight has its caller waiting, a request waits up to the grace period
-// for it to turn out gone, as on one replica.
+// for it to turn out gone, as on one replica, or longer, until its entry
+// would have run out had its replica crashed (Board.Lifetime).
 //
 // The package knows nothing of HTTP servers or of how a request is sent:
 // the proxy tells it when a caller leaves and how a flight ended, and
@@ -84,6 +85,11 @@ type Board interface {
 	MarkClaimed(fp, id string) bool
 	// Unclaim gives a local claim of flight id up.
 	Unclaim(fp, id string)
+	// Lifetime is how long an entry lives without its replica's
+	// heartbeat: a request waits that long for another replica's
+	// identical flight to turn out gone or crashed before it is taken
+	// for a purchase of its own.
+	Lifetime() time.Duration
 	// Finish takes flight id off the board and reports whether it was
 	// claimed (the claimer then has its key). When keep is true and it
 	// was not claimed, key is kept for fp in the shared retry memory in
@@ -189,12 +195,8 @@ func Fingerprint(method, target, bodyHash string) string {
 // claimed: it waits for f.Done(), or calls Unclaim if it gives up. err is
 // ctx's error when ctx ended while waiting.
 func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leader bool, err error) {
-	var grace *time.Timer
-	defer func() {
-		if grace != nil {
-			grace.Stop()
-		}
-	}()
+	start := time.Now()
+	patience := reg.grace
 	waited := false
 	for {
 		reg.mu.Lock()
@@ -228,27 +230,26 @@ func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leade
 		}
 		changed := reg.changed
 		reg.mu.Unlock()
-		if grace == nil {
-			grace = time.NewTimer(reg.grace)
-		}
-		var poll *time.Timer
-		var pollC <-chan time.Time
+		step := time.Until(start.Add(patience))
 		if busy {
-			// Another replica's caller leaving is not broadcast: look again.
-			poll = time.NewTimer(sharedPoll)
-			pollC = poll.C
+			// Another replica's entry: its caller's leaving is not
+			// broadcast, so look again soon; and its replica may have
+			// crashed, which shows only once its heartbeat runs out.
+			patience = max(patience, reg.board.Lifetime()+2*sharedPoll)
+			step = min(time.Until(start.Add(patience)), sharedPoll)
 		}
+		if step <= 0 {
+			waited = true
+			continue
+		}
+		t := time.NewTimer(step)
 		select {
 		case <-changed:
-		case <-pollC:
-		case <-grace.C:
-			waited = true
+		case <-t.C:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
-		if poll != nil {
-			poll.Stop()
-		}
+		t.Stop()
 		if err != nil {
 			return nil, false, err
 		}
