@@ -233,7 +233,7 @@ func (b *FlightBoard) Unclaim(fp, id string) {
 
 // Finish implements flight.Board; the key is kept for the idempotency
 // window given to NewFlightBoard.
-func (b *FlightBoard) Finish(fp, id, key string, keep bool) (claimed bool) {
+func (b *FlightBoard) Finish(fp, id, key string, keep bool) (claimed, kept bool) {
 	id = b.id(id)
 	b.mu.Lock()
 	delete(b.local, id)
@@ -242,9 +242,9 @@ func (b *FlightBoard) Finish(fp, id, key string, keep bool) (claimed bool) {
 	if keep {
 		keepFor = b.keep
 	}
-	b.outage.try(context.Background(), func(ctx context.Context) (err error) {
+	ok := b.outage.try(context.Background(), func(ctx context.Context) (err error) {
 		claimed, err = b.store.FinishFlight(ctx, fp, id, key, keepFor)
 		return err
 	})
-	return claimed
+	return claimed, ok && keep && !claimed
 }

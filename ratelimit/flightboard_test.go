@@ -124,8 +124,8 @@ func TestFlightBoardOutage(t *testing.T) {
 	if !b.MarkClaimed("fp", "1") {
 		t.Error("MarkClaimed while down = false, want true (go on locally)")
 	}
-	if b.Finish("fp", "2", "k2", true) {
-		t.Error("Finish while down reports a claim")
+	if claimed, kept := b.Finish("fp", "2", "k2", true); claimed || kept {
+		t.Errorf("Finish while down = %v, %v; want neither claimed nor kept (the caller keeps the key itself)", claimed, kept)
 	}
 	if !outage.Down() {
 		t.Error("the outage was not noticed")

@@ -94,8 +94,8 @@ type Board interface {
 	// claimed (the claimer then has its key). When keep is true and it
 	// was not claimed, key is kept for fp in the shared retry memory in
 	// the same step, so that no retry can find neither the flight nor
-	// its key.
-	Finish(fp, id, key string, keep bool) (claimed bool)
+	// its key; kept reports that it was.
+	Finish(fp, id, key string, keep bool) (claimed, kept bool)
 }
 
 // sharedPoll is how often a request waiting for another replica's
@@ -325,12 +325,12 @@ func (reg *Registry) Unclaim(f *Flight) {
 // f.Done(). Unless the answer was delivered, its key is kept for the
 // caller's retry; a retry that claimed f takes over that duty.
 func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
-	elsewhere := false
+	elsewhere, kept := false, false
 	if reg.board != nil {
 		reg.mu.Lock()
 		keep := !delivered && !f.claimed
 		reg.mu.Unlock()
-		elsewhere = reg.board.Finish(f.fp, f.id, f.key, keep)
+		elsewhere, kept = reg.board.Finish(f.fp, f.id, f.key, keep)
 	}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
@@ -350,7 +350,9 @@ func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
 		// A retry on another replica took the key over.
 		f.claimed = true
 	}
-	if !delivered && !f.claimed {
+	if !delivered && !f.claimed && !kept {
+		// Kept already, the key might be taken by a retry by now:
+		// keeping it again would hand it to a second purchase.
 		reg.keepUnanswered(f.fp, f.key)
 	}
 	f.finished, f.delivered, f.result = true, delivered, result
