@@ -207,7 +207,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		case why == retryClockSkew:
 			// Once, whatever RetryMax says: only we can fix it.
-			if skewRetried || !t.learnSkew(resp) {
+			if skewRetried || !t.learnSkew(resp, c) {
 				return resp, err
 			}
 			skewRetried = true
@@ -415,10 +415,10 @@ func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *ht
 
 // learnSkew sets the clock correction from the upstream's Date header and
 // reports whether it found one.
-func (t *Transport) learnSkew(resp *http.Response) bool {
+func (t *Transport) learnSkew(resp *http.Response, c *Call) bool {
 	date, err := http.ParseTime(resp.Header.Get("Date"))
 	if err != nil {
-		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)")
+		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)", "request_id", c.RequestID)
 		return false
 	}
 	// Date is truncated to the second: the upstream's clock read between
@@ -428,10 +428,10 @@ func (t *Transport) learnSkew(resp *http.Response) bool {
 	t.skew.Store(int64(skew / time.Second))
 	t.metrics.ClockOffset(skew)
 	if skew == 0 {
-		t.log.Warn("upstream says our timestamp is out of its window, but its clock agrees with ours again: signing without a correction from now on", "offset", skew.String())
+		t.log.Warn("upstream says our timestamp is out of its window, but its clock agrees with ours again: signing without a correction from now on", "request_id", c.RequestID, "offset", skew.String())
 		return true
 	}
-	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
+	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "request_id", c.RequestID, "offset", skew.String())
 	return true
 }
 
