@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -65,6 +66,13 @@ type replica struct {
 // heartbeat to run out.
 func newReplicas(t *testing.T, n int, redis *redistest.Server, api *upstream, timeout, budget time.Duration) []*replica {
 	t.Helper()
+	return newReplicasLogging(t, n, redis, api, timeout, budget, nil)
+}
+
+// newReplicasLogging is newReplicas with the Redis outages logged to
+// outageLog (nil: discarded).
+func newReplicasLogging(t *testing.T, n int, redis *redistest.Server, api *upstream, timeout, budget time.Duration, outageLog *slog.Logger) []*replica {
+	t.Helper()
 	u, err := url.Parse(api.URL + basePath)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +88,7 @@ func newReplicas(t *testing.T, n int, redis *redistest.Server, api *upstream, ti
 		if err != nil {
 			t.Fatal(err)
 		}
-		outage, err := ratelimit.NewOutage(nil, nil)
+		outage, err := ratelimit.NewOutage(outageLog, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,12 +208,16 @@ func TestReplicasShareFlights(t *testing.T) {
 
 	t.Run("Redis down: each replica alone, and it says so", func(t *testing.T) {
 		api := newIdemAPI(100*time.Millisecond, true)
-		r := newReplicas(t, 1, redis, newUpstream(t, api.serve), 2*time.Second, 5*time.Second)
+		logs := &testutil.SyncBuffer{}
+		r := newReplicasLogging(t, 1, redis, newUpstream(t, api.serve), 2*time.Second, 5*time.Second, slog.New(slog.NewJSONHandler(logs, nil)))
 		redis.Stop()
 		defer redis.Restart()
 		code, _, body, err := post(r[0].srv.Client(), r[0].srv.URL, inDoubtBody)
 		if err != nil || code != http.StatusCreated {
 			t.Fatalf("with Redis down: %d %s %v, want 201", code, body, err)
+		}
+		if !strings.Contains(logs.String(), "requests in flight until it is back") {
+			t.Errorf("the outage is not logged as falling back for requests in flight:\n%s", logs)
 		}
 	})
 }
