@@ -332,3 +332,46 @@ func TestAbandonedLeaderIsBounded(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// sequence answers the n-th request (0-based) with statuses[n], the last
+// one from then on; a 409 says request_in_progress.
+func sequence(statuses ...int) http.HandlerFunc {
+	var n atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) {
+		i := int(n.Add(1)) - 1
+		code := statuses[min(i, len(statuses)-1)]
+		if code == http.StatusConflict {
+			w.Header().Set("Retry-After", "0")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(code)
+			io.WriteString(w, `{"type":"idempotency_conflict","reason":"request_in_progress"}`)
+			return
+		}
+		w.WriteHeader(code)
+	}
+}
+
+// TestInProgressIsNotCountedAgainstRetryMax: waiting out a request in
+// progress is bounded by the budget only; the failures around it still
+// count.
+func TestInProgressIsNotCountedAgainstRetryMax(t *testing.T) {
+	tests := []struct {
+		name     string
+		retryMax int
+		statuses []int
+		want     int
+	}{
+		{"RetryMax 0", 0, []int{409, 409, 409, 201}, 201},
+		{"RetryMax 1: one 503 among the polls", 1, []int{409, 409, 409, 409, 503, 201}, 201},
+		{"RetryMax 1: two 503s", 1, []int{503, 409, 503, 201}, 503},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, sequence(tt.statuses...), func(o *proxy.Options) { o.RetryMax = tt.retryMax; o.RetryBudget = 10 * time.Second })
+			resp, _ := h.do(t, "POST", "/v1/other", strings.NewReader("{}"), http.Header{"Idempotency-Key": {"client-k"}})
+			if resp.StatusCode != tt.want {
+				t.Errorf("status %d after %d attempts, want %d", resp.StatusCode, len(h.up.all()), tt.want)
+			}
+		})
+	}
+}

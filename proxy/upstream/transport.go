@@ -196,7 +196,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	reason := AttemptFirst
-	for retry := 0; ; retry++ {
+	// retry counts the retries RetryMax bounds; polls those that wait out
+	// a request in progress, which it does not.
+	retry, polls := 0, 0
+	for {
 		resp, connected, err := t.attempt(req, c, reason)
 		c.Connected = c.Connected || connected
 		t.observe(req, c, resp)
@@ -215,8 +218,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// Not a failure: the API asks us to wait for the request
 			// with this key. Only the budget bounds the wait, even
 			// with RetryMax 0: a key reused from another replica's
-			// request meets it there.
-			wait = max(wait, backoff(retry))
+			// request meets it there. It looks again at least
+			// every second or so: the answer may come any moment.
+			wait = max(wait, backoff(min(polls, 3)))
 		case retry < t.retryMax:
 			wait = max(wait, backoff(retry))
 		case why == retryReplay && !replayRetried:
@@ -257,6 +261,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			discard(resp.Body)
 		}
 		reason = string(why)
+		if why == retryInProgress {
+			polls++
+		} else {
+			retry++
+		}
 	}
 }
 
