@@ -334,13 +334,13 @@ func TestAuditLogOfARun(t *testing.T) {
 			t.Errorf("first line %s = %v, want %v", k, rec[k], want)
 		}
 	}
-	for _, k := range []string{"time", "khproxy_request_id", "client", "request_id", "idempotency_key", "prev", "hash"} {
+	for _, k := range []string{"time", "request_id", "client", "api_request_id", "idempotency_key", "prev", "hash"} {
 		if s, _ := rec[k].(string); s == "" {
 			t.Errorf("first line has no %s: %s", k, lines[0])
 		}
 	}
-	if rec["khproxy_request_id"] != first.header.Get("X-Khproxy-Request-Id") {
-		t.Errorf("khproxy_request_id %v, caller saw %q", rec["khproxy_request_id"], first.header.Get("X-Khproxy-Request-Id"))
+	if rec["request_id"] != first.header.Get("Khproxy-Request-Id") {
+		t.Errorf("request_id %v, caller saw %q", rec["request_id"], first.header.Get("Khproxy-Request-Id"))
 	}
 	_ = json.Unmarshal([]byte(lines[1]), &rec)
 	if rec["rule"] != "order_limit" || rec["status"] != 429.0 || rec["sent"] != false || !strings.Contains(rec["detail"].(string), "order limit") {

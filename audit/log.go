@@ -182,7 +182,7 @@ func (l *Log) Record(c *proxy.Call, o *proxy.Outcome) {
 	if err := l.Append(rec); err != nil {
 		l.failures.Inc()
 		l.log.Error("audit log write failed: this call has no audit line", "file", l.path, "error", err,
-			"khproxy_request_id", c.ID, "method", c.Method, "path", c.Target, "status", o.Status, "request_id", o.UpstreamRequestID)
+			"request_id", c.ID, "method", c.Method, "path", c.Target, "status", o.Status, "api_request_id", o.UpstreamRequestID)
 		return
 	}
 	l.records.Inc()
@@ -221,7 +221,7 @@ func newRecord(c *proxy.Call, o *proxy.Outcome) *Record {
 	rec := &Record{
 		Time: c.Time.UTC().Format(time.RFC3339Nano), ID: c.ID, Client: c.RemoteAddr,
 		Method: c.Method, Path: c.Target, Route: c.Route,
-		Status: o.Status, Sent: o.Sent, UpstreamStatus: o.UpstreamStatus, RequestID: o.UpstreamRequestID,
+		Status: o.Status, Sent: o.Sent, UpstreamStatus: o.UpstreamStatus, APIRequestID: o.UpstreamRequestID,
 		IdempotencyKey: c.IdempotencyKey, KeySource: c.KeySource, Shared: o.Shared, Error: string(o.Kind), Detail: o.Detail,
 	}
 	switch o.Kind {

@@ -15,8 +15,8 @@ type Record struct {
 	// Time is when the call arrived, RFC 3339 with nanoseconds, UTC.
 	Time string `json:"time"`
 	// ID is khproxy's request id, also sent to the caller as
-	// X-Khproxy-Request-Id.
-	ID string `json:"khproxy_request_id"`
+	// Khproxy-Request-Id.
+	ID string `json:"request_id"`
 	// Client is the caller's address.
 	Client string `json:"client"`
 	Method string `json:"method"`
@@ -30,8 +30,8 @@ type Record struct {
 	Sent bool `json:"sent"`
 	// UpstreamStatus is the API's answer, 0 when it gave none.
 	UpstreamStatus int `json:"upstream_status"`
-	// RequestID is the API's X-Request-Id (its own audit log's id).
-	RequestID string `json:"request_id,omitempty"`
+	// APIRequestID is the API's X-Request-Id (its own audit log's id).
+	APIRequestID string `json:"api_request_id,omitempty"`
 	// IdempotencyKey and KeySource (auto, client, reused).
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	KeySource      string `json:"idempotency_key_source,omitempty"`

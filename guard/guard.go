@@ -156,7 +156,7 @@ func (g *Guard) admitOrder(ctx context.Context, c *proxy.Call) error {
 	}
 	d, err := g.store.Reserve(ctx, Order{Key: key, Time: g.now(), Cents: price.Cents}, g.limits)
 	if err != nil {
-		g.log.Error("guard: order counters unreachable: orders are refused until they answer", "error", err, "khproxy_request_id", c.ID)
+		g.log.Error("guard: order counters unreachable: orders are refused until they answer", "error", err, "request_id", c.ID)
 		return g.refuse(c, &proxy.Error{Kind: proxy.KindGuardUnavailable, RetryAfter: 5 * time.Second, Err: err,
 			Detail: "khproxy cannot reach the shared order and spend counters (Redis), so it refuses orders rather than risk exceeding its limits; the order was not sent"})
 	}
@@ -231,7 +231,7 @@ func (g *Guard) refuse(c *proxy.Call, err error) error {
 	if errors.As(err, &e) {
 		g.m.refused(string(e.Kind))
 		g.log.Warn("guard: request refused", "rule", string(e.Kind), "method", c.Method, "route", c.Route,
-			"idempotency_key", c.IdempotencyKey, "khproxy_request_id", c.ID, "reason", e.Detail)
+			"idempotency_key", c.IdempotencyKey, "request_id", c.ID, "reason", e.Detail)
 	}
 	return err
 }
@@ -272,7 +272,7 @@ func (g *Guard) Record(c *proxy.Call, o *proxy.Outcome) {
 		}
 	}
 	if err != nil {
-		g.log.Error("guard: could not update the order counters; the order stays counted at its published price", "error", err, "khproxy_request_id", c.ID)
+		g.log.Error("guard: could not update the order counters; the order stays counted at its published price", "error", err, "request_id", c.ID)
 		return
 	}
 	// The usage as this order left it; other orders of the moment (other
@@ -294,7 +294,7 @@ func (g *Guard) amount(c *proxy.Call, o *proxy.Outcome, n *note) (int64, bool) {
 	}
 	if err != nil {
 		g.log.Error("guard: cannot read the amount of the order's answer; its published price is counted", "error", err,
-			"price", n.price.String(), "khproxy_request_id", c.ID, "request_id", o.UpstreamRequestID)
+			"price", n.price.String(), "request_id", c.ID, "api_request_id", o.UpstreamRequestID)
 		return 0, false
 	}
 	return cents, true

@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net/http"
 	"time"
@@ -59,8 +57,8 @@ const AnswerPeek = 64 << 10
 // read it, and keep their own per-request notes with Set and Value. The
 // zero value is not one.
 type Call struct {
-	// ID is khproxy's id for the request (32 hex characters), also sent
-	// to the caller as the X-Khproxy-Request-Id response header.
+	// ID is khproxy's id for the request, the request_id of every log
+	// line about it, also sent to the caller as the RequestIDHeader.
 	ID string
 	// Time is when the request was read (its body included).
 	Time time.Time
@@ -144,9 +142,7 @@ func writeMethod(m string) bool {
 // call returns ex's Call, made on first use.
 func (p *Proxy) call(r *http.Request, ex *exchange) *Call {
 	if ex.call == nil {
-		var id [16]byte
-		_, _ = rand.Read(id[:])
-		ex.call = &Call{ID: hex.EncodeToString(id[:]), Time: p.now(), Method: r.Method, RemoteAddr: r.RemoteAddr}
+		ex.call = &Call{ID: ex.id, Time: p.now(), Method: r.Method, RemoteAddr: r.RemoteAddr}
 	}
 	c := ex.call
 	c.Target, c.Route = ex.target, apiroute.Of(ex.target)
@@ -185,9 +181,8 @@ func (p *Proxy) recordOnSend(w *recorder, r *http.Request, ex *exchange) {
 	p.call(r, ex) // made now, so that its Time is when the request was read
 	w.onSend = func() {
 		c := p.call(r, ex)
-		w.Header().Set("X-Khproxy-Request-Id", c.ID)
 		o := &Outcome{Status: w.status, Sent: ex.up.Sent.Load(), Shared: ex.shared,
-			UpstreamStatus: ex.upstreamStatus, UpstreamRequestID: ex.requestID,
+			UpstreamStatus: ex.upstreamStatus, UpstreamRequestID: ex.apiRequestID,
 			Answer: ex.answer, Complete: ex.answerComplete}
 		if ex.err != nil {
 			o.Kind, o.Detail = ex.err.Kind, ex.err.Detail
@@ -221,8 +216,6 @@ func (p *Proxy) peekAnswer(resp *http.Response, ex *exchange) error {
 // target and body, at now, with Idempotency-Key key from source: for tests
 // and benchmarks of a Gate without a proxy.
 func NewCall(method, target string, body []byte, key, source string, now time.Time) *Call {
-	var id [16]byte
-	_, _ = rand.Read(id[:])
-	return &Call{ID: hex.EncodeToString(id[:]), Time: now, Method: method, Target: target, Route: apiroute.Of(target),
+	return &Call{ID: newRequestID(), Time: now, Method: method, Target: target, Route: apiroute.Of(target),
 		IdempotencyKey: key, KeySource: source, body: body, read: true}
 }

@@ -73,8 +73,8 @@ func TestGateAdmitsAndHearsEveryRequest(t *testing.T) {
 	}, func(o *proxy.Options) { o.Gates = []proxy.Gate{g} })
 
 	resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader(testutil.OrderBody), nil)
-	if resp.StatusCode != http.StatusCreated || resp.Header.Get("X-Khproxy-Request-Id") == "" {
-		t.Fatalf("order: %d %s, X-Khproxy-Request-Id %q", resp.StatusCode, body, resp.Header.Get("X-Khproxy-Request-Id"))
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Khproxy-Request-Id") == "" {
+		t.Fatalf("order: %d %s, Khproxy-Request-Id %q", resp.StatusCode, body, resp.Header.Get("Khproxy-Request-Id"))
 	}
 	resp, body = h.do(t, "GET", "/v1/me", nil, nil)
 	p := testutil.Problem(t, resp, body, http.StatusForbidden)

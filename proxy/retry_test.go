@@ -60,7 +60,19 @@ func TestRetries(t *testing.T) {
 		{"replay_detected, even keyless POST", "POST", "/v1/other", nil, 401, map[string]string{"Content-Type": "application/problem+json"},
 			`{"type":"auth_failed","status":401,"reason":"replay_detected"}`, 2, 200},
 		{"other 401 passes through", "GET", "/v1/products", nil, 401, nil, `{"reason":"signature_mismatch"}`, 1, 401},
-		{"4xx passes through", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		{"4xx passes through", "POST", "/v1/orders", nil, 422, nil, `{"type":"validation_failed"}`, 1, 422},
+		{"client key 409 passes through", "POST", "/v1/orders", map[string]string{"Idempotency-Key": "k1"}, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		// khproxy's own key has one body: a 409 can only mean "in progress".
+		{"automatic key: any 409 is in progress", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 2, 200},
+		// A keyed request is resent on every answer that leaves it in doubt.
+		{"order 500 then ok", "POST", "/v1/orders", nil, 500, nil, "", 2, 200},
+		{"order 429 without Retry-After", "POST", "/v1/orders", nil, 429, nil, "", 2, 200},
+		{"order 408", "POST", "/v1/orders", nil, 408, nil, "", 2, 200},
+		{"order 425", "POST", "/v1/orders", nil, 425, nil, "", 2, 200},
+		{"order 409 in progress", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict","reason":"request_in_progress"}`, 2, 200},
+		{"client key 500 then ok", "POST", "/v1/other", map[string]string{"Idempotency-Key": "k1"}, 500, nil, "", 2, 200},
+		{"GET 500 passes through", "GET", "/v1/products", nil, 500, nil, "", 1, 500},
+		{"keyless POST 500 passes through", "POST", "/v1/other", nil, 500, nil, "", 1, 500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,12 +217,26 @@ func TestTransportErrors(t *testing.T) {
 	})
 	t.Run("exhausted: problem names attempts and key", func(t *testing.T) {
 		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) { dropConn(w) }, withRetries(2))
-		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader("{}"), nil)
+		hdr := http.Header{"Idempotency-Key": {"client-key-7"}}
+		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader("{}"), hdr)
 		p := assertProblem(t, resp, body, http.StatusBadGateway, "upstream_unreachable")
+		key := resp.Header.Get("Idempotency-Key")
+		detail := fmt.Sprint(p["detail"])
+		if key != "client-key-7" || !strings.Contains(detail, key) || !strings.Contains(detail, "attempts: 3") {
+			t.Errorf("detail %q should give 3 attempts and key %q", detail, key)
+		}
+	})
+	t.Run("exhausted with an automatic key: in doubt, names attempts and key", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) { dropConn(w) }, withRetries(2))
+		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader("{}"), nil)
+		p := assertProblem(t, resp, body, http.StatusServiceUnavailable, "in_doubt")
 		key := resp.Header.Get("Idempotency-Key")
 		detail := fmt.Sprint(p["detail"])
 		if key == "" || !strings.Contains(detail, key) || !strings.Contains(detail, "attempts: 3") {
 			t.Errorf("detail %q should give 3 attempts and key %q", detail, key)
+		}
+		if resp.Header.Get("Retry-After") == "" {
+			t.Error("no Retry-After on in_doubt")
 		}
 	})
 	t.Run("timeouts are retried, then 504", func(t *testing.T) {
@@ -304,5 +330,48 @@ func TestAbandonedLeaderIsBounded(t *testing.T) {
 			t.Fatal("the leader is still in flight long after its caller left")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sequence answers the n-th request (0-based) with statuses[n], the last
+// one from then on; a 409 says request_in_progress.
+func sequence(statuses ...int) http.HandlerFunc {
+	var n atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) {
+		i := int(n.Add(1)) - 1
+		code := statuses[min(i, len(statuses)-1)]
+		if code == http.StatusConflict {
+			w.Header().Set("Retry-After", "0")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(code)
+			io.WriteString(w, `{"type":"idempotency_conflict","reason":"request_in_progress"}`)
+			return
+		}
+		w.WriteHeader(code)
+	}
+}
+
+// TestInProgressIsNotCountedAgainstRetryMax: waiting out a request in
+// progress is bounded by the budget only; the failures around it still
+// count.
+func TestInProgressIsNotCountedAgainstRetryMax(t *testing.T) {
+	tests := []struct {
+		name     string
+		retryMax int
+		statuses []int
+		want     int
+	}{
+		{"RetryMax 0", 0, []int{409, 409, 409, 201}, 201},
+		{"RetryMax 1: one 503 among the polls", 1, []int{409, 409, 409, 409, 503, 201}, 201},
+		{"RetryMax 1: two 503s", 1, []int{503, 409, 503, 201}, 503},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, sequence(tt.statuses...), func(o *proxy.Options) { o.RetryMax = tt.retryMax; o.RetryBudget = 10 * time.Second })
+			resp, _ := h.do(t, "POST", "/v1/other", strings.NewReader("{}"), http.Header{"Idempotency-Key": {"client-k"}})
+			if resp.StatusCode != tt.want {
+				t.Errorf("status %d after %d attempts, want %d", resp.StatusCode, len(h.up.all()), tt.want)
+			}
+		})
 	}
 }

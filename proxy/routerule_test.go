@@ -32,7 +32,7 @@ func TestRouteSpellingsGetTheirKey(t *testing.T) {
 		{"http://127.0.0.1:8080/v1/%6Frders?q=", "/v1/orders?q=", "/v1/orders"},
 	} {
 		t.Run(tt.target, func(t *testing.T) {
-			n := logLines(h)
+			n := accessLines(h)
 			a := h.rawOK(t, "POST "+tt.target+" HTTP/1.1\r\n"+appHeaders+"Content-Length: 2\r\n\r\n{}")
 			if got := a.RequestURI; got != basePath+tt.sent {
 				t.Errorf("sent %q, want %q", got, basePath+tt.sent)
@@ -94,8 +94,8 @@ func TestAmbiguousRoutesRefused(t *testing.T) {
 	}
 }
 
-// logLines counts the proxy's access log lines so far.
-func logLines(h *harness) int {
+// accessLines counts the proxy's access log lines so far.
+func accessLines(h *harness) int {
 	return strings.Count(h.logs.String(), `"msg":"request"`)
 }
 
@@ -103,7 +103,7 @@ func logLines(h *harness) int {
 // answer has gone out) and returns it, decoded.
 func nextLogLine(t testing.TB, h *harness, n int) map[string]any {
 	t.Helper()
-	testutil.WaitFor(t, "the access log line", func() bool { return logLines(h) > n })
+	testutil.WaitFor(t, "the access log line", func() bool { return accessLines(h) > n })
 	var m map[string]any
 	for _, line := range strings.Split(h.logs.String(), "\n") {
 		if strings.Contains(line, `"msg":"request"`) {
@@ -144,7 +144,7 @@ func FuzzRouteKeys(f *testing.F) {
 		}) {
 			return // not a request line
 		}
-		before, n := len(h.up.all()), logLines(h)
+		before, n := len(h.up.all()), accessLines(h)
 		resp, _ := h.raw(t, method+" "+target+" HTTP/1.1\r\n"+appHeaders+"Content-Length: 2\r\n\r\n{}")
 		if resp.StatusCode == http.StatusBadRequest && !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
 			return // Go's server refused the request line; khproxy never saw it

@@ -14,7 +14,7 @@ import (
 // or key; a Call is used for one RoundTrip and must not be copied.
 //
 // The inputs must not change once RoundTrip has started. Of the outputs,
-// Sent may be read at any time from any goroutine; Attempts and RateWait
+// Sent may be read at any time from any goroutine; Attempts, Connected and RateWait
 // once RoundTrip has returned; BodyErr once the response body is closed.
 type Call struct {
 	// Target is the upstream request-target after the base, and the
@@ -29,6 +29,14 @@ type Call struct {
 	// Body is the request body, read afresh by each attempt; it is sealed
 	// once the last attempt has been made. Required.
 	Body Body
+	// OwnKey says that IdempotencyKey was made by khproxy for this very
+	// body: then the API cannot answer it 409 for another body, and every
+	// 409 is taken for "still in progress", whatever its body says (the
+	// spec does not document that answer).
+	OwnKey bool
+	// RequestID names the request in the Transport's log lines
+	// ("request_id"), as in the caller's.
+	RequestID string
 	// IdempotencyKey is sent as the Idempotency-Key header of every
 	// attempt, "" for none; a request with one is safe to repeat.
 	IdempotencyKey string
@@ -38,6 +46,9 @@ type Call struct {
 	// Sent reports that an attempt was handed to the next RoundTripper:
 	// from then on the request may have reached the upstream.
 	Sent atomic.Bool
+	// Connected reports that an attempt got a connection to the upstream,
+	// after which its bytes may have reached the API.
+	Connected bool
 	// RateWait is the time spent waiting for rate-limit tokens.
 	RateWait time.Duration
 	// BodyErr is why reading the upstream response body failed (nil when

@@ -25,7 +25,7 @@ func AuthReasons() []string { return append(append([]string(nil), authReasons...
 func AttemptReasons() []string {
 	return []string{AttemptFirst, string(retryConnect), string(retryTransport), string(retryTimeout),
 		string(retryUnavailable), string(retryRateLimited), string(retryReplay), string(retryClockSkew),
-		string(retrySecretRotated)}
+		string(retrySecretRotated), string(retryInProgress), string(retryInDoubt)}
 }
 
 // boundedAuthReason maps a 401's reason onto AuthReasons.
