@@ -21,6 +21,7 @@ import (
 // active), fetches the invoice PDF, runs `khproxy check` with the banner's
 // export lines, and stops it.
 func TestDemoEndToEnd(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	emuAddr := closedAddr(t) // a free port for KH_EMULATOR_LISTEN

@@ -64,6 +64,7 @@ func demoOrder(t *testing.T, base string) int64 {
 // TestDemoPrintsWebhooks: the demo's banner tells about webhooks, an order's
 // events are printed once each, verified, and a forged one is refused.
 func TestDemoPrintsWebhooks(t *testing.T) {
+	t.Parallel()
 	base, stdout, stop := startDemo(t)
 	defer stop()
 	banner := stdout.String()
@@ -104,6 +105,7 @@ func TestDemoPrintsWebhooks(t *testing.T) {
 // TestDemoForwardsWebhooks: with KH_WEBHOOK_FORWARD set, the demo's
 // webhooks go to that app instead of the output.
 func TestDemoForwardsWebhooks(t *testing.T) {
+	t.Parallel()
 	app := &hookApp{}
 	appSrv := httptest.NewServer(app)
 	defer appSrv.Close()

@@ -182,6 +182,7 @@ func TestServeSignsAndShutsDownGracefully(t *testing.T) {
 // command, checks that it is static, and stops it with SIGTERM as Kubernetes
 // would.
 func TestDockerfileBuild(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a binary")
 	}

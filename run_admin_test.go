@@ -392,6 +392,7 @@ func startWithBrokenSecretFile(t *testing.T) (r *running, fixSecret func()) {
 // TestSecretFileReloads: a secret file made unusable, then good again, is
 // counted twice and fails readiness meanwhile.
 func TestSecretFileReloads(t *testing.T) {
+	t.Parallel()
 	r, fixSecret := startWithBrokenSecretFile(t)
 	testutil.WaitFor(t, "the failed reload counted", func() bool {
 		r.send(t, "GET", "/v1/me", "", 200) // the last good secret signs; signing looks at the file
@@ -419,6 +420,7 @@ func TestSecretFileReloads(t *testing.T) {
 // and ready again once it is fixed, even when no request arrives (an unready
 // replica behind a Service gets none).
 func TestReadinessFollowsTheSecretFileWithoutTraffic(t *testing.T) {
+	t.Parallel()
 	r, fixSecret := startWithBrokenSecretFile(t)
 	testutil.WaitFor(t, "unready with the secret file empty", func() bool {
 		code, body := get(r.admin + admin.PathReadyz)

@@ -18,6 +18,7 @@ import (
 // certificate of its own: trusted through KH_UPSTREAM_CA_FILE, refused
 // without it.
 func TestUpstreamCAFileIsTrusted(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("KH-Signature") == "" {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -47,7 +48,7 @@ func TestUpstreamCAFileIsTrusted(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			logs := &testutil.SyncBuffer{}
 			env := append([]string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
-				"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RETRY_MAX=0"}, tt.env...)
+				"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RETRY_MAX=0", "KH_SHUTDOWN_DELAY=0s"}, tt.env...)
 			errc := make(chan error, 1)
 			go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 			defer func() {

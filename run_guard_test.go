@@ -43,7 +43,7 @@ func startGuardAPI(t *testing.T, mutate ...func(*emulator.Options)) *guardAPI {
 // env is khproxy's environment in front of a, plus extra.
 func (a *guardAPI) env(extra ...string) []string {
 	return append([]string{"KH_KEY=" + a.key, "KH_SECRET=" + a.secret, "KH_UPSTREAM=" + a.srv.URL + emulator.DefaultBasePath,
-		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_RATE_LIMIT=off"}, extra...)
+		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=127.0.0.1:0", "KH_RATE_LIMIT=off", "KH_SHUTDOWN_DELAY=0s"}, extra...)
 }
 
 // orders is how many POST /v1/orders reached the emulator.
@@ -244,6 +244,7 @@ func TestGuardSpendLimitOtherCurrency(t *testing.T) {
 // TestGuardSharedThroughRedis runs two replicas on one redis-server: they
 // share one order limit, and refuse orders when Redis is down.
 func TestGuardSharedThroughRedis(t *testing.T) {
+	t.Parallel()
 	redis := redistest.Start(t)
 	api := startGuardAPI(t)
 	env := api.env("KH_ORDER_LIMIT=3/1h", "KH_SPEND_LIMIT=100EUR/24h", "KH_REDIS_URL="+redis.URL())
@@ -286,6 +287,7 @@ func fmtInts(v []int) string {
 // it again on the same file, and verifies the whole with khproxy audit
 // verify.
 func TestAuditLogOfARun(t *testing.T) {
+	t.Parallel()
 	api := startGuardAPI(t)
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	env := api.env("KH_AUDIT_LOG="+path, "KH_ORDER_LIMIT=1/1h")

@@ -19,6 +19,7 @@ import (
 // TestRunPacesAndUsesRedis runs khproxy as main does, configured only by
 // the environment, in front of the emulator.
 func TestRunPacesAndUsesRedis(t *testing.T) {
+	t.Parallel()
 	emu, key, secret := emulatortest.New(t, func(o *emulator.Options) { o.RateLimit = emulator.RateLimit{} })
 	up := httptest.NewServer(emu)
 	defer up.Close()
@@ -39,7 +40,7 @@ func TestRunPacesAndUsesRedis(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
-				"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=1/h", "KH_RATE_BURST=2", "KH_RATE_WAIT=0s"}
+				"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=1/h", "KH_RATE_BURST=2", "KH_RATE_WAIT=0s", "KH_SHUTDOWN_DELAY=0s"}
 			if u := tt.redis(t); u != "" {
 				env = append(env, "KH_REDIS_URL="+u)
 			}
@@ -76,6 +77,7 @@ func TestRunPacesAndUsesRedis(t *testing.T) {
 // sharing one Redis: an impatient caller's retry through the other replica,
 // while its first request is still in flight, gets the one order.
 func TestRunSharesFlightsThroughRedis(t *testing.T) {
+	t.Parallel()
 	emu, key, secret := emulatortest.New(t)
 	up := httptest.NewServer(emu)
 	defer up.Close()
@@ -86,7 +88,7 @@ func TestRunSharesFlightsThroughRedis(t *testing.T) {
 	var errcs []chan error
 	for range 2 {
 		env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
-			"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=off", "KH_REDIS_URL=" + redis}
+			"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=off", "KH_REDIS_URL=" + redis, "KH_SHUTDOWN_DELAY=0s"}
 		logs := &testutil.SyncBuffer{}
 		errc := make(chan error, 1)
 		go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
