@@ -43,7 +43,7 @@ func Start(name string, cmd *exec.Cmd, fromStderr bool, ready func(line string, 
 
 // StartLogged is Start that also copies all of the output read (stdout, or
 // stderr with fromStderr) to log when log is not nil. The other stream
-// goes to this process's stderr. It waits at most 15 s for ready.
+// goes to cmd.Stderr when set, else to this process's stderr. It waits at most 15 s for ready.
 func StartLogged(name string, cmd *exec.Cmd, fromStderr bool, log io.Writer, ready func(line string, addrs map[string]string) bool) (*Proc, error) {
 	p := &Proc{Name: name, Cmd: cmd, Addrs: map[string]string{}, exited: make(chan struct{})}
 	var sink io.Writer = &p.tail
@@ -56,7 +56,9 @@ func StartLogged(name string, cmd *exec.Cmd, fromStderr bool, log io.Writer, rea
 	if fromStderr {
 		out, err = cmd.StderrPipe()
 	} else {
-		cmd.Stderr = os.Stderr
+		if cmd.Stderr == nil {
+			cmd.Stderr = os.Stderr
+		}
 		out, err = cmd.StdoutPipe()
 	}
 	if err != nil {
