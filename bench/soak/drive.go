@@ -99,6 +99,11 @@ func (s *soak) drive(ctx context.Context) (*results, error) {
 	var inflight atomic.Int64
 	restarted := make(chan error, 1)
 	restarting := false
+	defer func() {
+		if restarting { // an early return: let the restart finish before close
+			<-restarted
+		}
+	}()
 	sampleT := time.NewTicker(every)
 	defer sampleT.Stop()
 	startT := time.NewTicker(time.Duration(float64(time.Second) / s.o.rate))
@@ -153,6 +158,7 @@ loop:
 		return nil, err
 	}
 	if restarting {
+		restarting = false
 		if err := <-restarted; err != nil {
 			return nil, fmt.Errorf("restarting Redis: %w", err)
 		}
