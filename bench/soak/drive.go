@@ -82,21 +82,45 @@ const (
 	maxRetryAfter = 5 * time.Second
 )
 
+// driver starts purchases and keeps track of their callers.
+type driver struct {
+	o        options
+	client   *http.Client
+	rng      *rand.Rand
+	urls     [2]string // POST /v1/orders at each replica
+	wg       sync.WaitGroup
+	inflight atomic.Int64 // callers without a final answer yet
+}
+
+// start starts purchase n's callers, each at a random replica.
+func (d *driver) start(ctx context.Context, n int) *purchase {
+	p := newPurchase(d.o.seed, n, d.rng)
+	for ci, c := range p.callers {
+		d.wg.Add(1)
+		d.inflight.Add(1)
+		first := d.rng.IntN(2)
+		crng := rand.New(rand.NewPCG(d.o.seed, uint64(p.n)<<1|uint64(ci)))
+		go func() {
+			defer d.wg.Done()
+			defer d.inflight.Add(-1)
+			c.buy(ctx, d.client, d.urls, first, p, d.o.purchaseTimeout, crng)
+		}()
+	}
+	return p
+}
+
 // drive starts purchases for the run's duration, restarts Redis half-way,
 // samples the replicas, waits for every caller and for the orders to
 // settle, and collects what the emulator holds.
 func (s *soak) drive(ctx context.Context) (*results, error) {
 	res := &results{}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}
-	defer client.CloseIdleConnections()
-	rng := rand.New(rand.NewPCG(s.o.seed, 1))
-	urls := [2]string{"http://" + s.replicas[0].Addrs["http"] + "/v1/orders", "http://" + s.replicas[1].Addrs["http"] + "/v1/orders"}
-
-	start := time.Now()
-	dur := s.o.duration()
-	every := min(max(dur/10, 2*time.Second), time.Minute)
-	var wg sync.WaitGroup
-	var inflight atomic.Int64
+	d := &driver{o: s.o, rng: rand.New(rand.NewPCG(s.o.seed, 1)),
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}}
+	defer d.client.CloseIdleConnections()
+	for i, r := range s.replicas {
+		d.urls[i] = "http://" + r.Addrs["http"] + "/v1/orders"
+	}
+	begin, dur := time.Now(), s.o.duration()
 	restarted := make(chan error, 1)
 	restarting := false
 	defer func() {
@@ -104,7 +128,7 @@ func (s *soak) drive(ctx context.Context) (*results, error) {
 			<-restarted
 		}
 	}()
-	sampleT := time.NewTicker(every)
+	sampleT := time.NewTicker(min(max(dur/10, 2*time.Second), time.Minute))
 	defer sampleT.Stop()
 	startT := time.NewTicker(time.Duration(float64(time.Second) / s.o.rate))
 	defer startT.Stop()
@@ -113,9 +137,8 @@ func (s *soak) drive(ctx context.Context) (*results, error) {
 	end := time.NewTimer(dur)
 	defer end.Stop()
 	res.samples = append(res.samples, s.sample(0))
-
 loop:
-	for n := 0; ; {
+	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -124,36 +147,23 @@ loop:
 		case <-restart.C:
 			// In the background, so that purchases keep starting while
 			// Redis is down.
-			at := time.Since(start).Round(time.Second)
+			at := time.Since(begin).Round(time.Second)
 			s.logf("%v: restarting Redis", at)
 			res.events = append(res.events, fmt.Sprintf("Redis stopped at %v, started again 2 s later", at))
 			restarting = true
 			go func() { restarted <- s.restartRedis(2 * time.Second) }()
 		case <-sampleT.C:
-			sm := s.sample(time.Since(start))
+			sm := s.sample(time.Since(begin))
 			res.samples = append(res.samples, sm)
 			s.logf("%v: %d purchases started, %d callers waiting; rss %s/%s MiB, fds %d/%d",
-				sm.at.Round(time.Second), len(res.purchases), inflight.Load(),
+				sm.at.Round(time.Second), len(res.purchases), d.inflight.Load(),
 				mib(sm.rss[0]), mib(sm.rss[1]), sm.fds[0], sm.fds[1])
 		case <-startT.C:
-			p := newPurchase(s.o.seed, n, rng)
-			n++
-			res.purchases = append(res.purchases, p)
-			for ci, c := range p.callers {
-				wg.Add(1)
-				inflight.Add(1)
-				first := rng.IntN(2)
-				crng := rand.New(rand.NewPCG(s.o.seed, uint64(p.n)<<1|uint64(ci)))
-				go func() {
-					defer wg.Done()
-					defer inflight.Add(-1)
-					c.buy(ctx, client, urls, first, p, s.o.purchaseTimeout, crng)
-				}()
-			}
+			res.purchases = append(res.purchases, d.start(ctx, len(res.purchases)))
 		}
 	}
-	s.logf("%v: %d purchases started; waiting for %d callers", time.Since(start).Round(time.Second), len(res.purchases), inflight.Load())
-	wg.Wait()
+	s.logf("%v: %d purchases started; waiting for %d callers", time.Since(begin).Round(time.Second), len(res.purchases), d.inflight.Load())
+	d.wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -163,33 +173,36 @@ loop:
 			return nil, fmt.Errorf("restarting Redis: %w", err)
 		}
 	}
-	res.samples = append(res.samples, s.sample(time.Since(start)))
+	res.samples = append(res.samples, s.sample(time.Since(begin)))
+	return res, s.collect(ctx, res, begin)
+}
+
+// collect waits for the orders to settle, then records which processes
+// died, the orders per label and the faults the emulator injected.
+func (s *soak) collect(ctx context.Context, res *results, begin time.Time) error {
 	// khproxy may still be retrying for a caller that left: wait until no
 	// order has been added for a while.
 	if err := s.settle(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	res.elapsed = time.Since(start)
-	for _, p := range []struct {
-		name string
-		err  error
-	}{{"replica 0", s.replicas[0].Alive()}, {"replica 1", s.replicas[1].Alive()}, {"emulator", s.emu.Alive()}} {
-		if p.err != nil {
-			res.dead = append(res.dead, p.err)
+	res.elapsed = time.Since(begin)
+	for _, err := range []error{s.replicas[0].Alive(), s.replicas[1].Alive(), s.emu.Alive()} {
+		if err != nil {
+			res.dead = append(res.dead, err)
 		}
 	}
 	var err error
 	if res.orders, err = s.emulatorOrders(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	var st struct {
 		Injected map[string]int `json:"injected_faults"`
 	}
 	if err := s.control(ctx, "state", &st); err != nil {
-		return nil, err
+		return err
 	}
 	res.injected = st.Injected
-	return res, nil
+	return nil
 }
 
 // settle waits until the emulator's order count has not changed for the
