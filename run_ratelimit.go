@@ -20,6 +20,7 @@ import (
 type rateLimiting struct {
 	limiter *ratelimit.Limiter
 	memory  proxy.RetryMemory
+	flights proxy.FlightBoard
 	close   func()
 }
 
@@ -27,6 +28,7 @@ type rateLimiting struct {
 func (rl rateLimiting) apply(opts *proxy.Options) {
 	opts.Limiter = rl.limiter
 	opts.RetryMemory = rl.memory
+	opts.Flights = rl.flights
 }
 
 // newRateLimiting builds the limiter and, with KH_REDIS_URL, shares it and
@@ -54,12 +56,15 @@ func newRateLimiting(cfg config.Config, log *slog.Logger, reg prometheus.Registe
 			return rl, err
 		}
 		rl.memory = ratelimit.NewRetryMemory(cfg.IdempotencyWindow, store, outage)
+		board := ratelimit.NewFlightBoard(store, outage, 0, 0, cfg.IdempotencyWindow)
+		rl.flights = board
+		rl.close = func() { board.Close(); _ = client.Close() }
 		ctx, cancel := context.WithTimeout(context.Background(), ratelimit.OpTimeout)
 		defer cancel()
 		if err := store.Check(ctx); err != nil {
-			log.Warn("Redis unreachable at start: using local rate limit and retry memory until it answers", "redis", cfg.RedisURL.Redacted(), "error", err)
+			log.Warn("Redis unreachable at start: using local rate limit, retry memory and requests in flight until it answers", "redis", cfg.RedisURL.Redacted(), "error", err)
 		} else {
-			log.Info("sharing the rate limit and the retry memory through Redis", "redis", cfg.RedisURL.Redacted())
+			log.Info("sharing the rate limit, the retry memory and the requests in flight through Redis", "redis", cfg.RedisURL.Redacted())
 		}
 	}
 	if cfg.RateLimit.Off() {

@@ -340,7 +340,10 @@ func abandonThenRetry(t *testing.T, emu *emulator.Emulator, first, second *emuHa
 	if _, _, _, err := first.send(impatient, "POST", "/v1/orders", testutil.OrderBody, nil); err == nil {
 		t.Fatal("the first attempt did not time out")
 	}
-	testutil.WaitFor(t, "the first request's access-log line", func() bool { return strings.Contains(first.logs.String(), `"status":201`) })
+	// Its caller left first: the line says 499, and the API's 201.
+	testutil.WaitFor(t, "the first request's access-log line", func() bool {
+		return strings.Contains(first.logs.String(), `"status":499`) && strings.Contains(first.logs.String(), `"upstream_status":201`)
+	})
 	code, hdr, body := second.must(t, "POST", "/v1/orders", testutil.OrderBody, nil)
 	if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("retry: %d replayed=%q %s", code, hdr.Get("Idempotent-Replayed"), body)

@@ -31,6 +31,7 @@ const (
 	KindClientGone       Kind = "client_closed_request" // 499: logged only; nobody reads it
 	KindRateLimited      Kind = "rate_limited"          // 429: no token within the wait bound; the API was not called
 	KindShuttingDown     Kind = "shutting_down"         // 503: cut by a shutdown while sending its body or waiting for a token; nothing was sent
+	KindInDoubt          Kind = "in_doubt"              // 503: an automatic-key request got no settling answer within the retry budget
 )
 
 var kinds = map[Kind]struct {
@@ -47,6 +48,7 @@ var kinds = map[Kind]struct {
 	KindSigning:          {http.StatusInternalServerError, "Request could not be signed"},
 	KindRateLimited:      {http.StatusTooManyRequests, "Rate limited by khproxy"},
 	KindShuttingDown:     {http.StatusServiceUnavailable, "khproxy is shutting down"},
+	KindInDoubt:          {http.StatusServiceUnavailable, "Purchase in doubt: send the same request again"},
 	// 499 is nginx's "client closed request": nobody reads it, but the
 	// access log shows what happened.
 	KindClientGone: {499, "Client closed request"},
@@ -97,6 +99,30 @@ func problemFor(err error) (*Error, problem.Details) {
 		Status: k.status,
 		Detail: e.Detail,
 	}
+}
+
+// classify returns err as an *Error, classified from its cause when it is
+// not one.
+func classify(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return errorFor(err)
+}
+
+// inDoubt is the answer to an automatic-key request that got no settling
+// answer (upstream.InDoubt) within the retry budget: cause is the last
+// failure, ex.upstreamStatus the API's last answer (0: none). The caller
+// must send the same request again: khproxy keeps the key for it.
+func inDoubt(ex *exchange, cause error) *Error {
+	last := "no answer"
+	if ex.upstreamStatus > 0 {
+		last = fmt.Sprintf("its last answer was %d", ex.upstreamStatus)
+	}
+	return &Error{Kind: KindInDoubt, Err: cause, RetryAfter: time.Second,
+		Detail: fmt.Sprintf("the API gave no final answer within khproxy's retry budget (%s, attempts: %d): the request may or may not have taken effect. "+
+			"Send the same request again (the same body bytes): khproxy reuses Idempotency-Key %s for it, so it cannot take effect twice", last, ex.up.Attempts, ex.idemKey)}
 }
 
 // errorFor turns a transport error into an Error of the matching Kind.
@@ -150,7 +176,8 @@ func (p *Proxy) Refuse(w http.ResponseWriter, r *http.Request, status int) {
 	if status == http.StatusServiceUnavailable {
 		e = &Error{Kind: KindOverloaded, Detail: "khproxy is serving as many connections as it may: retry shortly", RetryAfter: time.Second}
 	}
-	ex := &exchange{err: e}
+	ex := &exchange{err: e, id: newRequestID()}
+	w.Header().Set(RequestIDHeader, ex.id)
 	p.fail(w, r, ex, e)
 	if r != nil {
 		p.metrics.RequestStarted()

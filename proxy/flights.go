@@ -21,6 +21,11 @@ import (
 // named here for Options.
 type RetryMemory = flight.RetryMemory
 
+// FlightBoard shares the automatic-key requests in flight with other
+// replicas; ratelimit.FlightBoard implements it on Redis. It is
+// flight.Board, named here for Options.
+type FlightBoard = flight.Board
+
 // captureLimit bounds the copy of a leader's response kept for followers.
 // Larger answers are not shared; followers then ask the API with the same key.
 const captureLimit = 1 << 20
@@ -62,8 +67,10 @@ func (p *Proxy) joinFlight(ctx context.Context, w *recorder, r *http.Request, ex
 			p.replayShared(w, r, ex, f)
 			return nil, false
 		default:
-			// The answer was not kept whole: ask the API with its key,
-			// which makes it replay its stored answer.
+			// The request is still in doubt (no final answer within
+			// its budget), or its answer was not kept whole: ask the
+			// API with its key, which settles it or replays its
+			// stored answer. Never hand on an in-doubt answer.
 			return p.flights.Start(fp, f.Key()), true
 		}
 	}
@@ -74,18 +81,24 @@ func (p *Proxy) replayShared(w *recorder, r *http.Request, ex *exchange, f *flig
 	a := f.Answer()
 	ex.shared = true
 	ex.upstreamStatus = a.Status
-	ex.requestID = a.Header.Get("X-Request-Id")
+	ex.apiRequestID = a.Header.Get("X-Request-Id")
 	w.replay(a)
-	if !w.finish(r.Context()) || a.Status >= 500 {
+	if !w.finish(r.Context()) {
 		p.flights.Keep(f)
 	}
 }
 
 // endFlight ends a leader's flight once its answer was written (or not).
+// Only a settling answer of the API (ex.err is nil: khproxy turns every
+// other into in_doubt) ends the key's life: when it reached the caller, the
+// key is done; when it did not, the key is kept for the caller's retry, and
+// a retry that claimed the flight gets the answer. An in-doubt request
+// hands on nothing but its key.
 func (p *Proxy) endFlight(f *flight.Flight, ex *exchange, rec *recorder, aborted bool) {
-	delivered := !aborted && rec.err == nil && ex.upstreamStatus > 0 && ex.upstreamStatus < 500
+	settled := !aborted && ex.err == nil && ex.upstreamStatus >= 200 && ex.upstreamStatus < 500
+	delivered := settled && rec.err == nil
 	var result *flight.Answer
-	if !aborted && !rec.overflow && rec.status != 0 {
+	if settled && !rec.overflow && rec.status != 0 {
 		result = &flight.Answer{Status: rec.status, Header: rec.header, Body: rec.capture.Bytes()}
 	}
 	p.flights.Finish(f, delivered, result)

@@ -60,7 +60,7 @@ func (p *Proxy) LogInDoubt() int {
 	slices.SortFunc(list, func(a, b doubt) int { return cmp.Compare(a.since.UnixNano(), b.since.UnixNano()) })
 	for _, d := range list {
 		p.log.Warn("request in doubt: shutting down before its answer; check whether it took effect",
-			"method", d.method, "path", d.ex.target, "idempotency_key", d.ex.idemKey, "running", p.now().Sub(d.since).Round(time.Millisecond))
+			"request_id", d.ex.id, "method", d.method, "path", d.ex.target, "idempotency_key", d.ex.idemKey, "running", p.now().Sub(d.since).Round(time.Millisecond))
 	}
 	return len(list)
 }

@@ -99,10 +99,10 @@ func TestMetricsCalls(t *testing.T) {
 			[]string{"attempt first", `done POST /v1/orders 201 ""`, "key client"}},
 		{"retried", emulator.Faults{FailCount: 1, FailStatus: 503}, "GET", "/v1/me", "", nil,
 			[]string{"attempt first", "attempt unavailable", `done GET /v1/me 200 ""`}},
-		// Two 503s exhaust RetryMax: the answer is the API's 503, the key
+		// Two 503s exhaust RetryMax: the order is in doubt, the key
 		// is kept for the caller's retry...
 		{"unanswered", emulator.Faults{FailCount: 2, FailStatus: 503}, "POST", "/v1/orders", testutil.OrderBody, nil,
-			[]string{"attempt first", "attempt unavailable", `done POST /v1/orders 503 ""`, "key auto"}},
+			[]string{"attempt first", "attempt unavailable", `done POST /v1/orders 503 "in_doubt"`, "key auto"}},
 		// ...which reuses it.
 		{"the caller's retry", emulator.Faults{}, "POST", "/v1/orders", testutil.OrderBody, nil,
 			[]string{"attempt first", `done POST /v1/orders 201 ""`, "key reused"}},

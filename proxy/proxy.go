@@ -87,6 +87,11 @@ type Options struct {
 	// memory shared by several replicas (ratelimit.RetryMemory with a
 	// Redis store) lets a retry reuse the key on any of them.
 	RetryMemory RetryMemory
+	// Flights shares the automatic-key requests in flight with other
+	// replicas (ratelimit.FlightBoard on Redis), so that a caller's retry
+	// at any replica finds its abandoned request; nil means this replica
+	// alone.
+	Flights FlightBoard
 	// Limiter paces upstream attempts to the API key's rate limit: each
 	// attempt but an unsigned-route GET /v1/health waits for a token, and
 	// an API 429 pauses it. nil means no pacing.
@@ -192,6 +197,9 @@ func New(opts Options) (*Proxy, error) {
 		abandonAfter: opts.RetryBudget + opts.UpstreamTimeout,
 		now:          opts.Now,
 	}
+	if opts.Flights != nil {
+		p.flights.Share(opts.Flights)
+	}
 	up, err := newUpstream(opts, p.stop)
 	if err != nil {
 		stopCancel()
@@ -218,6 +226,7 @@ func New(opts Options) (*Proxy, error) {
 // exchange is what one client request carries through ReverseProxy to the
 // RoundTripper and back to the access log. It lives in the request context.
 type exchange struct {
+	id       string         // khproxy's request id (Khproxy-Request-Id)
 	url      *url.URL       // upstream URL, built once from the client's target
 	target   string         // signed PATH: the upstream request-target after the base
 	body     *heldbody.Body // nil until the body is read
@@ -233,7 +242,7 @@ type exchange struct {
 	// Set by ModifyResponse and the handler; read after ServeHTTP of
 	// ReverseProxy returns, so no locking is needed.
 	upstreamStatus int
-	requestID      string // upstream X-Request-Id
+	apiRequestID   string // upstream X-Request-Id
 	shared         bool   // answered with an identical in-flight request's answer
 	err            *Error
 
@@ -255,7 +264,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
 	p.metrics.RequestStarted()
 	rec := &recorder{ResponseWriter: w, closeConn: framingUnclear(r)}
+	id := newRequestID()
+	rec.setRequestID(id)
 	ex, err := p.prepare(rec, r)
+	ex.id = id
 	var f *flight.Flight
 	defer func() {
 		// ReverseProxy panics with http.ErrAbortHandler when the response
@@ -280,8 +292,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.flushComplete()
 		}
 		d, route := p.now().Sub(start), routeOf(ex)
-		p.accessLog(r, ex, route, rec.status, d)
-		p.observe(r, ex, route, rec.status, d)
+		status := rec.status
+		if rec.err != nil {
+			// The caller left before the whole answer reached it.
+			status = KindClientGone.Status()
+		}
+		p.accessLog(r, ex, route, status, d)
+		p.observe(r, ex, route, status, d)
 		if v != nil {
 			panic(v)
 		}
@@ -341,12 +358,17 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 
 // fail answers err as problem+json and records it for the access log.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, ex *exchange, err error) {
-	e, body := problemFor(err)
+	e := classify(err)
+	if ex != nil && ex.autoKey && ex.up.Connected && (e.Kind == KindTimeout || e.Kind == KindUnreachable) {
+		e = inDoubt(ex, e)
+	}
+	e, body := problemFor(e)
 	if ex != nil {
 		ex.err = e
+		body.RequestID = ex.id
 		if ex.idemKey != "" {
 			w.Header().Set("Idempotency-Key", ex.idemKey)
-			if ex.up.Attempts > 0 {
+			if ex.up.Attempts > 0 && e.Kind != KindInDoubt {
 				body.Detail += fmt.Sprintf(" (attempts: %d; retry with Idempotency-Key %s to avoid a duplicate)", ex.up.Attempts, ex.idemKey)
 			}
 		}

@@ -444,11 +444,18 @@ func TestAccessLog(t *testing.T) {
 		"msg": "request", "level": "INFO",
 		"method": "POST", "route": "/v1/orders", "path": "/v1/orders?x=1", "status": float64(200),
 		"attempts": float64(1), "idempotency_key": key, "idempotency_key_source": "auto",
-		"request_id": "01HX7Z3K8QTESTREQUESTID000",
+		"request_id": resp.Header.Get(proxy.RequestIDHeader), "api_request_id": "01HX7Z3K8QTESTREQUESTID000",
+		"upstream_status": float64(200),
 	} {
 		if line[k] != want {
 			t.Errorf("log %s = %v, want %v", k, line[k], want)
 		}
+	}
+	if id := resp.Header.Get(proxy.RequestIDHeader); len(id) < 16 {
+		t.Errorf("%s = %q, want khproxy's own id", proxy.RequestIDHeader, id)
+	}
+	if got := resp.Header.Get("X-Request-Id"); got != "01HX7Z3K8QTESTREQUESTID000" {
+		t.Errorf("X-Request-Id = %q, want the API's, unchanged", got)
 	}
 	if d, ok := line["duration_ms"].(float64); !ok || d < 0 {
 		t.Errorf("log duration_ms = %v, want a number of milliseconds", line["duration_ms"])

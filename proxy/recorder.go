@@ -24,9 +24,10 @@ import (
 type recorder struct {
 	http.ResponseWriter
 	status     int
-	headerSent bool  // WriteHeader(status) reached the real writer
-	closeConn  bool  // answer with Connection: close
-	err        error // first error writing to the client
+	headerSent bool   // WriteHeader(status) reached the real writer
+	closeConn  bool   // answer with Connection: close
+	id         string // khproxy's request id, sent as RequestIDHeader
+	err        error  // first error writing to the client
 
 	capture  *bytes.Buffer // non-nil: copy the body, up to captureLimit
 	header   http.Header   // with capture: the headers as written
@@ -118,6 +119,15 @@ func (r *recorder) reset() {
 	if r.capture != nil {
 		r.capture.Reset()
 	}
+	r.setRequestID(r.id)
+}
+
+// setRequestID sends id as the RequestIDHeader of the answer.
+func (r *recorder) setRequestID(id string) {
+	r.id = id
+	if id != "" {
+		r.ResponseWriter.Header()[RequestIDHeader] = []string{id}
+	}
 }
 
 // aborted handles ReverseProxy's abort of a response it could not copy
@@ -183,11 +193,13 @@ func (r *recorder) flushComplete() {
 	}
 }
 
-// replay writes a captured response.
+// replay writes a captured response, under this request's own id.
 func (r *recorder) replay(c *flight.Answer) {
 	h := r.Header()
 	for k, v := range c.Header {
-		h[k] = v
+		if k != RequestIDHeader {
+			h[k] = v
+		}
 	}
 	r.WriteHeader(c.Status)
 	_, _ = r.Write(c.Body)

@@ -61,6 +61,15 @@ func TestRetries(t *testing.T) {
 			`{"type":"auth_failed","status":401,"reason":"replay_detected"}`, 2, 200},
 		{"other 401 passes through", "GET", "/v1/products", nil, 401, nil, `{"reason":"signature_mismatch"}`, 1, 401},
 		{"4xx passes through", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		// A keyed request is resent on every answer that leaves it in doubt.
+		{"order 500 then ok", "POST", "/v1/orders", nil, 500, nil, "", 2, 200},
+		{"order 429 without Retry-After", "POST", "/v1/orders", nil, 429, nil, "", 2, 200},
+		{"order 408", "POST", "/v1/orders", nil, 408, nil, "", 2, 200},
+		{"order 425", "POST", "/v1/orders", nil, 425, nil, "", 2, 200},
+		{"order 409 in progress", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict","reason":"request_in_progress"}`, 2, 200},
+		{"client key 500 then ok", "POST", "/v1/other", map[string]string{"Idempotency-Key": "k1"}, 500, nil, "", 2, 200},
+		{"GET 500 passes through", "GET", "/v1/products", nil, 500, nil, "", 1, 500},
+		{"keyless POST 500 passes through", "POST", "/v1/other", nil, 500, nil, "", 1, 500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,12 +214,26 @@ func TestTransportErrors(t *testing.T) {
 	})
 	t.Run("exhausted: problem names attempts and key", func(t *testing.T) {
 		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) { dropConn(w) }, withRetries(2))
-		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader("{}"), nil)
+		hdr := http.Header{"Idempotency-Key": {"client-key-7"}}
+		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader("{}"), hdr)
 		p := assertProblem(t, resp, body, http.StatusBadGateway, "upstream_unreachable")
+		key := resp.Header.Get("Idempotency-Key")
+		detail := fmt.Sprint(p["detail"])
+		if key != "client-key-7" || !strings.Contains(detail, key) || !strings.Contains(detail, "attempts: 3") {
+			t.Errorf("detail %q should give 3 attempts and key %q", detail, key)
+		}
+	})
+	t.Run("exhausted with an automatic key: in doubt, names attempts and key", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) { dropConn(w) }, withRetries(2))
+		resp, body := h.do(t, "POST", "/v1/orders", strings.NewReader("{}"), nil)
+		p := assertProblem(t, resp, body, http.StatusServiceUnavailable, "in_doubt")
 		key := resp.Header.Get("Idempotency-Key")
 		detail := fmt.Sprint(p["detail"])
 		if key == "" || !strings.Contains(detail, key) || !strings.Contains(detail, "attempts: 3") {
 			t.Errorf("detail %q should give 3 attempts and key %q", detail, key)
+		}
+		if resp.Header.Get("Retry-After") == "" {
+			t.Error("no Retry-After on in_doubt")
 		}
 	})
 	t.Run("timeouts are retried, then 504", func(t *testing.T) {

@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
 	"strings"
+
+	"khproxy/proxy/upstream"
 )
 
 // forwardingHeaders are client headers that ReverseProxy drops before
@@ -60,13 +63,26 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if ex == nil {
 		return nil
 	}
-	ex.requestID = resp.Header.Get("X-Request-Id")
+	ex.apiRequestID = resp.Header.Get("X-Request-Id")
+	// khproxy's own id names this request; an upstream's header of that
+	// name would add a second value.
+	resp.Header.Del(RequestIDHeader)
 	ex.upstreamStatus = resp.StatusCode
 	if ex.idemKey != "" {
 		resp.Header.Set("Idempotency-Key", ex.idemKey)
 	}
+	if ex.autoKey && upstream.InDoubt(resp) {
+		// The retries are spent and the key is not settled: the caller
+		// must not take this answer as the result (errorHandler answers
+		// in_doubt, and the flight keeps the key for its retry).
+		return errInDoubtAnswer
+	}
 	return nil
 }
+
+// errInDoubtAnswer stands for an API answer that left an automatic-key
+// request in doubt.
+var errInDoubtAnswer = errors.New("the API's last answer settles nothing")
 
 // relocateHeaders are the response headers whose URI khproxy maps back into
 // its own path space.

@@ -132,7 +132,7 @@ func (o *Outage) record(err error) {
 		o.nextProbe = o.since.Add(o.probeEvery)
 		o.outages.Inc()
 		o.up.Set(0)
-		o.log.Warn("shared state (Redis) unreachable: using local rate limit and retry memory until it is back", "error", err)
+		o.log.Warn("shared state (Redis) unreachable: using local rate limit, retry memory and requests in flight until it is back", "error", err)
 	case err != nil:
 		o.lastErr = err.Error()
 	case o.down:

@@ -20,6 +20,16 @@
 //     noticed a moment after its retry may arrive, so such a request first
 //     waits up to the grace period for the earlier caller to leave.
 //
+// With a Board (several replicas sharing Redis), the same rules hold across
+// replicas: every leader is on the board, with its key, whether its caller
+// still waits, and its replica's heartbeat. A request finds an abandoned
+// flight of another replica there (its caller gone, or its replica silent
+// past the heartbeat's lifetime) and claims it: it cannot wait for that
+// answer, so it sends its own request with the flight's key, which the API
+// answers with the same order (spec §2). While another replica's identical
+// flight has its caller waiting, a request waits up to the grace period
+// for it to turn out gone, as on one replica.
+//
 // The package knows nothing of HTTP servers or of how a request is sent:
 // the proxy tells it when a caller leaves and how a flight ended, and
 // writes a shared Answer itself.
@@ -30,7 +40,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,6 +60,35 @@ type RetryMemory interface {
 	// Forget drops fp's entry if its key is key.
 	Forget(fp, key string)
 }
+
+// Board shares the flights of every replica (ratelimit.FlightBoard, in
+// Redis). Its methods never fail: when the board cannot be reached they
+// answer as if it were empty (Claim: nothing; MarkClaimed: true; Finish:
+// false), so that each replica goes on alone. Implementations are safe for
+// concurrent use; the Registry never calls them under its lock.
+type Board interface {
+	// Register puts a leader's flight on the board, its caller waiting.
+	Register(fp, id, key string)
+	// Leave records that the caller of flight id went away.
+	Leave(fp, id string)
+	// Claim claims an abandoned, unclaimed flight of fp on another
+	// replica (its caller gone, or its replica silent) and returns its
+	// key; ok is false when there is none. busy reports that another
+	// replica has a flight of fp whose caller may still wait.
+	Claim(fp string) (key string, ok, busy bool)
+	// MarkClaimed claims this replica's flight id for a local retry;
+	// false when another replica claimed it first.
+	MarkClaimed(fp, id string) bool
+	// Unclaim gives a local claim of flight id up.
+	Unclaim(fp, id string)
+	// Finish takes flight id off the board and reports whether another
+	// replica claimed it (the claimer then keeps its key).
+	Finish(fp, id string) (claimedElsewhere bool)
+}
+
+// sharedPoll is how often a request waiting for another replica's
+// identical flight to turn out gone looks at the board again.
+const sharedPoll = 25 * time.Millisecond
 
 // DefaultGrace is how long an identical request waits for the caller of an
 // earlier one in flight to turn out gone: on loopback a client's disconnect
@@ -70,6 +111,7 @@ type Answer struct {
 // Done is closed.
 type Flight struct {
 	fp   string
+	id   string // names the flight on the Board
 	key  string
 	done chan struct{}
 
@@ -106,6 +148,8 @@ type Registry struct {
 	unanswered RetryMemory          // fingerprint -> key
 	changed    chan struct{}        // closed and replaced when a caller leaves or a flight ends
 	grace      time.Duration
+	board      Board // nil: this replica alone
+	ids        atomic.Uint64
 }
 
 // NewRegistry returns an empty Registry that keeps unanswered keys in
@@ -119,6 +163,10 @@ func NewRegistry(unanswered RetryMemory, grace time.Duration) *Registry {
 		grace:      grace,
 	}
 }
+
+// Share makes reg share its flights with other replicas through b. Call it
+// before the first Join.
+func (reg *Registry) Share(b Board) { reg.board = b }
 
 // Fingerprint identifies "the same request" for a caller's retry: same
 // method, request-target and body (bodyHash, the body's hash as signed).
@@ -144,16 +192,32 @@ func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leade
 	waited := false
 	for {
 		reg.mu.Lock()
-		if f := reg.claimLocked(fp); f != nil {
-			reg.mu.Unlock()
-			return f, false, nil
+		f := reg.claimLocked(fp)
+		reg.mu.Unlock()
+		if f != nil {
+			if reg.board == nil || reg.board.MarkClaimed(fp, f.id) {
+				return f, false, nil
+			}
+			// Another replica's retry claimed it first: it keeps
+			// f.claimed, so that f's key goes to that retry alone.
+			continue
 		}
+		busy := false
+		if reg.board != nil {
+			var k string
+			var ok bool
+			if k, ok, busy = reg.board.Claim(fp); ok {
+				return reg.Start(fp, k), true, nil
+			}
+		}
+		reg.mu.Lock()
 		if k, ok := reg.takeUnanswered(fp); ok {
 			key, waited = k, true
 		}
-		if waited || len(reg.inflight[fp]) == 0 {
+		if waited || (len(reg.inflight[fp]) == 0 && !busy) {
 			f := reg.startLocked(fp, key)
 			reg.mu.Unlock()
+			reg.register(f)
 			return f, true, nil
 		}
 		changed := reg.changed
@@ -161,13 +225,34 @@ func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leade
 		if grace == nil {
 			grace = time.NewTimer(reg.grace)
 		}
+		var poll *time.Timer
+		var pollC <-chan time.Time
+		if busy {
+			// Another replica's caller leaving is not broadcast: look again.
+			poll = time.NewTimer(sharedPoll)
+			pollC = poll.C
+		}
 		select {
 		case <-changed:
+		case <-pollC:
 		case <-grace.C:
 			waited = true
 		case <-ctx.Done():
-			return nil, false, ctx.Err()
+			err = ctx.Err()
 		}
+		if poll != nil {
+			poll.Stop()
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// register puts f on the board, if there is one.
+func (reg *Registry) register(f *Flight) {
+	if reg.board != nil {
+		reg.board.Register(f.fp, f.id, f.key)
 	}
 }
 
@@ -187,12 +272,15 @@ func (reg *Registry) claimLocked(fp string) *Flight {
 // the API again with that flight's key.
 func (reg *Registry) Start(fp, key string) *Flight {
 	reg.mu.Lock()
-	defer reg.mu.Unlock()
-	return reg.startLocked(fp, key)
+	f := reg.startLocked(fp, key)
+	reg.mu.Unlock()
+	reg.register(f)
+	return f
 }
 
 func (reg *Registry) startLocked(fp, key string) *Flight {
-	f := &Flight{fp: fp, key: key, done: make(chan struct{})}
+	id := strconv.FormatUint(reg.ids.Add(1), 36)
+	f := &Flight{fp: fp, id: id, key: key, done: make(chan struct{})}
 	reg.inflight[fp] = append(reg.inflight[fp], f)
 	return f
 }
@@ -201,14 +289,20 @@ func (reg *Registry) startLocked(fp, key string) *Flight {
 // claimed by the caller's retry.
 func (reg *Registry) Leave(f *Flight) {
 	reg.mu.Lock()
-	defer reg.mu.Unlock()
 	f.callerGone = true
 	reg.broadcastLocked()
+	reg.mu.Unlock()
+	if reg.board != nil {
+		reg.board.Leave(f.fp, f.id)
+	}
 }
 
 // Unclaim gives f up: the retry that claimed it went away too. If f has
 // ended meanwhile, its key is kept for the next retry, as Finish would have.
 func (reg *Registry) Unclaim(f *Flight) {
+	if reg.board != nil {
+		reg.board.Unclaim(f.fp, f.id)
+	}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	f.claimed = false
@@ -223,6 +317,10 @@ func (reg *Registry) Unclaim(f *Flight) {
 // f.Done(). Unless the answer was delivered, its key is kept for the
 // caller's retry; a retry that claimed f takes over that duty.
 func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
+	elsewhere := false
+	if reg.board != nil {
+		elsewhere = reg.board.Finish(f.fp, f.id)
+	}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	leaders := reg.inflight[f.fp]
@@ -236,6 +334,10 @@ func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
 		delete(reg.inflight, f.fp)
 	} else {
 		reg.inflight[f.fp] = leaders
+	}
+	if elsewhere {
+		// A retry on another replica took the key over.
+		f.claimed = true
 	}
 	if !delivered && !f.claimed {
 		reg.keepUnanswered(f.fp, f.key)

@@ -14,7 +14,7 @@ import (
 // or key; a Call is used for one RoundTrip and must not be copied.
 //
 // The inputs must not change once RoundTrip has started. Of the outputs,
-// Sent may be read at any time from any goroutine; Attempts and RateWait
+// Sent may be read at any time from any goroutine; Attempts, Connected and RateWait
 // once RoundTrip has returned; BodyErr once the response body is closed.
 type Call struct {
 	// Target is the signed PATH: the upstream request-target after the
@@ -26,6 +26,9 @@ type Call struct {
 	// Body is the request body, read afresh by each attempt; it is sealed
 	// once the last attempt has been made. Required.
 	Body Body
+	// RequestID names the request in the Transport's log lines
+	// ("request_id"), as in the caller's.
+	RequestID string
 	// IdempotencyKey is sent as the Idempotency-Key header of every
 	// attempt, "" for none; a request with one is safe to repeat.
 	IdempotencyKey string
@@ -35,6 +38,9 @@ type Call struct {
 	// Sent reports that an attempt was handed to the next RoundTripper:
 	// from then on the request may have reached the upstream.
 	Sent atomic.Bool
+	// Connected reports that an attempt got a connection to the upstream,
+	// after which its bytes may have reached the API.
+	Connected bool
 	// RateWait is the time spent waiting for rate-limit tokens.
 	RateWait time.Duration
 	// BodyErr is why reading the upstream response body failed (nil when

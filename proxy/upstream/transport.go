@@ -48,7 +48,8 @@ type Metrics interface {
 	// UpstreamAttempt reports one signed attempt handed to the next
 	// RoundTripper: AttemptFirst, or the reason it is a retry
 	// ("connect", "transport", "timeout", "unavailable", "rate_limited",
-	// "replay_detected", "timestamp_out_of_window").
+	// "replay_detected", "timestamp_out_of_window", "request_in_progress",
+	// "in_doubt").
 	UpstreamAttempt(reason string)
 	// ClockOffset reports the learned offset of the upstream's clock from
 	// ours.
@@ -175,6 +176,8 @@ const (
 	retryRateLimited retryReason = "rate_limited"            // 429 with Retry-After
 	retryReplay      retryReason = "replay_detected"         // 401: the API saw this signature before
 	retryClockSkew   retryReason = "timestamp_out_of_window" // 401: our clock is off
+	retryInProgress  retryReason = "request_in_progress"     // 409: the API still runs the request with this key
+	retryInDoubt     retryReason = "in_doubt"                // another answer that settles nothing, for a keyed request
 )
 
 // RoundTrip sends req, whose Call is in its context (WithCall), retrying as
@@ -195,6 +198,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	reason := AttemptFirst
 	for retry := 0; ; retry++ {
 		resp, connected, err := t.attempt(req, c, reason)
+		c.Connected = c.Connected || connected
 		t.observe(req, c, resp)
 		why, wait := t.shouldRetry(req, c, resp, err, connected)
 		switch {
@@ -206,6 +210,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return resp, err
 			}
 			skewRetried = true
+		case why == retryInProgress:
+			// Not a failure: the API asks us to wait for the request
+			// with this key. Only the budget bounds the wait, even
+			// with RetryMax 0: a key reused from another replica's
+			// request meets it there.
+			wait = max(wait, backoff(retry))
 		case retry < t.retryMax:
 			wait = max(wait, backoff(retry))
 		case why == retryReplay && !replayRetried:
@@ -217,13 +227,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 		if t.now().Add(wait).Sub(start) > t.retryBudget {
-			t.log.Debug("retry budget exhausted", "path", c.Target, "attempts", c.Attempts, "reason", why)
+			t.log.Debug("retry budget exhausted", "request_id", c.RequestID, "path", c.Target, "attempts", c.Attempts, "reason", why)
 			return resp, err
 		}
 		if why == retryRateLimited && t.paced(req, c) {
 			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
 		}
-		attrs := []any{"method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
+		attrs := []any{"request_id", c.RequestID, "method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
 		if resp != nil {
 			attrs = append(attrs, "upstream_status", resp.StatusCode)
 		} else if err != nil {
@@ -256,7 +266,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // safe to resend re-signed. Anything else may have reached the API: only
 // requests that HTTP defines as idempotent, or that carry an Idempotency-Key
 // the API deduplicates on, are resent; others only when the connection was
-// never established.
+// never established. A request with an Idempotency-Key is resent on every
+// answer that leaves it in doubt (InDoubt), so that its key ends settled.
 func (t *Transport) shouldRetry(req *http.Request, c *Call, resp *http.Response, err error, connected bool) (retryReason, time.Duration) {
 	if err != nil {
 		var se *SignError
@@ -273,7 +284,8 @@ func (t *Transport) shouldRetry(req *http.Request, c *Call, resp *http.Response,
 			return retryTransport, 0
 		}
 	}
-	switch resp.StatusCode {
+	keyed := c.IdempotencyKey != ""
+	switch code := resp.StatusCode; code {
 	case http.StatusUnauthorized:
 		switch reason := retryReason(authReason(resp)); reason {
 		case retryReplay, retryClockSkew:
@@ -284,11 +296,47 @@ func (t *Transport) shouldRetry(req *http.Request, c *Call, resp *http.Response,
 			return retryUnavailable, retryAfter(resp.Header, t.now())
 		}
 	case http.StatusTooManyRequests:
-		if d := retryAfter(resp.Header, t.now()); d > 0 && safeToRepeat(req.Method, c.IdempotencyKey) {
+		d := retryAfter(resp.Header, t.now())
+		if (d > 0 && safeToRepeat(req.Method, c.IdempotencyKey)) || keyed {
 			return retryRateLimited, d
+		}
+	default:
+		switch {
+		case !keyed:
+		case code == http.StatusConflict && inProgress(resp):
+			return retryInProgress, retryAfter(resp.Header, t.now())
+		case InDoubt(resp):
+			return retryInDoubt, retryAfter(resp.Header, t.now())
 		}
 	}
 	return noRetry, 0
+}
+
+// InDoubt reports whether resp, the API's answer to a request with an
+// Idempotency-Key, leaves it unknown whether the request took effect or
+// whether its key is settled: any status but 2xx and 4xx, and 408, 409
+// request_in_progress, 425 and 429. Every other answer settles the key:
+// the API has answered it for good (spec §2: it stores the answer and
+// replays it for the key). A 409 body is read and put back.
+func InDoubt(resp *http.Response) bool {
+	switch code := resp.StatusCode; {
+	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests:
+		return true
+	case code == http.StatusConflict:
+		return inProgress(resp)
+	case code >= 200 && code < 300, code >= 400 && code < 500:
+		return false
+	}
+	return true
+}
+
+// inProgress reports whether a 409 says that the request with this key is
+// still being processed. The spec does not document this answer; the
+// emulator (and APIs like it) say so with reason "request_in_progress",
+// some APIs with a problem type of that name: both are recognised.
+func inProgress(resp *http.Response) bool {
+	p := readProblem(resp)
+	return p.Reason == "request_in_progress" || strings.HasSuffix(p.Type, "request_in_progress")
 }
 
 // safeToRepeat reports whether sending the request twice has the effect of
@@ -349,7 +397,8 @@ func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *ht
 	t.metrics.UpstreamAttempt(reason)
 	c.Sent.Store(true)
 	resp, err = t.next.RoundTrip(out)
-	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), ErrAttemptTimeout) {
+	if !timer.Stop() && err != nil && errors.Is(context.Cause(ctx), ErrAttemptTimeout) && !errors.Is(err, ErrAttemptTimeout) {
+		// Some failures do not carry the cause: add it once.
 		err = errors.Join(ErrAttemptTimeout, err)
 	}
 	if err != nil {
@@ -371,30 +420,47 @@ func (t *Transport) learnSkew(resp *http.Response) bool {
 		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)")
 		return false
 	}
-	skew := date.Sub(t.now()).Round(time.Second)
+	// Date is truncated to the second: the upstream's clock read between
+	// Date and Date+1s, so the middle is the best guess. Reading Date as
+	// it is would make clocks that agree look 1 s apart half the time.
+	skew := date.Add(500 * time.Millisecond).Sub(t.now()).Round(time.Second)
 	t.skew.Store(int64(skew / time.Second))
 	t.metrics.ClockOffset(skew)
+	if skew == 0 {
+		t.log.Warn("upstream says our timestamp is out of its window, but its clock agrees with ours again: signing without a correction from now on", "offset", skew.String())
+		return true
+	}
 	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
 	return true
 }
 
 // authReason reads the reason of a 401 problem body and puts the bytes back
 // so that the response can still be passed through untouched.
-func authReason(resp *http.Response) string {
+func authReason(resp *http.Response) string { return readProblem(resp).Reason }
+
+// problemFields are the problem body fields the retry rules read.
+type problemFields struct {
+	Type   string `json:"type"`
+	Reason string `json:"reason"`
+}
+
+// readProblem reads the type and reason of a problem body and puts the bytes
+// back so that the response can still be passed through untouched. Reading
+// twice is harmless.
+func readProblem(resp *http.Response) problemFields {
 	const limit = 64 << 10
+	var p problemFields
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return p
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	rest := resp.Body
 	resp.Body = &multiReadCloser{Reader: io.MultiReader(bytes.NewReader(b), rest), Closer: rest}
 	if err != nil {
-		return ""
+		return p
 	}
-	var p struct {
-		Reason string `json:"reason"`
-	}
-	if json.Unmarshal(b, &p) != nil {
-		return ""
-	}
-	return p.Reason
+	_ = json.Unmarshal(b, &p)
+	return p
 }
 
 type multiReadCloser struct {

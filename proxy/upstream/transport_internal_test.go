@@ -182,3 +182,78 @@ func TestShouldRetry(t *testing.T) {
 		})
 	}
 }
+
+// TestInDoubt: only 2xx and a 4xx other than 408, 409 request_in_progress,
+// 425 and 429 settle a key.
+func TestInDoubt(t *testing.T) {
+	tests := []struct {
+		status int
+		body   string
+		want   bool
+	}{
+		{200, "", false}, {201, `{"id":1}`, false}, {204, "", false},
+		{400, `{"type":"validation_failed"}`, false}, {401, `{"reason":"signature_mismatch"}`, false},
+		{404, "", false}, {422, "", false},
+		{409, `{"type":"idempotency_conflict","reason":"body_mismatch"}`, false},
+		{409, `{"type":"idempotency_conflict","reason":"request_in_progress"}`, true},
+		{409, `{"type":"https://example.com/problems/request_in_progress"}`, true},
+		{408, "", true}, {425, "", true}, {429, "", true},
+		{500, "", true}, {501, "", true}, {502, "", true}, {503, "", true}, {504, "", true},
+		{302, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(http.StatusText(tt.status)+tt.body, func(t *testing.T) {
+			resp := &http.Response{StatusCode: tt.status, Body: io.NopCloser(strings.NewReader(tt.body))}
+			if got := InDoubt(resp); got != tt.want {
+				t.Errorf("InDoubt(%d %s) = %v, want %v", tt.status, tt.body, got, tt.want)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != tt.body {
+				t.Errorf("body after InDoubt = %q, want it untouched", b)
+			}
+		})
+	}
+}
+
+// offsetMetrics records the learned clock offsets.
+type offsetMetrics struct{ offsets []time.Duration }
+
+func (m *offsetMetrics) UpstreamAttempt(string)      {}
+func (m *offsetMetrics) ClockOffset(d time.Duration) { m.offsets = append(m.offsets, d) }
+
+// TestLearnSkewAgreeingClocks: Date is truncated to the second; clocks that
+// agree must give an offset of 0, whatever the fraction of our second.
+func TestLearnSkewAgreeingClocks(t *testing.T) {
+	base := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name  string
+		upOff time.Duration // the upstream clock minus ours
+		frac  time.Duration // our clock's fraction of a second
+		want  time.Duration
+	}{
+		{"agree, early in the second", 0, 100 * time.Millisecond, 0},
+		{"agree, late in the second", 0, 900 * time.Millisecond, 0},
+		{"upstream 200 s behind, late", -200 * time.Second, 900 * time.Millisecond, -200 * time.Second},
+		{"upstream 400 s ahead, early", 400 * time.Second, 100 * time.Millisecond, 400 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			now := base.Add(tt.frac)
+			m := &offsetMetrics{}
+			tr, err := New(Options{Signer: &signer.Signer{Key: "k", Secret: signer.StaticSecret("s")}, Metrics: m, Now: func() time.Time { return now }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.skew.Store(-600)                                  // learned earlier, before the clocks walked back
+			date := now.Add(tt.upOff).Add(10 * time.Millisecond) // the answer's latency
+			resp := &http.Response{Header: http.Header{"Date": {date.UTC().Format(http.TimeFormat)}}}
+			if !tr.learnSkew(resp) {
+				t.Fatal("Date not used")
+			}
+			if got := time.Duration(tr.skew.Load()) * time.Second; got != tt.want {
+				t.Errorf("offset = %v, want %v", got, tt.want)
+			}
+			if len(m.offsets) != 1 || m.offsets[0] != tt.want {
+				t.Errorf("metric offsets %v, want [%v]", m.offsets, tt.want)
+			}
+		})
+	}
+}
