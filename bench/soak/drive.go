@@ -149,9 +149,9 @@ loop:
 			// Redis is down.
 			at := time.Since(begin).Round(time.Second)
 			s.logf("%v: restarting Redis", at)
-			res.events = append(res.events, fmt.Sprintf("Redis stopped at %v, started again 2 s later", at))
+			res.events = append(res.events, fmt.Sprintf("Redis stopped at %v, started again %v later", at, s.o.redisDown))
 			restarting = true
-			go func() { restarted <- s.restartRedis(2 * time.Second) }()
+			go func() { restarted <- s.restartRedis(s.o.redisDown) }()
 		case <-sampleT.C:
 			sm := s.sample(time.Since(begin))
 			res.samples = append(res.samples, sm)

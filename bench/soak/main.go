@@ -10,7 +10,8 @@
 // It builds khproxy from this checkout once, then starts
 //
 //   - a redis-server on a free loopback port (Debian package
-//     redis-server), restarted once half-way through the run;
+//     redis-server), restarted once half-way through the run (down for
+//     -redis-down);
 //   - the API emulator ("khproxy emulator") with random faults, each at
 //     -fault-rate: 503 and 429 before any work; the connection dropped,
 //     a 500, or an answer past khproxy's upstream timeout after the order

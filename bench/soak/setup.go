@@ -30,6 +30,7 @@ type options struct {
 	faultRate       float64
 	upstreamTimeout time.Duration
 	purchaseTimeout time.Duration
+	redisDown       time.Duration
 	khproxy         string
 	logs            string
 }
@@ -48,6 +49,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.faultRate, "fault-rate", 0.03, "rate of each random fault: 503 and 429 before work; drop, 500 and slow answer after commit")
 	fs.DurationVar(&o.upstreamTimeout, "upstream-timeout", 2*time.Second, "khproxy's KH_UPSTREAM_TIMEOUT; slow answers come 1.5 s after it")
 	fs.DurationVar(&o.purchaseTimeout, "purchase-timeout", 3*time.Minute, "how long a caller keeps retrying one purchase")
+	fs.DurationVar(&o.redisDown, "redis-down", 2*time.Second, "how long Redis stays down when it is restarted half-way")
 	fs.StringVar(&o.khproxy, "khproxy", "", "khproxy binary to run (default: built from this checkout)")
 	fs.StringVar(&o.logs, "logs", "", "directory for the processes' output (default: a temporary one)")
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +71,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-upstream-timeout must be at least 500ms")
 	case o.purchaseTimeout < 10*time.Second:
 		return o, errors.New("-purchase-timeout must be at least 10s")
+	case o.redisDown < 0 || o.redisDown > time.Minute:
+		return o, errors.New("-redis-down must be from 0 to 1m")
 	}
 	if n := o.rate * o.minutes * 60 * 41 / 40; n > maxPurchases {
 		return o, fmt.Errorf("-rate %g for -minutes %g makes about %.0f orders; the emulator holds at most 10,000 (keep it under %d)", o.rate, o.minutes, n, maxPurchases)

@@ -145,7 +145,7 @@ func TestRetryable(t *testing.T) {
 func TestParseOptions(t *testing.T) {
 	for _, args := range [][]string{
 		{"-minutes", "0"}, {"-rate", "0"}, {"-rate", "101"}, {"-in-progress", "wait"}, {"-fault-rate", "0.5"},
-		{"-upstream-timeout", "100ms"}, {"-purchase-timeout", "1s"}, {"-minutes", "30", "-rate", "8"}, {"extra"},
+		{"-upstream-timeout", "100ms"}, {"-purchase-timeout", "1s"}, {"-redis-down", "-1s"}, {"-minutes", "30", "-rate", "8"}, {"extra"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {
 			t.Errorf("parseOptions(%q): want an error", args)
