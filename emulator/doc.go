@@ -32,7 +32,7 @@
 //	  same key + other body -> 409 idempotency_conflict
 //	Idempotency per API key; missing key 400; 5xx not stored;          emulator's choice (spec §2)
 //	  Idempotent-Replayed header
-//	A key whose request is still being answered: 409                  emulator's choice, both ways
+//	A key whose request is still being answered: 409                   emulator's choice, both ways
 //	  request_in_progress with Retry-After: 1 (InProgressConflict),      (the spec does not say what
 //	  or wait and replay the stored answer (InProgressReplay)            the API answers)
 //	Optional order field "label", kept on the order                    emulator only (spec §5 shows
