@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"khproxy/bench/internal/benchproc"
 )
+
+// proc is a process the benchmark started.
+type proc = benchproc.Proc
 
 // The key and secret khproxy signs with in the benchmark; the upstream's
 // verify path checks them.
@@ -140,7 +144,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, c := range o.conns {
 			fmt.Fprintf(stderr, "khbench: %s, %d connections ...\n", req.name, c)
 			r, err := measure(ctx, o, []*proc{t.plain, t.khproxy}, func(p *proc, d time.Duration) (result, error) {
-				return runWrk(ctx, o.wrk, script, "http://"+p.addrs["http"], c, d, req)
+				return runWrk(ctx, o.wrk, script, "http://"+p.Addrs["http"], c, d, req)
 			})
 			if err != nil {
 				return err
@@ -159,9 +163,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "khbench: TLS, new connection per request: %s ...\n", req.name)
 			r, err := measure(ctx, o, []*proc{t.upstream, t.khproxyTLS}, func(p *proc, d time.Duration) (result, error) {
 				if p == t.upstream {
-					return runNewConnLoad(ctx, self, "https://"+p.addrs["https"]+basePath, certs.CA, o.tlsConns, d, req)
+					return runNewConnLoad(ctx, self, "https://"+p.Addrs["https"]+basePath, certs.CA, o.tlsConns, d, req)
 				}
-				return runNewConnLoad(ctx, self, "http://"+p.addrs["http"], "", o.tlsConns, d, req)
+				return runNewConnLoad(ctx, self, "http://"+p.Addrs["http"], "", o.tlsConns, d, req)
 			})
 			if err != nil {
 				return err
@@ -193,19 +197,19 @@ func (t *targets) start(self, khproxy string, certs tlsFiles, env ...string) err
 		}
 		return line == "ready"
 	}
-	t.upstream, err = startProc("upstream", exec.Command(self, "upstream", "-tls-listen", "127.0.0.1:0", "-cert", certs.Cert, "-key", certs.Key), false, announced)
+	t.upstream, err = benchproc.Start("upstream", exec.Command(self, "upstream", "-tls-listen", "127.0.0.1:0", "-cert", certs.Cert, "-key", certs.Key), false, announced)
 	if err != nil {
 		return err
 	}
-	t.plain, err = startProc("plain", exec.Command(self, "plain", "-upstream", "http://"+t.upstream.addrs["http"]+basePath), false, announced)
+	t.plain, err = benchproc.Start("plain", exec.Command(self, "plain", "-upstream", "http://"+t.upstream.Addrs["http"]+basePath), false, announced)
 	if err != nil {
 		return err
 	}
-	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.addrs["http"]+basePath, env...)
+	t.khproxy, err = startKhproxy("khproxy", khproxy, "http://"+t.upstream.Addrs["http"]+basePath, env...)
 	if err != nil {
 		return err
 	}
-	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.addrs["https"]+basePath, append(env, "KH_UPSTREAM_CA_FILE="+certs.CA)...)
+	t.khproxyTLS, err = startKhproxy("khproxy (TLS upstream)", khproxy, "https://"+t.upstream.Addrs["https"]+basePath, append(env, "KH_UPSTREAM_CA_FILE="+certs.CA)...)
 	return err
 }
 
@@ -217,18 +221,9 @@ func (t *targets) start(self, khproxy string, certs tlsFiles, env ...string) err
 // 60 requests a minute, which would measure the pacing, not khproxy. An
 // older build ignores the variables it does not know.
 func startKhproxy(name, bin, upstream string, env ...string) (*proc, error) {
-	cmd := exec.Command(bin)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "KH_KEY=" + benchKey, "KH_SECRET=" + benchSecret,
+	return benchproc.StartKhproxy(name, bin, append([]string{"KH_KEY=" + benchKey, "KH_SECRET=" + benchSecret,
 		"KH_UPSTREAM=" + upstream, "KH_LISTEN=127.0.0.1:0", "KH_LOG_FORMAT=json",
-		"KH_ADMIN_LISTEN=127.0.0.1:0", "KH_RATE_LIMIT=off", "KH_SHUTDOWN_DELAY=0s"}, env...)
-	return startProc(name, cmd, true, func(line string, addrs map[string]string) bool {
-		var m struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "khproxy listening" {
-			addrs["http"] = m.Addr
-			return true
-		}
-		return false
-	})
+		"KH_ADMIN_LISTEN=127.0.0.1:0", "KH_RATE_LIMIT=off", "KH_SHUTDOWN_DELAY=0s"}, env...), nil)
 }
 
 // check sends one request through each proxy: khproxy's must reach the
@@ -238,9 +233,9 @@ func (t *targets) check(ctx context.Context) error {
 		url  string
 		want int
 	}{
-		{"http://" + t.plain.addrs["http"] + "/v1/products", http.StatusOK},
-		{"http://" + t.khproxy.addrs["http"] + verifyPath + "?q=1", http.StatusOK},
-		{"http://" + t.khproxyTLS.addrs["http"] + verifyPath, http.StatusOK},
+		{"http://" + t.plain.Addrs["http"] + "/v1/products", http.StatusOK},
+		{"http://" + t.khproxy.Addrs["http"] + verifyPath + "?q=1", http.StatusOK},
+		{"http://" + t.khproxyTLS.Addrs["http"] + verifyPath, http.StatusOK},
 	} {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(`{"check":true}`))
 		if err != nil {
@@ -266,8 +261,8 @@ func (t *targets) stopAll() error {
 	var errs []error
 	for _, p := range []*proc{t.khproxyTLS, t.khproxy, t.plain, t.upstream} {
 		if p != nil {
-			errs = append(errs, p.alive())
-			p.stop()
+			errs = append(errs, p.Alive())
+			p.Stop()
 		}
 	}
 	return errors.Join(errs...)
@@ -307,17 +302,17 @@ func measure(ctx context.Context, o benchOptions, procs []*proc, load func(*proc
 // load's own figures, p's peak RSS and, read right before and right after
 // the load, p's and the whole machine's CPU time per request.
 func measureOnce(p *proc, d time.Duration, load func(*proc, time.Duration) (result, error)) (sample, error) {
-	meter := startPeak(p)
-	before, err := readCPU(p.cmd.Process.Pid)
+	meter := benchproc.StartPeak(p)
+	before, err := readCPU(p.Pid())
 	if err != nil {
-		meter.stop()
+		meter.Stop()
 		return sample{}, err
 	}
 	res, err := load(p, d)
-	after, cpuErr := readCPU(p.cmd.Process.Pid)
-	peak := meter.stop()
+	after, cpuErr := readCPU(p.Pid())
+	peak := meter.Stop()
 	if err == nil {
-		err = p.alive()
+		err = p.Alive()
 	}
 	if err == nil {
 		err = cpuErr
@@ -326,7 +321,7 @@ func measureOnce(p *proc, d time.Duration, load func(*proc, time.Duration) (resu
 		return sample{}, err
 	}
 	if res.failures() > 0 {
-		return sample{}, fmt.Errorf("%s: %.0f of %.0f requests failed: %+v", p.name, res.failures(), res.Requests+res.failures(), res.Errors)
+		return sample{}, fmt.Errorf("%s: %.0f of %.0f requests failed: %+v", p.Name, res.failures(), res.Requests+res.failures(), res.Errors)
 	}
 	return sample{rps: res.rps(), p50: res.P50US, p99: res.P99US, peak: peak, cpu: perRequest(before, after, res.Requests)}, nil
 }

@@ -36,12 +36,12 @@ func parseMoney(s string) (int64, error) {
 // the realistic ones (read-only key, lifecycle delays, production webhook
 // retries), unlike the Go API's zero values; see the package doc.
 type cliFlags struct {
-	listen, key, secret, scopes, allowIP, basePath, balance string
-	hookSecret, hookHeader, hookRetries, card, signedPath   string
-	perMinute, burst, perDay                                int
-	noLimit, insecure, noControl                            bool
-	faults                                                  Faults
-	life                                                    Lifecycle
+	listen, key, secret, scopes, allowIP, basePath, balance           string
+	hookSecret, hookHeader, hookRetries, card, signedPath, inProgress string
+	perMinute, burst, perDay                                          int
+	noLimit, insecure, noControl                                      bool
+	faults                                                            Faults
+	life                                                              Lifecycle
 }
 
 func (c *cliFlags) register(fs *flag.FlagSet) {
@@ -75,6 +75,21 @@ func (c *cliFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.faults.RetryAfter, "retry-after", 0, "fault: Retry-After for injected 429/5xx")
 	fs.DurationVar(&c.faults.ClockOffset, "clock-offset", 0, "fault: run the server clock with this offset")
 	fs.IntVar(&c.faults.DuplicateWebhooks, "duplicate-webhooks", 0, "fault: send the next N webhook deliveries twice")
+	fs.IntVar(&c.faults.FailAfterCommit, "fail-after-commit", 0, "fault: answer 500 to the next N committed writes, after committing them and storing their real answer")
+	fs.DurationVar(&c.faults.SlowAfterCommit, "slow-after-commit", 0, "fault: answer committed writes this long after committing them (the key stays in progress meanwhile)")
+	fs.IntVar(&c.faults.SlowAfterCommitCount, "slow-after-commit-count", 0, "fault: slow only the next N committed writes (0: all)")
+	fs.StringVar(&c.inProgress, "in-progress", string(InProgressConflict), "what a request gets whose Idempotency-Key is still being answered: 409 (request_in_progress, Retry-After: 1) or replay (wait, then the stored answer); the spec does not say")
+	r := &c.faults.Random
+	fs.Float64Var(&r.Unavailable, "random-unavailable", 0, "random fault: share of requests (0 to 1) answered 503 before any work")
+	fs.Float64Var(&r.RateLimited, "random-rate-limited", 0, "random fault: share of requests answered 429 before any work")
+	fs.Float64Var(&r.DropAfterCommit, "random-drop-after-commit", 0, "random fault: share of committed writes whose connection is dropped after the commit")
+	fs.Float64Var(&r.FailAfterCommit, "random-fail-after-commit", 0, "random fault: share of committed writes answered 500 after the commit")
+	fs.Float64Var(&r.SlowAfterCommit, "random-slow-after-commit", 0, "random fault: share of committed writes answered -random-slow-delay after the commit")
+	fs.DurationVar(&r.SlowDelay, "random-slow-delay", 0, "random fault: how late -random-slow-after-commit answers")
+	fs.DurationVar(&r.ClockStep, "clock-walk-step", 0, "random fault: every -clock-walk-every the clock offset moves this much up or down")
+	fs.DurationVar(&r.ClockEvery, "clock-walk-every", 0, "random fault: how often the clock offset steps")
+	fs.DurationVar(&r.ClockMax, "clock-walk-max", 0, "random fault: the clock offset stays within plus or minus this")
+	fs.Uint64Var(&r.Seed, "random-seed", 0, "seed of the random faults (0: random)")
 }
 
 // options builds New's Options from the flags (credentials already set).
@@ -102,6 +117,10 @@ func (c *cliFlags) options(logger *slog.Logger) (Options, error) {
 	if err != nil {
 		return Options{}, fmt.Errorf("emulator: -card: %w", err)
 	}
+	inProgress, err := ParseInProgress(c.inProgress)
+	if err != nil {
+		return Options{}, fmt.Errorf("emulator: -in-progress: %w", err)
+	}
 	return Options{
 		Keys:                  []Key{{ID: c.key, Secret: c.secret, Scopes: scopes, AllowIPs: allow}},
 		BasePath:              c.basePath,
@@ -114,10 +133,18 @@ func (c *cliFlags) options(logger *slog.Logger) (Options, error) {
 		WebhookRetries:        retries,
 		AllowInsecureWebhooks: c.insecure,
 		Faults:                c.faults,
+		InProgress:            inProgress,
 		Lifecycle:             c.life,
 		NoControl:             c.noControl,
 		Logger:                logger,
 	}, nil
+}
+
+// longestDelay is the longest answer delay the fault flags ask for; the
+// write timeout makes room for it (delays set later on the control
+// endpoint get no more room).
+func (c *cliFlags) longestDelay() time.Duration {
+	return max(c.faults.Delay, c.faults.SlowAfterCommit, c.faults.Random.SlowDelay)
 }
 
 // banner prints what a user of this run needs: generated credentials
@@ -225,7 +252,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Listener:     ln,
 		Handler:      emu,
 		ReadTimeout:  30 * time.Second,
-		WriteTimeout: 30*time.Second + c.faults.Delay,
+		WriteTimeout: 30*time.Second + c.longestDelay(),
 	})
 	if err != nil {
 		return fmt.Errorf("emulator: %w", err)

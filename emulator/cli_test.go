@@ -111,6 +111,11 @@ func TestRunFlags(t *testing.T) {
 		{"bad webhook retries", []string{"-webhook-retries", "often"}, getenv, "-webhook-retries"},
 		{"negative provision delay", []string{"-provision-delay", "-2s"}, getenv, "negative"},
 		{"negative duplicates", []string{"-duplicate-webhooks", "-1"}, getenv, "negative"},
+		{"bad in-progress", []string{"-in-progress", "wait"}, getenv, "-in-progress"},
+		{"negative fail after commit", []string{"-fail-after-commit", "-1"}, getenv, "negative"},
+		{"random rate above 1", []string{"-random-unavailable", "1.5"}, getenv, "rates"},
+		{"random slow without delay", []string{"-random-slow-after-commit", "0.1"}, getenv, "SlowDelay"},
+		{"clock walk without every", []string{"-clock-walk-step", "200s", "-clock-walk-max", "400s"}, getenv, "clock walk"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,7 +224,11 @@ func startRun(t *testing.T, args ...string) (string, *testutil.SyncBuffer) {
 func TestRunFlagsReachTheEmulator(t *testing.T) {
 	addr, _ := startRun(t, "-scopes", "write:orders,read:orders", "-card", "expired", "-balance", "0",
 		"-allow-ip", "127.0.0.1,::1", "-payment-delay", "3s", "-provision-delay", "0", "-action-delay", "250ms",
-		"-manual-lifecycle", "-duplicate-webhooks", "2", "-webhook-retries", "1s,1m")
+		"-manual-lifecycle", "-duplicate-webhooks", "2", "-webhook-retries", "1s,1m",
+		"-fail-after-commit", "3", "-slow-after-commit", "4s", "-slow-after-commit-count", "5", "-in-progress", "replay",
+		"-random-unavailable", "0.01", "-random-rate-limited", "0.02", "-random-drop-after-commit", "0.03",
+		"-random-fail-after-commit", "0.04", "-random-slow-after-commit", "0.05", "-random-slow-delay", "6s",
+		"-clock-walk-step", "200s", "-clock-walk-every", "20s", "-clock-walk-max", "400s", "-random-seed", "11")
 	resp, err := http.Get("http://" + addr + ControlPath + "state")
 	if err != nil {
 		t.Fatal(err)
@@ -229,10 +238,11 @@ func TestRunFlagsReachTheEmulator(t *testing.T) {
 			Scopes   []string `json:"scopes"`
 			AllowIPs []string `json:"allow_ips"`
 		}
-		Accounts  []struct{ Balance, Card string }
-		Lifecycle map[string]any
-		Faults    map[string]any
-		Retries   []string `json:"webhook_retries"`
+		Accounts   []struct{ Balance, Card string }
+		Lifecycle  map[string]any
+		Faults     map[string]any
+		Retries    []string `json:"webhook_retries"`
+		InProgress string   `json:"in_progress"`
 	}
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
@@ -257,8 +267,24 @@ func TestRunFlagsReachTheEmulator(t *testing.T) {
 	if !slices.Equal(st.Retries, []string{"1s", "1m0s"}) {
 		t.Errorf("webhook_retries: %v", st.Retries)
 	}
-	if st.Faults["duplicate_webhooks"] != 2.0 {
-		t.Errorf("faults: %v", st.Faults)
+	wantFaults := map[string]any{"duplicate_webhooks": 2.0, "fail_after_commit": 3.0, "slow_after_commit": "4s",
+		"slow_after_commit_count": 5.0}
+	for k, v := range wantFaults {
+		if st.Faults[k] != v {
+			t.Errorf("faults.%s: got %v, want %v", k, st.Faults[k], v)
+		}
+	}
+	wantRandom := map[string]any{"unavailable": 0.01, "rate_limited": 0.02, "drop_after_commit": 0.03,
+		"fail_after_commit": 0.04, "slow_after_commit": 0.05, "slow_delay": "6s", "clock_step": "3m20s",
+		"clock_every": "20s", "clock_max": "6m40s", "seed": 11.0}
+	random, _ := st.Faults["random"].(map[string]any)
+	for k, v := range wantRandom {
+		if random[k] != v {
+			t.Errorf("faults.random.%s: got %v, want %v", k, random[k], v)
+		}
+	}
+	if st.InProgress != "replay" {
+		t.Errorf("in_progress: got %q, want replay", st.InProgress)
 	}
 
 	off, _ := startRun(t, "-no-control")

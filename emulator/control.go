@@ -23,9 +23,12 @@ import (
 // loopback, or set Options.NoControl / -no-control). Every answer is JSON;
 // errors are problem+json with type ControlProblemType. Routes:
 //
-//	GET  /__emulator/state                      keys, accounts, faults, lifecycle, queues
+//	GET  /__emulator/state                      keys, accounts, faults, injected faults, lifecycle, queues
 //	GET  /__emulator/faults                     the faults, with remaining counts
 //	PUT  /__emulator/faults                     replace them (absent fields are zero)
+//	GET  /__emulator/in-progress                {"in_progress":"409"} or "replay" (see InProgress)
+//	PUT  /__emulator/in-progress                change it
+//	GET  /__emulator/orders                     every order: id, label, idempotency_key, key_id, status
 //	GET  /__emulator/lifecycle                  the lifecycle timing
 //	PUT  /__emulator/lifecycle                  replace it
 //	POST /__emulator/advance                    run every waiting lifecycle step
@@ -106,6 +109,11 @@ var controlRoutes = []controlRoute{
 	{"GET", "state", func(e *Emulator, _ string, _ []byte) (any, *controlError) { return e.controlState(), nil }},
 	{"GET", "faults", func(e *Emulator, _ string, _ []byte) (any, *controlError) { return faultsToJSON(e.Faults()), nil }},
 	{"PUT", "faults", (*Emulator).controlSetFaults},
+	{"GET", "in-progress", func(e *Emulator, _ string, _ []byte) (any, *controlError) {
+		return map[string]string{"in_progress": string(e.InProgress())}, nil
+	}},
+	{"PUT", "in-progress", (*Emulator).controlSetInProgress},
+	{"GET", "orders", func(e *Emulator, _ string, _ []byte) (any, *controlError) { return ordersToJSON(e.Orders()), nil }},
 	{"GET", "lifecycle", func(e *Emulator, _ string, _ []byte) (any, *controlError) { return lifecycleToJSON(e.Lifecycle()), nil }},
 	{"PUT", "lifecycle", (*Emulator).controlSetLifecycle},
 	{"POST", "advance", func(e *Emulator, _ string, _ []byte) (any, *controlError) {
@@ -203,19 +211,63 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 }
 
 type faultsJSON struct {
-	DropAfterCommit   int      `json:"drop_after_commit"`
-	Delay             duration `json:"delay"`
-	DelayCount        int      `json:"delay_count"`
-	FailCount         int      `json:"fail_count"`
-	FailStatus        int      `json:"fail_status"`
-	RetryAfter        duration `json:"retry_after"`
-	ClockOffset       duration `json:"clock_offset"`
-	DuplicateWebhooks int      `json:"duplicate_webhooks"`
+	DropAfterCommit      int              `json:"drop_after_commit"`
+	FailAfterCommit      int              `json:"fail_after_commit"`
+	SlowAfterCommit      duration         `json:"slow_after_commit"`
+	SlowAfterCommitCount int              `json:"slow_after_commit_count"`
+	Delay                duration         `json:"delay"`
+	DelayCount           int              `json:"delay_count"`
+	FailCount            int              `json:"fail_count"`
+	FailStatus           int              `json:"fail_status"`
+	RetryAfter           duration         `json:"retry_after"`
+	ClockOffset          duration         `json:"clock_offset"`
+	DuplicateWebhooks    int              `json:"duplicate_webhooks"`
+	Random               randomFaultsJSON `json:"random"`
+}
+
+type randomFaultsJSON struct {
+	Unavailable     float64  `json:"unavailable"`
+	RateLimited     float64  `json:"rate_limited"`
+	DropAfterCommit float64  `json:"drop_after_commit"`
+	FailAfterCommit float64  `json:"fail_after_commit"`
+	SlowAfterCommit float64  `json:"slow_after_commit"`
+	SlowDelay       duration `json:"slow_delay"`
+	ClockStep       duration `json:"clock_step"`
+	ClockEvery      duration `json:"clock_every"`
+	ClockMax        duration `json:"clock_max"`
+	Seed            uint64   `json:"seed"`
 }
 
 func faultsToJSON(f Faults) faultsJSON {
-	return faultsJSON{f.DropAfterCommit, duration(f.Delay), f.DelayCount, f.FailCount, f.FailStatus,
-		duration(f.RetryAfter), duration(f.ClockOffset), f.DuplicateWebhooks}
+	r := f.Random
+	return faultsJSON{
+		DropAfterCommit: f.DropAfterCommit, FailAfterCommit: f.FailAfterCommit,
+		SlowAfterCommit: duration(f.SlowAfterCommit), SlowAfterCommitCount: f.SlowAfterCommitCount,
+		Delay: duration(f.Delay), DelayCount: f.DelayCount, FailCount: f.FailCount, FailStatus: f.FailStatus,
+		RetryAfter: duration(f.RetryAfter), ClockOffset: duration(f.ClockOffset), DuplicateWebhooks: f.DuplicateWebhooks,
+		Random: randomFaultsJSON{
+			Unavailable: r.Unavailable, RateLimited: r.RateLimited,
+			DropAfterCommit: r.DropAfterCommit, FailAfterCommit: r.FailAfterCommit, SlowAfterCommit: r.SlowAfterCommit,
+			SlowDelay: duration(r.SlowDelay), ClockStep: duration(r.ClockStep), ClockEvery: duration(r.ClockEvery),
+			ClockMax: duration(r.ClockMax), Seed: r.Seed,
+		},
+	}
+}
+
+func (j faultsJSON) faults() Faults {
+	r := j.Random
+	return Faults{
+		DropAfterCommit: j.DropAfterCommit, FailAfterCommit: j.FailAfterCommit,
+		SlowAfterCommit: time.Duration(j.SlowAfterCommit), SlowAfterCommitCount: j.SlowAfterCommitCount,
+		Delay: time.Duration(j.Delay), DelayCount: j.DelayCount, FailCount: j.FailCount, FailStatus: j.FailStatus,
+		RetryAfter: time.Duration(j.RetryAfter), ClockOffset: time.Duration(j.ClockOffset), DuplicateWebhooks: j.DuplicateWebhooks,
+		Random: RandomFaults{
+			Unavailable: r.Unavailable, RateLimited: r.RateLimited,
+			DropAfterCommit: r.DropAfterCommit, FailAfterCommit: r.FailAfterCommit, SlowAfterCommit: r.SlowAfterCommit,
+			SlowDelay: time.Duration(r.SlowDelay), ClockStep: time.Duration(r.ClockStep), ClockEvery: time.Duration(r.ClockEvery),
+			ClockMax: time.Duration(r.ClockMax), Seed: r.Seed,
+		},
+	}
 }
 
 func (e *Emulator) controlSetFaults(_ string, body []byte) (any, *controlError) {
@@ -223,12 +275,38 @@ func (e *Emulator) controlSetFaults(_ string, body []byte) (any, *controlError) 
 	if ce := decodeControl(body, &j); ce != nil {
 		return nil, ce
 	}
-	f := Faults{j.DropAfterCommit, time.Duration(j.Delay), j.DelayCount, j.FailCount, j.FailStatus,
-		time.Duration(j.RetryAfter), time.Duration(j.ClockOffset), j.DuplicateWebhooks}
-	if err := e.SetFaults(f); err != nil {
+	if err := e.SetFaults(j.faults()); err != nil {
 		return nil, badControl("%v", err)
 	}
 	return faultsToJSON(e.Faults()), nil
+}
+
+func (e *Emulator) controlSetInProgress(_ string, body []byte) (any, *controlError) {
+	var j struct {
+		InProgress string `json:"in_progress"`
+	}
+	if ce := decodeControl(body, &j); ce != nil {
+		return nil, ce
+	}
+	if err := e.SetInProgress(InProgress(j.InProgress)); err != nil {
+		return nil, badControl("in_progress: %v", err)
+	}
+	return map[string]string{"in_progress": string(e.InProgress())}, nil
+}
+
+// ordersToJSON lists every order with what a test needs to count them
+// per purchase: the label and the Idempotency-Key it was placed with.
+func ordersToJSON(os []Order) map[string]any {
+	out := make([]map[string]any, 0, len(os))
+	for _, o := range os {
+		var label any
+		if o.Label != "" {
+			label = o.Label
+		}
+		out = append(out, map[string]any{"id": o.ID, "label": label, "idempotency_key": o.IdempotencyKey,
+			"key_id": o.KeyID, "account": o.Account, "status": o.Status, "created_at": rfc3339(o.CreatedAt)})
+	}
+	return map[string]any{"orders": out}
 }
 
 type lifecycleJSON struct {
@@ -389,7 +467,8 @@ func (e *Emulator) controlState() map[string]any {
 	}
 	return map[string]any{
 		"keys": keys, "accounts": accounts, "orders": orders,
-		"faults": faultsToJSON(e.Faults()), "lifecycle": lifecycleToJSON(e.Lifecycle()),
+		"faults": faultsToJSON(e.Faults()), "injected_faults": e.InjectedFaults(),
+		"in_progress": string(e.InProgress()), "lifecycle": lifecycleToJSON(e.Lifecycle()),
 		"pending_steps": e.PendingSteps(), "pending_webhooks": e.PendingWebhooks(),
 		"webhook_deliveries": len(e.WebhookDeliveries()), "webhook_retries": retries,
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"khproxy/internal/testutil"
 )
@@ -234,5 +235,71 @@ func TestControlRouting(t *testing.T) {
 
 	if _, err := New(Options{Keys: []Key{{ID: padKey("A"), Secret: "s"}}, BasePath: "/__emulator/api"}); err == nil {
 		t.Error("a base path under the control endpoint was accepted")
+	}
+}
+
+// The after-commit faults, the random faults, the in-progress mode and the
+// order list work from the control endpoint, for tests in any language.
+func TestControlSoakFaults(t *testing.T) {
+	env := newEnv(t, nil)
+	got := ctlOK(t, env, "PUT", "faults", `{"fail_after_commit":1,"slow_after_commit":"1.5s","slow_after_commit_count":2,
+		"random":{"unavailable":0.1,"rate_limited":0.05,"drop_after_commit":0.02,"fail_after_commit":0.03,
+		"slow_after_commit":0.04,"slow_delay":"3s","clock_step":"200s","clock_every":"20s","clock_max":"400s","seed":9}}`)
+	random, _ := got["random"].(map[string]any)
+	if got["fail_after_commit"] != 1.0 || got["slow_after_commit"] != "1.5s" || got["slow_after_commit_count"] != 2.0 ||
+		random["unavailable"] != 0.1 || random["slow_delay"] != "3s" || random["clock_max"] != "6m40s" || random["seed"] != 9.0 {
+		t.Errorf("PUT faults answer: %v", got)
+	}
+	want := Faults{FailAfterCommit: 1, SlowAfterCommit: 1500 * time.Millisecond, SlowAfterCommitCount: 2,
+		Random: RandomFaults{Unavailable: 0.1, RateLimited: 0.05, DropAfterCommit: 0.02, FailAfterCommit: 0.03,
+			SlowAfterCommit: 0.04, SlowDelay: 3 * time.Second, ClockStep: 200 * time.Second, ClockEvery: 20 * time.Second,
+			ClockMax: 400 * time.Second, Seed: 9}}
+	if got := env.emu.Faults(); got != want {
+		t.Errorf("Faults() = %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{`{"random":{"unavailable":2}}`, `{"random":{"slow_after_commit":0.1}}`,
+		`{"random":{"clock_step":"1m"}}`, `{"random":{"drop":0.1}}`, `{"fail_after_commit":-1}`} {
+		if status, _ := ctl(t, env, "PUT", "faults", bad); status != http.StatusBadRequest {
+			t.Errorf("PUT faults %s: status %d, want 400", bad, status)
+		}
+	}
+
+	ctlOK(t, env, "PUT", "faults", `{"fail_after_commit":1}`)
+	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", idem: "ctl-key",
+		body: `{"product_id":42,"billing_cycle":"monthly","label":"from-control"}`})
+	wantProblem(t, resp, body, http.StatusInternalServerError, codeInjected, "injected_fault_after_commit")
+	orders, _ := ctlOK(t, env, "GET", "orders", "")["orders"].([]any)
+	if len(orders) != 1 {
+		t.Fatalf("GET orders: %v", orders)
+	}
+	if o := orders[0].(map[string]any); o["label"] != "from-control" || o["idempotency_key"] != "ctl-key" || o["id"] != 1001.0 {
+		t.Errorf("GET orders: %v", o)
+	}
+	st := ctlOK(t, env, "GET", "state", "")
+	if inj, _ := st["injected_faults"].(map[string]any); inj["fail_after_commit"] != 1.0 {
+		t.Errorf("state injected_faults: %v", st["injected_faults"])
+	}
+
+	if got := ctlOK(t, env, "GET", "in-progress", ""); got["in_progress"] != "409" {
+		t.Errorf("GET in-progress: %v", got)
+	}
+	if got := ctlOK(t, env, "PUT", "in-progress", `{"in_progress":"replay"}`); got["in_progress"] != "replay" {
+		t.Errorf("PUT in-progress: %v", got)
+	}
+	if got := env.emu.InProgress(); got != InProgressReplay {
+		t.Errorf("InProgress() = %q after PUT", got)
+	}
+	if status, _ := ctl(t, env, "PUT", "in-progress", `{"in_progress":"later"}`); status != http.StatusBadRequest {
+		t.Errorf("PUT in-progress later: status %d, want 400", status)
+	}
+	if st := ctlOK(t, env, "GET", "state", ""); st["in_progress"] != "replay" {
+		t.Errorf("state in_progress: %v", st["in_progress"])
+	}
+	ctlOK(t, env, "POST", "reset", "")
+	if got := env.emu.InProgress(); got != InProgressConflict {
+		t.Errorf("InProgress() after reset = %q, want the initial 409", got)
+	}
+	if got := env.emu.InjectedFaults(); len(got) != 0 {
+		t.Errorf("InjectedFaults after reset: %v", got)
 	}
 }

@@ -33,7 +33,8 @@
 //  1. An X-Request-Id (26-char ULID, Crockford base32) is assigned. Every
 //     answer carries it, plus X-KH-Emulator: 1 and Date from the emulator
 //     clock (Now() + Faults.ClockOffset) so clients can learn the offset.
-//  2. Faults.FailCount: answer with FailStatus before any work.
+//  2. Faults.FailCount: answer with FailStatus before any work; else
+//     Faults.Random's 503 and 429 at their rates.
 //  3. Per client IP token bucket (r.RemoteAddr; X-Forwarded-For is not
 //     trusted): 429 rate_limited, reason ip_rate_limit.
 //  4. Target outside BasePath: 404. GET /v1/health: answered unsigned.
@@ -57,8 +58,11 @@
 //     answered on every GET route, as GET without the body.
 //  8. Scope: 403 forbidden_scope, reason missing_scope.
 //  9. Idempotency (POST /v1/orders, POST /v1/services/{id}/actions).
-//  10. The handler; then Faults.Delay, the idempotency record is finished,
-//     Faults.DropAfterCommit, and the answer is written.
+//  10. The handler; then Faults.Delay; for a committed write
+//     SlowAfterCommit; the idempotency record is finished (with the real
+//     answer); for a committed write DropAfterCommit (no answer) or
+//     FailAfterCommit (a 500), counted or random; and the answer is
+//     written.
 //
 // # Lifecycle
 //
@@ -117,6 +121,20 @@
 //   - Transport faults (errors, delays, dropped connections, clock skew,
 //     duplicate webhooks): Faults, SetFaults, the fault flags,
 //     PUT /__emulator/faults.
+//   - Failures after the order is committed, so that a retry with the
+//     same Idempotency-Key must get the stored answer: the connection
+//     dropped (Faults.DropAfterCommit, -drop-after-commit), a 500 instead
+//     of the answer (Faults.FailAfterCommit, -fail-after-commit), the
+//     answer late, the key in progress meanwhile (Faults.SlowAfterCommit,
+//     -slow-after-commit); PUT /__emulator/faults for all three.
+//   - Random faults for soaks (Faults.Random, the -random-* and
+//     -clock-walk-* flags, "random" in PUT /__emulator/faults): 503 and
+//     429 before any work, drop, 500 and slow answer after commit, each
+//     at its rate, and a clock offset that walks in steps. How many fired
+//     of each kind: InjectedFaults, GET /__emulator/state.
+//   - What a request with the key of an order still being answered gets:
+//     Options.InProgress, SetInProgress, -in-progress 409|replay,
+//     PUT /__emulator/in-progress.
 //
 // # Webhooks
 //
@@ -184,9 +202,15 @@
 // key on another endpoint or with another body is 409
 // idempotency_conflict. A missing key is 400 validation_failed with an
 // errors[] entry for field Idempotency-Key; a malformed one too. While the
-// first request with a key is still running, another one gets 409
-// idempotency_conflict, reason request_in_progress, Retry-After: 1.
-// Handler answers with status < 500 (2xx and 4xx business outcomes such as
+// first request with a key is still being answered (also while a slow
+// answer waits, see Faults.SlowAfterCommit), another one with the same
+// body gets, by InProgress: 409 idempotency_conflict, reason
+// request_in_progress, Retry-After: 1 (the default, "409"); or ("replay")
+// it waits, at most MaxInProgressWait, for the first one's answer and gets
+// it replayed (or runs itself when the first one's 5xx was not stored).
+// The spec does not say what the real API does here; test your client
+// against both. Another body with the key is 409 body_mismatch at once
+// either way. Handler answers with status < 500 (2xx and 4xx business outcomes such as
 // 400, 402, 404) are stored for 24 h after the first request; 5xx answers
 // are not stored and release the key, so a retry runs again. A replay
 // returns the stored status, body and Content-Type/Location, with a fresh
@@ -207,6 +231,12 @@
 // parameters page (from 1) and per_page (1..100, default 20); answer
 // {"data":[...],"pagination":{"page","per_page","total","total_pages"}};
 // a page past the end has empty data. Bad values are 400 with errors[].
+//
+// Order label: POST /v1/orders accepts an optional "label" (1 to 200
+// bytes, no control characters), kept on the order, shown in its answers
+// ("label", null when absent) and in GET /__emulator/orders, so that a test
+// can count the orders each of its purchases made. The spec documents no
+// such field: do not send it to the real API.
 //
 // Money: amounts are decimal strings ("9.99") with a currency code;
 // Options.InitialBalance and Order.Amount are minor units. Unknown fields
@@ -236,4 +266,12 @@
 //	// the next successful POST /v1/orders commits, then the connection
 //	// is closed with no answer; a retry with the same Idempotency-Key
 //	// (re-signed) replays the stored 201.
+//
+// For a soak, random faults at rates (as bench/soak runs them):
+//
+//	emu.SetFaults(emulator.Faults{RetryAfter: time.Second, Random: emulator.RandomFaults{
+//		Unavailable: 0.03, RateLimited: 0.03,
+//		DropAfterCommit: 0.03, FailAfterCommit: 0.03, SlowAfterCommit: 0.03, SlowDelay: 3500 * time.Millisecond,
+//		ClockStep: 200 * time.Second, ClockEvery: 30 * time.Second, ClockMax: 400 * time.Second,
+//	}})
 package emulator

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"regexp"
@@ -71,6 +72,10 @@ type Options struct {
 	WebhookRetries []time.Duration
 	// Faults is the initial fault configuration (see Emulator.SetFaults).
 	Faults Faults
+	// InProgress is what a request gets whose Idempotency-Key belongs to
+	// a request still being answered ("": InProgressConflict); see
+	// InProgress and Emulator.SetInProgress.
+	InProgress InProgress
 	// Lifecycle times the steps after an order or action is accepted. The
 	// zero value settles them inside the request (see Lifecycle).
 	Lifecycle Lifecycle
@@ -123,8 +128,11 @@ type Emulator struct {
 	nextInvoice int64
 	requests    map[string]int
 
-	faultMu sync.Mutex
-	faults  Faults
+	faultMu  sync.Mutex // guards the faults and their state below
+	faults   Faults
+	rng      *rand.Rand     // Random's draws and the clock walk
+	walkNext time.Time      // when the clock walk's next step is due; zero: not scheduled
+	injected map[string]int // faults fired, by kind (InjectedFaults)
 
 	closing   chan struct{} // closed by Close: injected delays end early
 	closeOnce sync.Once
@@ -159,11 +167,11 @@ func New(opts Options) (*Emulator, error) {
 		maxBody:        1 << 20,
 		maxOrders:      10000,
 		lookupIP:       net.DefaultResolver.LookupHost,
-		faults:         o.Faults,
-		idem:           idemStore{max: 20000},
+		idem:           idemStore{max: 20000, inProgress: o.InProgress},
 		limiter:        newLimiter(rl),
 		life:           newScheduler(o.Lifecycle),
 	}
+	e.setFaultsLocked(o.Faults)
 	e.clearLocked()
 	for _, k := range o.Keys {
 		if _, dup := e.auth.Get(k.ID); dup {
@@ -211,6 +219,9 @@ func (opts Options) withDefaults() (o Options, base string, rl RateLimit, err er
 	case "", SignedPathV1, SignedPathFull:
 	default:
 		return o, "", rl, fmt.Errorf("emulator: signed path %q must be %s or %s", o.SignedPath, SignedPathV1, SignedPathFull)
+	}
+	if o.InProgress, err = ParseInProgress(string(o.InProgress)); err != nil {
+		return o, "", rl, err
 	}
 	if o.Currency == "" {
 		o.Currency = "EUR"
@@ -318,26 +329,44 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resp, ticket, committed, keyID := e.process(r, reqID, rt, id, allow, inBase, signedPath)
 	defer ticket.finish(nil) // releases the claim if anything below goes wrong
 	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-		case <-e.closing:
-			t.Stop()
-		}
+		e.wait(delay, r.Context().Done())
+	}
+	var after afterCommit
+	if committed {
+		after = e.takeAfterCommit()
+	}
+	if after.slow > 0 {
+		// The server has not noticed a client that left: the key stays in
+		// progress for the whole wait.
+		e.wait(after.slow, nil)
 	}
 	ticket.finish(resp)
-	if committed && e.takeDrop() {
+	switch {
+	case after.drop:
 		e.log.LogAttrs(r.Context(), slog.LevelInfo, "dropping connection after commit (fault)",
 			slog.String("request_id", reqID), slog.String("key", keyID))
 		dropConnection(w)
 		return
+	case after.fail:
+		e.log.LogAttrs(r.Context(), slog.LevelInfo, "answering 500 after commit (fault)",
+			slog.String("request_id", reqID), slog.String("key", keyID))
+		resp = failedAfterCommit(reqID)
 	}
 	if r.Context().Err() != nil {
 		return
 	}
 	e.write(w, r, reqID, resp, start, keyID)
+}
+
+// wait waits d, or less when gone is closed or the emulator closes.
+func (e *Emulator) wait(d time.Duration, gone <-chan struct{}) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-gone:
+	case <-e.closing:
+	}
 }
 
 // process runs everything after the fail fault: per-IP limit, health,
@@ -394,7 +423,8 @@ func (e *Emulator) dispatch(r *http.Request, reqID string, ks *apiauth.Principal
 		return errorResponse(reqID, validationError(HeaderIdempotencyKey, "must match ^[A-Za-z0-9_.-]{1,80}$")), nil, false
 	}
 	c.idemKey = vals[0]
-	ticket, replay, ae := e.idem.begin(ks.ID, c.idemKey, fingerprint(r.Method, rt.pattern+"#"+strconv.FormatInt(id, 10), body), e.now())
+	ticket, replay, ae := e.idem.begin(r.Context(), e.closing, ks.ID, c.idemKey,
+		fingerprint(r.Method, rt.pattern+"#"+strconv.FormatInt(id, 10), body), e.now)
 	if ae != nil {
 		return errorResponse(reqID, ae), nil, false
 	}

@@ -43,18 +43,21 @@ func (e *Emulator) productView(p *product) map[string]any {
 // orderView renders an order; e.mu must be held. service_id, invoice_id
 // and paid_at are null until the order is paid.
 func (e *Emulator) orderView(o *Order) map[string]any {
-	var sid, iid, paid, failure any
+	var sid, iid, paid, failure, label any
 	if o.Status == "paid" {
 		sid, iid, paid = o.ServiceID, o.InvoiceID, rfc3339(o.PaidAt)
 	}
 	if o.FailureReason != "" {
 		failure = o.FailureReason
 	}
+	if o.Label != "" {
+		label = o.Label
+	}
 	return map[string]any{
 		"id": o.ID, "status": o.Status, "product_id": o.ProductID, "billing_cycle": o.BillingCycle,
 		"amount": money(o.Amount), "currency": o.Currency, "payment_method": o.PaymentMethod,
 		"failure_reason": failure, "service_id": sid, "invoice_id": iid,
-		"created_at": rfc3339(o.CreatedAt), "paid_at": paid,
+		"created_at": rfc3339(o.CreatedAt), "paid_at": paid, "label": label,
 	}
 }
 

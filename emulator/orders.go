@@ -16,13 +16,18 @@ type orderRequest struct {
 	ProductID    *int64            `json:"product_id"`
 	BillingCycle *string           `json:"billing_cycle"`
 	Config       map[string]string `json:"config"`
+	Label        *string           `json:"label"`
 }
+
+// maxLabel is the longest order label, in bytes.
+const maxLabel = 200
 
 // orderLine is a validated order request.
 type orderLine struct {
 	product *product
 	cycle   string
 	osName  string
+	label   string
 }
 
 // parseOrder validates an order body, naming every bad field.
@@ -64,10 +69,17 @@ func parseOrder(body []byte) (orderLine, *apiError) {
 			}
 		}
 	}
+	label := ""
+	if req.Label != nil {
+		label = *req.Label
+		if label == "" || len(label) > maxLabel || strings.IndexFunc(label, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+			bad("label", fmt.Sprintf("must be 1 to %d bytes without control characters", maxLabel))
+		}
+	}
 	if fields != nil {
 		return orderLine{}, fieldErrors(fields)
 	}
-	return orderLine{product: p, cycle: *req.BillingCycle, osName: osName}, nil
+	return orderLine{product: p, cycle: *req.BillingCycle, osName: osName, label: label}, nil
 }
 
 // fundLocked decides how an order of price is paid (spec §0: credit first,
@@ -123,7 +135,7 @@ func (e *Emulator) handleCreateOrder(c *call) *response {
 	}
 	o := &Order{ID: e.nextOrder, Account: acct.id, KeyID: c.key.ID, ProductID: line.product.ID,
 		BillingCycle: line.cycle, Amount: price, Currency: e.currency, Status: "pending",
-		PaymentMethod: method, IdempotencyKey: c.idemKey, CreatedAt: c.serverNow, osName: line.osName}
+		PaymentMethod: method, IdempotencyKey: c.idemKey, Label: line.label, CreatedAt: c.serverNow, osName: line.osName}
 	e.nextOrder++
 	e.orders[o.ID] = o
 	e.orderIDs = append(e.orderIDs, o.ID)

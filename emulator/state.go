@@ -27,8 +27,12 @@ type Order struct {
 	ServiceID      int64 // 0 until paid
 	InvoiceID      int64 // 0 until paid
 	IdempotencyKey string
-	CreatedAt      time.Time
-	PaidAt         time.Time // zero until paid
+	// Label is the order body's optional "label", kept as sent (an
+	// emulator addition, so that tests can tell their purchases apart;
+	// the spec documents no such field).
+	Label     string
+	CreatedAt time.Time
+	PaidAt    time.Time // zero until paid
 
 	osName string // config option for the service
 }
@@ -227,7 +231,8 @@ func (e *Emulator) accountLocked(id string) *account {
 // Options (original secrets, scopes, locks, whitelists; no webhook URLs),
 // fresh accounts with the initial balance and card, no orders, services or
 // invoices (ids start again at 1001, 5001, 9001), no nonces, idempotency
-// records or rate-limit usage, Options.Faults and Options.Lifecycle, no
+// records or rate-limit usage, Options.Faults (no injected-fault counts),
+// Options.InProgress and Options.Lifecycle, no
 // waiting lifecycle steps, no queued webhooks and an empty delivery log,
 // zero request counts. Requests running during Reset finish against
 // either state. Safe for concurrent use.
@@ -248,7 +253,9 @@ func (e *Emulator) Reset() {
 	e.mu.Unlock()
 	e.idem.reset()
 	e.limiter.reset()
+	e.idem.setInProgress(e.initial.InProgress)
 	e.faultMu.Lock()
-	e.faults = e.initial.Faults
+	e.setFaultsLocked(e.initial.Faults)
+	e.injected = nil
 	e.faultMu.Unlock()
 }
