@@ -164,7 +164,7 @@ is worthless outside this run; never print a real one):
   export KH_UPSTREAM=%[9]s
 %[12]s  khproxy check        # or: go run . check
 
-The emulator's control endpoint (faults, keys, lifecycle; see the README),
+The emulator's control endpoint (faults, keys, lifecycle; see docs/emulator.md),
 on the emulator's address (KH_EMULATOR_LISTEN sets it):
 %[10]s
 

@@ -1,6 +1,6 @@
 // Command khproxy is a local signing reverse proxy for the KernelHost
 // Reseller API: apps send plain HTTP to it, and it signs and forwards each
-// request. See README.md.
+// request. See README.md and docs/.
 package main
 
 import (

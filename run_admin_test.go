@@ -434,7 +434,7 @@ func TestReadinessFollowsTheSecretFileWithoutTraffic(t *testing.T) {
 	})
 }
 
-// accessLogKeys are the access log's keys that the README documents as
+// accessLogKeys are the access log's keys that docs/operations.md documents as
 // always present.
 var accessLogKeys = []string{"time", "level", "msg", "method", "route", "path", "status", "duration_ms", "attempts", "idempotency_key", "request_id"}
 

@@ -10,7 +10,7 @@ import (
 )
 
 // Record is one line of the audit log: one write call, sent or refused.
-// Field names are the log's stable schema (README, "Audit log").
+// Field names are the log's stable schema (docs/security.md, "The audit log").
 type Record struct {
 	// Time is when the call arrived, RFC 3339 with nanoseconds, UTC.
 	Time string `json:"time"`

@@ -7,7 +7,7 @@
 //	khbench plain      a plain httputil.ReverseProxy that signs nothing
 //	khbench newconn    a load client that opens a new connection per request
 //
-// The README's Performance section says what is measured and how to read it.
+// docs/performance.md says what is measured and how to read it.
 package main
 
 import (

@@ -76,17 +76,22 @@ type Var struct {
 	Default string
 	// Help is the one-paragraph meaning `khproxy -h` prints.
 	Help string
-	// Doc is what the reference adds to Help (Markdown, links relative
-	// to docs/); "" when Help says it all.
+	// Doc is the variable's entry in the configuration reference
+	// (Markdown, links relative to docs/), which says more than Help.
 	Doc string
 }
 
 // Vars lists every variable Load reads, in declaration order, with its default
-// and meaning. It is derived from Config's struct tags, the single source.
-func Vars() []Var {
+// and meaning. It is derived from Config's struct tags, the single source,
+// and the reference entries beside them.
+func Vars() []Var { return varsOf(reflect.TypeFor[Config]()) }
+
+// varsOf lists the variables of the configuration struct t.
+func varsOf(t reflect.Type) []Var {
 	var vars []Var
-	for _, f := range fields(reflect.TypeFor[Config]()) {
-		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help"), Doc: f.Tag.Get("doc")})
+	for _, f := range fields(t) {
+		name := f.Tag.Get("env")
+		vars = append(vars, Var{Name: name, Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help"), Doc: reference[name]})
 	}
 	return vars
 }

@@ -283,3 +283,16 @@ func mustPatterns(t testing.TB, routes ...string) []apiroute.Pattern {
 	}
 	return ps
 }
+
+// Every variable has its entry in the configuration reference, and every
+// entry is a variable's: the page is generated from these.
+func TestReferenceCoversEveryVariable(t *testing.T) {
+	for _, v := range append(config.Vars(), config.DemoVars()...) {
+		if v.Doc == "" || v.Help == "" {
+			t.Errorf("%s: help %q, reference entry %q; both are needed (config/reference.go)", v.Name, v.Help, v.Doc)
+		}
+	}
+	if got, want := config.ReferenceEntries(), len(config.Vars())+len(config.DemoVars()); got != want {
+		t.Errorf("config/reference.go has %d entries for %d variables: remove the ones of variables that are gone", got, want)
+	}
+}

@@ -28,11 +28,6 @@ func LoadDemo(environ []string) (Demo, error) {
 	return d, errors.Join(v.errs...)
 }
 
-// DemoVars lists the variables LoadDemo reads, for `khproxy -h`.
-func DemoVars() []Var {
-	var vars []Var
-	for _, f := range fields(reflect.TypeFor[Demo]()) {
-		vars = append(vars, Var{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
-	}
-	return vars
-}
+// DemoVars lists the variables LoadDemo reads, for `khproxy -h` and the
+// configuration reference.
+func DemoVars() []Var { return varsOf(reflect.TypeFor[Demo]()) }

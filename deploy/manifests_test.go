@@ -557,10 +557,10 @@ func checkResources(t *testing.T, kh corev1.Container, cfg config.Config) {
 	if req := r.Requests[corev1.ResourceMemory]; req.Cmp(limit) > 0 {
 		t.Errorf("memory request %s exceeds the limit %s", req.String(), limit.String())
 	}
-	// The README's sizing rule: with Go's default GC settings, peak RSS is
+	// The sizing rule of docs/security.md: with Go's default GC settings, peak RSS is
 	// about twice the body budget plus some 30 MiB.
 	if need := 2*cfg.MaxInflightBytes + 32<<20; limit.Value() < need {
-		t.Errorf("memory limit %s is below twice KH_MAX_INFLIGHT_BYTES (%d) plus 32Mi: %d bytes (README: Memory, slow clients and overload)",
+		t.Errorf("memory limit %s is below twice KH_MAX_INFLIGHT_BYTES (%d) plus 32Mi: %d bytes (docs/security.md: Memory, slow clients and overload)",
 			limit.String(), cfg.MaxInflightBytes, need)
 	}
 	// Unset, khproxy sets the soft limit to 90% of the cgroup's limit

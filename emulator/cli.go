@@ -168,7 +168,7 @@ func (c *cliFlags) banner(w io.Writer, emu *Emulator, addr string, generated boo
 	}
 	fmt.Fprintf(w, "key scopes: %s%s\n", strings.Join(scopes, ","), note)
 	if !c.noControl {
-		fmt.Fprintf(w, "control endpoint: http://%s%s (faults, keys, lifecycle, reset; see the README)\n", addr, ControlPath)
+		fmt.Fprintf(w, "control endpoint: http://%s%s (faults, keys, lifecycle, reset; see docs/emulator.md)\n", addr, ControlPath)
 	}
 }
 

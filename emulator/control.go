@@ -158,7 +158,7 @@ func (e *Emulator) control(method string, segs []string, body []byte) (any, *con
 		return nil, &controlError{status: http.StatusMethodNotAllowed, allow: strings.Join(allow, ", "),
 			detail: "Method " + method + " is not allowed here."}
 	}
-	return nil, &controlError{status: http.StatusNotFound, detail: "No such control route; see the emulator's README section."}
+	return nil, &controlError{status: http.StatusNotFound, detail: "No such control route; see docs/emulator.md, Control endpoint."}
 }
 
 func matchControl(pattern string, segs []string) (string, bool) {

@@ -16,7 +16,7 @@
 //
 // # Provenance
 //
-// Where the spec is silent the emulator had to choose. The README's section
+// Where the spec is silent the emulator had to choose. The section of docs/emulator.md
 // "What comes from the spec, and what the emulator chose" lists every
 // behaviour, status, reason, type, header and field with its source (the
 // spec's section, or "emulator's choice") and what the emulator does; code
@@ -159,7 +159,7 @@
 //
 // # Control endpoint
 //
-// See ControlPath for the routes; the README has curl examples. It is
+// See ControlPath for the routes; docs/emulator.md has curl examples. It is
 // meant for tests in other languages: set faults, lock a key, rotate a
 // secret, change scopes, whitelist or card, drive the lifecycle, resend a
 // webhook, reset everything. It is not authenticated.

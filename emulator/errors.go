@@ -24,7 +24,7 @@ const errorTypeBase = "https://www.kernelhost.com/en/reseller-api/errors/"
 const EmulatorErrorTypeBase = "urn:khproxy:emulator:error:"
 
 // Problem type codes. The first eight are documented (spec §6); the others
-// are the emulator's own (README provenance table) and typed under
+// are the emulator's own (the provenance table in docs/emulator.md) and typed under
 // EmulatorErrorTypeBase.
 const (
 	codeValidation       = "validation_failed"

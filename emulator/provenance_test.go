@@ -16,13 +16,13 @@ import (
 	"khproxy/internal/testutil"
 )
 
-// provenanceSection is the README section that lists what comes from the
+// provenanceSection is the section of docs/emulator.md that lists what comes from the
 // spec and what the emulator chose.
 const provenanceSection = "### What comes from the spec, and what the emulator chose"
 
 // TestProvenanceListsEveryReason reads the emulator's source (this package
 // and apiauth, tests excluded) for every problem reason it can answer with,
-// and every error code of errorTable, and fails when the README's provenance
+// and every error code of errorTable, and fails when the provenance
 // table does not name one of them. A new reason cannot be added without
 // saying where it comes from.
 func TestProvenanceListsEveryReason(t *testing.T) {
@@ -30,15 +30,15 @@ func TestProvenanceListsEveryReason(t *testing.T) {
 	if len(reasons) < 20 {
 		t.Fatalf("found only %d reasons (%v): the scan is broken", len(reasons), slices.Sorted(maps.Keys(reasons)))
 	}
-	table := readmeSection(t, provenanceSection)
+	table := docSection(t, provenanceSection)
 	for _, r := range slices.Sorted(maps.Keys(reasons)) {
 		if !strings.Contains(table, "`"+r+"`") {
-			t.Errorf("reason %s (%s) is missing from the README's provenance table", r, reasons[r])
+			t.Errorf("reason %s (%s) is missing from the provenance table", r, reasons[r])
 		}
 	}
 	for _, code := range slices.Sorted(maps.Keys(errorTable)) {
 		if !strings.Contains(table, "`"+code+"`") {
-			t.Errorf("error code %s is missing from the README's provenance table", code)
+			t.Errorf("error code %s is missing from the provenance table", code)
 		}
 		if !slices.Contains(documentedCodes, code) && !strings.HasPrefix(problemType(code), EmulatorErrorTypeBase) {
 			t.Errorf("error code %s is the emulator's own but typed %s, inside the API's namespace", code, problemType(code))
@@ -46,22 +46,22 @@ func TestProvenanceListsEveryReason(t *testing.T) {
 	}
 	for _, h := range []string{HeaderEmulator, HeaderReplayed, "Allow", "Retry-After", "Date", "Cache-Control", "X-Content-Type-Options", "Location"} {
 		if !strings.Contains(table, "`"+h) {
-			t.Errorf("header %s is missing from the README's provenance table", h)
+			t.Errorf("header %s is missing from the provenance table", h)
 		}
 	}
 }
 
-// readmeSection returns the README's section that starts with heading, up
-// to the next heading of any level.
-func readmeSection(t testing.TB, heading string) string {
+// docSection returns the section of docs/emulator.md that starts with
+// heading, up to the next heading of any level.
+func docSection(t testing.TB, heading string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "emulator.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(b), heading+"\n")
 	if !ok {
-		t.Fatalf("README.md has no %q", heading)
+		t.Fatalf("docs/emulator.md has no %q", heading)
 	}
 	if i := strings.Index(rest, "\n#"); i >= 0 {
 		rest = rest[:i]

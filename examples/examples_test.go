@@ -99,7 +99,7 @@ var wantLines = []*regexp.Regexp{
 // every example against it. Besides each example's own checks, the number of
 // services (one per order) shows that its retry placed no second order. A
 // proxy in the environment that cannot be reached shows that the examples
-// talk to khproxy directly, as the README tells callers to.
+// talk to khproxy directly, as docs/calling-the-api.md tells callers to.
 func TestExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs khproxy; skipped with -short")

@@ -9,7 +9,7 @@ import (
 )
 
 // accessLog writes the one line per request. Its keys are stable and
-// documented in the README (method, route, path, status, duration_ms,
+// documented in docs/operations.md, Logs (method, route, path, status, duration_ms,
 // attempts, idempotency_key, request_id always; the others when they
 // apply). status is what the caller got, 499 when it left first;
 // upstream_status is the API's last answer.

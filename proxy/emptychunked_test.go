@@ -7,7 +7,7 @@ import (
 )
 
 // TestEmptyBodiesGoOutWithFixedLength: bodies go upstream with a fixed
-// length, as the README says, an empty chunked one too: a POST, PUT or
+// length, as docs/calling-the-api.md says, an empty chunked one too: a POST, PUT or
 // PATCH arrives with Content-Length: 0, a GET or DELETE with no body at
 // all, never chunked.
 func TestEmptyBodiesGoOutWithFixedLength(t *testing.T) {

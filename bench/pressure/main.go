@@ -21,7 +21,7 @@
 // printed to stderr.
 //
 // Every run is bounded by -timeout. Examples (the second with the former
-// defaults, 10 MiB bodies in a 64 MiB budget, as in the README's figures):
+// defaults, 10 MiB bodies in a 64 MiB budget, as in docs/security.md's figures):
 //
 //	go run ./bench/pressure -scenario upload -clients 50,100,200
 //	go run ./bench/pressure -scenario upload -clients 50,100,200 -size 10485759 \

@@ -17,7 +17,7 @@
 // §5, §6). The answer bodies this example reads (data, prices, status,
 // pending/paid, invoice_id), the Idempotent-Replayed header and the 409
 // reasons are the emulator's choices, which the real API may not share:
-// the README's provenance table lists them.
+// the provenance table in docs/emulator.md lists them.
 //
 // Exit status 0 when every step worked, 1 with the reason otherwise.
 

@@ -4,7 +4,7 @@
 // ./...` rewrites the page; a test fails while it is stale.
 //
 // The package knows the page's layout and nothing of what the settings
-// mean: each one's text is its Help and Doc in package config.
+// mean: each one's text is its Doc (or Help) in package config.
 package configdoc
 
 //go:generate go run ./gen ../../docs/configuration.md
@@ -29,23 +29,32 @@ refused (except where its row says otherwise), never taken as its default.
 
 `
 
-// Render returns the page for vars, in their order.
-func Render(vars []config.Var) []byte {
+// Render returns the page: a table of vars, khproxy's own, then one of
+// demo, what `khproxy demo` reads besides them, each in its order. A
+// variable's meaning is its Doc, or its Help when it has none.
+func Render(vars, demo []config.Var) []byte {
 	var b bytes.Buffer
 	b.WriteString(header)
+	table(&b, vars)
+	b.WriteString("\n## `khproxy demo`\n\nThe demo reads these besides the ones above.\n\n")
+	table(&b, demo)
+	return b.Bytes()
+}
+
+// table writes vars as one Markdown table.
+func table(b *bytes.Buffer, vars []config.Var) {
 	b.WriteString("| Variable | Default | Meaning |\n|---|---|---|\n")
 	for _, v := range vars {
 		def := ""
 		if v.Default != "" {
 			def = "`" + v.Default + "`"
 		}
-		text := v.Help
-		if v.Doc != "" {
-			text += " " + v.Doc
+		text := v.Doc
+		if text == "" {
+			text = v.Help
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, cell(def), cell(text))
+		fmt.Fprintf(b, "| `%s` | %s | %s |\n", v.Name, cell(def), cell(text))
 	}
-	return b.Bytes()
 }
 
 // cell makes s safe inside one Markdown table cell.

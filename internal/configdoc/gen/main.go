@@ -15,7 +15,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: gen FILE")
 		os.Exit(2)
 	}
-	if err := os.WriteFile(os.Args[1], configdoc.Render(config.Vars()), 0o644); err != nil {
+	if err := os.WriteFile(os.Args[1], configdoc.Render(config.Vars(), config.DemoVars()), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
