@@ -3,6 +3,7 @@ package emulator
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -183,5 +184,25 @@ func TestIdempotencyStoreExpiry(t *testing.T) {
 	env.order(t, "expiring") // 24 h later the key is fresh again
 	if got, want := env.emu.OrderCount(), 2; got != want {
 		t.Errorf("orders: got %d, want %d", got, want)
+	}
+}
+
+// A handler that panics must not leave its Idempotency-Key in progress:
+// the retry with the key runs instead of getting request_in_progress.
+func TestIdempotencyPanickingHandlerReleasesKey(t *testing.T) {
+	env := newEnv(t, nil)
+	i := slices.IndexFunc(routes, func(rt route) bool { return rt.method == "POST" && rt.pattern == "/v1/orders" })
+	orig := routes[i].handler
+	t.Cleanup(func() { routes[i].handler = orig })
+	routes[i].handler = func(*Emulator, *call) *response { panic("a handler bug") }
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "panics"}
+	// net/http recovers the panic and closes the connection.
+	if resp, body, err := env.try(t, r); err == nil {
+		t.Fatalf("the panicking request was answered: %d %s", resp.StatusCode, body)
+	}
+	routes[i].handler = orig
+	resp, body := env.do(t, r)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("retry: status %d, want 201: %s", resp.StatusCode, body)
 	}
 }

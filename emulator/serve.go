@@ -10,15 +10,57 @@ import (
 	"khproxy/emulator/apiauth"
 )
 
-// call is one authenticated request on its way through a handler.
+// call is one request on its way through the emulator, from the target
+// to the answer: what ServeHTTP reads from the target, what
+// authentication adds, and what the handler leaves for the after-commit
+// faults. Like the state httputil.ReverseProxy keeps per request, it
+// replaces long parameter lists; one goroutine owns it.
 type call struct {
-	r         *http.Request
-	reqID     string
+	r     *http.Request
+	reqID string
+	start time.Time // when the request arrived (e.now), for the log
+
+	// From the target.
+	inBase     bool     // the target is under the base path
+	signedPath string   // the PATH the signature covers (see splitTarget)
+	route      *route   // nil: no route for this method and path
+	id         int64    // {id} path parameter, 0 if none
+	allow      []string // the path's methods when only the path matched
+
+	// From authentication (key and body stay empty on public routes).
 	key       *apiauth.Principal
-	id        int64 // {id} path parameter, 0 if none
 	body      []byte
 	idemKey   string
 	serverNow time.Time
+
+	// The outcome.
+	ticket    *idemTicket // the Idempotency-Key claim to settle; nil if none
+	committed bool        // the handler changed state: after-commit faults apply
+}
+
+// newCall starts the call for r: its request ID and what its target
+// names. It counts the request in Requests.
+func (e *Emulator) newCall(r *http.Request) *call {
+	start := e.now()
+	c := &call{r: r, reqID: newULID(start), start: start}
+	var routePath string
+	routePath, c.signedPath, c.inBase = e.splitTarget(rawTarget(r))
+	if c.inBase {
+		c.route, c.id, c.allow = matchRoute(r.Method, routePath)
+	}
+	e.count(r.Method, c.route, c.inBase && (c.route != nil || len(c.allow) > 0))
+	return c
+}
+
+// fail answers c with ae.
+func (c *call) fail(ae *apiError) *response { return errorResponse(c.reqID, ae) }
+
+// keyID is the ID of the authenticated key, "" before authentication.
+func (c *call) keyID() string {
+	if c.key == nil {
+		return ""
+	}
+	return c.key.ID
 }
 
 // HeaderEmulator is set to "1" on every answer of the emulator, so that a
@@ -34,29 +76,21 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveControl(w, r)
 		return
 	}
-	start := e.now()
-	reqID := newULID(start)
-	routePath, signedPath, inBase := e.splitTarget(rawTarget(r))
-	var rt *route
-	var id int64
-	var allow []string
-	if inBase {
-		rt, id, allow = matchRoute(r.Method, routePath)
-	}
-	e.count(r.Method, rt, inBase && (rt != nil || len(allow) > 0))
-
+	c := e.newCall(r)
 	if ae := e.takeFail(); ae != nil {
-		e.write(w, r, reqID, errorResponse(reqID, ae), start, "")
+		e.write(w, c, c.fail(ae))
 		return
 	}
 	delay := e.takeDelay()
-	resp, ticket, committed, keyID := e.process(r, reqID, rt, id, allow, inBase, signedPath)
-	defer ticket.finish(nil) // releases the claim if anything below goes wrong
+	// Releases the claim if anything below goes wrong, a panicking
+	// handler included: a claim must not lock its key.
+	defer func() { c.ticket.finish(nil) }()
+	resp := e.process(c)
 	if delay > 0 {
 		e.wait(delay, r.Context().Done())
 	}
 	var after afterCommit
-	if committed {
+	if c.committed {
 		after = e.takeAfterCommit()
 	}
 	if after.slow > 0 {
@@ -64,22 +98,22 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// progress for the whole wait.
 		e.wait(after.slow, nil)
 	}
-	ticket.finish(resp)
+	c.ticket.finish(resp)
 	switch {
 	case after.drop:
 		e.log.LogAttrs(r.Context(), slog.LevelInfo, "dropping connection after commit (fault)",
-			slog.String("request_id", reqID), slog.String("key", keyID))
+			slog.String("request_id", c.reqID), slog.String("key", c.keyID()))
 		dropConnection(w)
 		return
 	case after.fail:
 		e.log.LogAttrs(r.Context(), slog.LevelInfo, "answering 500 after commit (fault)",
-			slog.String("request_id", reqID), slog.String("key", keyID))
-		resp = failedAfterCommit(reqID)
+			slog.String("request_id", c.reqID), slog.String("key", c.keyID()))
+		resp = failedAfterCommit(c.reqID)
 	}
 	if r.Context().Err() != nil {
 		return
 	}
-	e.write(w, r, reqID, resp, start, keyID)
+	e.write(w, c, resp)
 }
 
 // wait waits d, or less when gone is closed or the emulator closes.
@@ -94,96 +128,100 @@ func (e *Emulator) wait(d time.Duration, gone <-chan struct{}) {
 }
 
 // process runs everything after the fail fault: per-IP limit, health,
-// authentication, per-key limit, routing, scope, idempotency, handler.
-func (e *Emulator) process(r *http.Request, reqID string, rt *route, id int64, allow []string, inBase bool, signedPath string) (*response, *idemTicket, bool, string) {
-	if ae := e.limiter.takeIP(r.RemoteAddr, e.now()); ae != nil {
-		return errorResponse(reqID, ae), nil, false, ""
+// authentication, per-key limit, then dispatch.
+func (e *Emulator) process(c *call) *response {
+	if ae := e.limiter.takeIP(c.r.RemoteAddr, e.now()); ae != nil {
+		return c.fail(ae)
 	}
-	if !inBase {
-		return errorResponse(reqID, notFound("No such endpoint.")), nil, false, ""
+	if !c.inBase {
+		return c.fail(notFound("No such endpoint."))
 	}
-	serverNow := e.serverNow()
-	if rt != nil && rt.scope == scopePublic {
-		return rt.handler(e, &call{r: r, reqID: reqID, serverNow: serverNow}), nil, false, ""
+	c.serverNow = e.serverNow()
+	if c.route != nil && c.route.scope == scopePublic {
+		return c.route.handler(e, c)
 	}
-	ks, body, ae := e.authenticate(r, signedPath, serverNow)
+	key, body, ae := e.authenticate(c.r, c.signedPath, c.serverNow)
 	if ae != nil {
-		return errorResponse(reqID, ae), nil, false, ""
+		return c.fail(ae)
 	}
-	rlHeader, ae := e.limiter.takeKey(ks.ID, e.now())
-	resp, ticket, committed := e.dispatch(r, reqID, ks, body, rt, id, allow, serverNow, ae)
+	c.key, c.body = key, body
+	rlHeader, ae := e.limiter.takeKey(c.key.ID, e.now())
+	var resp *response
+	if ae != nil {
+		resp = c.fail(ae)
+	} else {
+		resp = e.dispatch(c)
+	}
 	for k, v := range rlHeader {
 		resp.header[k] = v
 	}
-	return resp, ticket, committed, ks.ID
+	return resp
 }
 
-func (e *Emulator) dispatch(r *http.Request, reqID string, ks *apiauth.Principal, body []byte, rt *route, id int64, allow []string, serverNow time.Time, rateErr *apiError) (*response, *idemTicket, bool) {
-	if rateErr != nil {
-		return errorResponse(reqID, rateErr), nil, false
-	}
+// dispatch runs an authenticated call within its key's rate limit:
+// routing, scope, Idempotency-Key, handler. It sets c.ticket when the
+// handler runs under an idempotency claim and c.committed when the
+// handler changed state.
+func (e *Emulator) dispatch(c *call) *response {
+	rt := c.route
 	if rt == nil {
-		if len(allow) > 0 {
-			return errorResponse(reqID, &apiError{code: codeMethodNotAllowed,
-				detail: "Method " + r.Method + " is not allowed here.",
-				header: http.Header{"Allow": {strings.Join(allow, ", ")}}}), nil, false
+		if len(c.allow) > 0 {
+			return c.fail(&apiError{code: codeMethodNotAllowed,
+				detail: "Method " + c.r.Method + " is not allowed here.",
+				header: http.Header{"Allow": {strings.Join(c.allow, ", ")}}})
 		}
-		return errorResponse(reqID, notFound("No such endpoint.")), nil, false
+		return c.fail(notFound("No such endpoint."))
 	}
-	if rt.scope != scopeAny && !ks.Allows(rt.scope) {
-		return errorResponse(reqID, &apiError{code: codeForbidden, reason: "missing_scope",
-			detail: "This key lacks the scope " + rt.scope + "."}), nil, false
+	if rt.scope != scopeAny && !c.key.Allows(rt.scope) {
+		return c.fail(&apiError{code: codeForbidden, reason: "missing_scope",
+			detail: "This key lacks the scope " + rt.scope + "."})
 	}
-	c := &call{r: r, reqID: reqID, key: ks, id: id, body: body, serverNow: serverNow}
 	if !rt.idempotent {
 		resp := rt.handler(e, c)
-		return resp, nil, rt.write && resp.status/100 == 2
+		c.committed = rt.write && resp.status/100 == 2
+		return resp
 	}
-	vals := r.Header.Values(HeaderIdempotencyKey)
+	vals := c.r.Header.Values(HeaderIdempotencyKey)
 	switch {
 	case len(vals) == 0 || vals[0] == "":
-		return errorResponse(reqID, validationError(HeaderIdempotencyKey, "required for this endpoint")), nil, false
+		return c.fail(validationError(HeaderIdempotencyKey, "required for this endpoint"))
 	case len(vals) > 1 || !idemKeyPattern.MatchString(vals[0]):
-		return errorResponse(reqID, validationError(HeaderIdempotencyKey, "must match ^[A-Za-z0-9_.-]{1,80}$")), nil, false
+		return c.fail(validationError(HeaderIdempotencyKey, "must match ^[A-Za-z0-9_.-]{1,80}$"))
 	}
 	c.idemKey = vals[0]
-	ticket, replay, ae := e.idem.begin(r.Context(), e.closing, ks.ID, c.idemKey,
-		fingerprint(r.Method, rt.pattern+"#"+strconv.FormatInt(id, 10), body), e.now)
+	ticket, replay, ae := e.idem.begin(c.r.Context(), e.closing, c.key.ID, c.idemKey,
+		fingerprint(c.r.Method, rt.pattern+"#"+strconv.FormatInt(c.id, 10), c.body), e.now)
 	if ae != nil {
-		return errorResponse(reqID, ae), nil, false
+		return c.fail(ae)
 	}
 	if replay != nil {
 		replay.header.Set(HeaderReplayed, "true")
-		withRequestID(replay, reqID)
-		return replay, nil, false
+		withRequestID(replay, c.reqID)
+		return replay
 	}
-	defer func() {
-		if v := recover(); v != nil {
-			ticket.finish(nil) // a panicking handler must not lock the key
-			panic(v)
-		}
-	}()
+	c.ticket = ticket // settled by ServeHTTP, also when the handler panics
 	resp := rt.handler(e, c)
-	return resp, ticket, resp.status/100 == 2
+	c.committed = resp.status/100 == 2
+	return resp
 }
 
 // write sends resp with X-Request-Id, Date (server clock) and
 // Content-Length, and logs the request.
-func (e *Emulator) write(w http.ResponseWriter, r *http.Request, reqID string, resp *response, start time.Time, keyID string) {
+func (e *Emulator) write(w http.ResponseWriter, c *call, resp *response) {
 	h := w.Header()
 	for k, v := range resp.header {
 		h[k] = v
 	}
-	h.Set("X-Request-Id", reqID)
+	h.Set("X-Request-Id", c.reqID)
 	h.Set("Date", e.serverNow().UTC().Format(http.TimeFormat))
 	h.Set("Content-Length", strconv.Itoa(len(resp.body)))
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(resp.status)
 	_, _ = w.Write(resp.body)
-	e.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-		slog.String("request_id", reqID), slog.String("method", r.Method),
-		slog.String("path", r.URL.Path), slog.Int("status", resp.status),
-		slog.String("key", keyID), slog.Duration("duration", e.now().Sub(start)))
+	e.log.LogAttrs(c.r.Context(), slog.LevelInfo, "request",
+		slog.String("request_id", c.reqID), slog.String("method", c.r.Method),
+		slog.String("path", c.r.URL.Path), slog.Int("status", resp.status),
+		slog.String("key", c.keyID()), slog.Duration("duration", e.now().Sub(c.start)))
 }
 
 // rawTarget returns the request-target as sent on the wire.
