@@ -56,7 +56,7 @@ func (e *Emulator) handleProducts(c *call) *response {
 func (e *Emulator) handleProduct(c *call) *response {
 	p := findProduct(c.id)
 	if p == nil {
-		return errorResponse(c.reqID, notFound("No such product."))
+		return c.fail(notFound("No such product."))
 	}
 	return jsonResponse(http.StatusOK, e.productView(p))
 }
@@ -66,7 +66,7 @@ func (e *Emulator) handleOrder(c *call) *response {
 	defer e.mu.Unlock()
 	o := e.orders[c.id]
 	if o == nil || o.Account != c.key.Account {
-		return errorResponse(c.reqID, notFound("No such order."))
+		return c.fail(notFound("No such order."))
 	}
 	return jsonResponse(http.StatusOK, e.orderView(o))
 }
@@ -90,7 +90,7 @@ func (e *Emulator) handleService(c *call) *response {
 	defer e.mu.Unlock()
 	s := e.ownService(c)
 	if s == nil {
-		return errorResponse(c.reqID, notFound("No such service."))
+		return c.fail(notFound("No such service."))
 	}
 	return jsonResponse(http.StatusOK, e.serviceView(s))
 }
@@ -100,7 +100,7 @@ func (e *Emulator) handleCredentials(c *call) *response {
 	defer e.mu.Unlock()
 	s := e.ownService(c)
 	if s == nil {
-		return errorResponse(c.reqID, notFound("No such service."))
+		return c.fail(notFound("No such service."))
 	}
 	user, proto, port := "root", "ssh", 22
 	if strings.HasPrefix(s.os, "windows") {
@@ -132,7 +132,7 @@ func (e *Emulator) handleInvoicePDF(c *call) *response {
 	inv := e.invoices[c.id]
 	if inv == nil || inv.account != c.key.Account {
 		e.mu.Unlock()
-		return errorResponse(c.reqID, notFound("No such invoice."))
+		return c.fail(notFound("No such invoice."))
 	}
 	cp := *inv
 	e.mu.Unlock()
@@ -171,21 +171,21 @@ func webhookView(u string) map[string]any {
 func (e *Emulator) handlePutWebhook(c *call) *response {
 	var raw map[string]json.RawMessage
 	if ae := decodeStrict(c.body, &raw); ae != nil {
-		return errorResponse(c.reqID, ae)
+		return c.fail(ae)
 	}
 	for k := range raw {
 		if k != "url" {
-			return errorResponse(c.reqID, validationError(k, "unknown field"))
+			return c.fail(validationError(k, "unknown field"))
 		}
 	}
 	rawURL, ok := raw["url"]
 	if !ok {
-		return errorResponse(c.reqID, validationError("url", `required (null or "" clears the webhook)`))
+		return c.fail(validationError("url", `required (null or "" clears the webhook)`))
 	}
 	var u string
 	if string(bytes.TrimSpace(rawURL)) != "null" {
 		if err := json.Unmarshal(rawURL, &u); err != nil {
-			return errorResponse(c.reqID, validationError("url", "must be a string or null"))
+			return c.fail(validationError("url", "must be a string or null"))
 		}
 	}
 	if u != "" {
@@ -193,7 +193,7 @@ func (e *Emulator) handlePutWebhook(c *call) *response {
 			if !e.initial.AllowInsecureWebhooks {
 				msg += insecureHint
 			}
-			return errorResponse(c.reqID, validationError("url", msg))
+			return c.fail(validationError("url", msg))
 		}
 	}
 	e.mu.Lock()

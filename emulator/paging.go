@@ -70,7 +70,7 @@ func pageBounds(n, page, perPage int) (int, int) {
 func (e *Emulator) listPage(c *call, ids func(*account) []int64, view func(id int64) any) *response {
 	page, perPage, ae := parsePage(c.r)
 	if ae != nil {
-		return errorResponse(c.reqID, ae)
+		return c.fail(ae)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
