@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -287,9 +288,13 @@ func (e *Emulator) count(method string, rt *route, known bool) {
 func (e *Emulator) Requests() map[string]int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.requests))
-	for k, v := range e.requests {
-		out[k] = v
-	}
+	return copyCounts(e.requests)
+}
+
+// copyCounts returns a copy of m, never nil (a copy of no counts encodes
+// as {} in the control state, not null).
+func copyCounts(m map[string]int) map[string]int {
+	out := make(map[string]int, len(m))
+	maps.Copy(out, m)
 	return out
 }
