@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -102,18 +101,7 @@ func TestIdempotencyKeyValidation(t *testing.T) {
 func TestIdempotencyInFlight(t *testing.T) {
 	env := newEnv(t, func(o *Options) { o.Faults = Faults{Delay: time.Second, DelayCount: 1} })
 	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "in-flight"}
-	var wg sync.WaitGroup
-	var first *http.Response
-	var firstBody []byte
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var err error
-		first, firstBody, err = env.try(t, r)
-		if err != nil {
-			t.Errorf("first: %v", err)
-		}
-	}()
+	wait := env.background(t, r)
 	// The order commits before the delay; the idempotency record stays
 	// "in progress" until the delayed answer is finished.
 	testutil.WaitFor(t, "first order to commit", func() bool { return env.emu.OrderCount() == 1 })
@@ -125,7 +113,7 @@ func TestIdempotencyInFlight(t *testing.T) {
 	if got, want := resp.Header.Get("Retry-After"), "1"; got != want {
 		t.Errorf("Retry-After: got %q, want %q", got, want)
 	}
-	wg.Wait()
+	first, firstBody := wait()
 	if first == nil || first.StatusCode != http.StatusCreated {
 		t.Fatalf("first answer: %v", first)
 	}
