@@ -28,11 +28,13 @@ type call struct {
 	id         int64    // {id} path parameter, 0 if none
 	allow      []string // the path's methods when only the path matched
 
-	// From authentication (key and body stay empty on public routes).
+	// From process: the server clock (also on public routes), then what
+	// authentication adds (key and body stay empty on public routes) and
+	// the Idempotency-Key dispatch accepted.
+	serverNow time.Time
 	key       *apiauth.Principal
 	body      []byte
 	idemKey   string
-	serverNow time.Time
 
 	// The outcome.
 	ticket    *idemTicket // the Idempotency-Key claim to settle; nil if none
