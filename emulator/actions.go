@@ -67,17 +67,17 @@ func parseAction(body []byte) (*actionRequest, *apiError) {
 func (e *Emulator) handleAction(c *call) *response {
 	req, ae := parseAction(c.body)
 	if ae != nil {
-		return errorResponse(c.reqID, ae)
+		return c.fail(ae)
 	}
 	e.mu.Lock()
 	s := e.ownService(c)
 	if s == nil {
 		e.mu.Unlock()
-		return errorResponse(c.reqID, notFound("No such service."))
+		return c.fail(notFound("No such service."))
 	}
 	if msg := allowed(s, *req.Action); msg != "" {
 		e.mu.Unlock()
-		return errorResponse(c.reqID, validationError("action", msg))
+		return c.fail(validationError("action", msg))
 	}
 	a := &action{id: "act_" + newULID(e.now()), name: *req.Action, serviceID: s.id, os: req.OS,
 		status: "pending", requestedAt: c.serverNow}

@@ -134,11 +134,7 @@ func (e *Emulator) Faults() Faults {
 func (e *Emulator) InjectedFaults() map[string]int {
 	e.faultMu.Lock()
 	defer e.faultMu.Unlock()
-	out := make(map[string]int, len(e.injected))
-	for k, v := range e.injected {
-		out[k] = v
-	}
-	return out
+	return copyCounts(e.injected)
 }
 
 // injectedLocked counts one fault of kind; e.faultMu must be held.

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,20 +97,10 @@ func TestInProgressModes(t *testing.T) {
 				o.Faults = Faults{SlowAfterCommit: 500 * time.Millisecond, SlowAfterCommitCount: 1}
 			})
 			r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "twice"}
-			var wg sync.WaitGroup
-			var first *http.Response
-			var firstBody []byte
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var err error
-				if first, firstBody, err = env.try(t, r); err != nil {
-					t.Errorf("first: %v", err)
-				}
-			}()
+			wait := env.background(t, r)
 			testutil.WaitFor(t, "the first order to commit", func() bool { return env.emu.OrderCount() == 1 })
 			resp, body := env.do(t, r)
-			wg.Wait()
+			first, firstBody := wait()
 			if resp.StatusCode != tt.want {
 				t.Fatalf("second: status %d, want %d: %s", resp.StatusCode, tt.want, body)
 			}
@@ -140,14 +129,7 @@ func TestInProgressReplayBodyMismatch(t *testing.T) {
 		o.InProgress = InProgressReplay
 		o.Faults = Faults{SlowAfterCommit: 1500 * time.Millisecond, SlowAfterCommitCount: 1}
 	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, _, err := env.try(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "k"}); err != nil {
-			t.Errorf("first: %v", err)
-		}
-	}()
-	defer func() { <-done }()
+	defer env.background(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "k"})()
 	testutil.WaitFor(t, "the first order to commit", func() bool { return env.emu.OrderCount() == 1 })
 	start := time.Now()
 	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: `{"product_id":7,"billing_cycle":"monthly"}`, idem: "k"})

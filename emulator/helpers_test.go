@@ -161,6 +161,26 @@ func (env *testEnv) try(t testing.TB, r rq) (*http.Response, []byte, error) {
 	return resp, body, err
 }
 
+// background sends r from another goroutine, as the first of two
+// requests, and returns a function that waits for its answer (nil when
+// it failed, which fails the test).
+func (env *testEnv) background(t testing.TB, r rq) (wait func() (*http.Response, []byte)) {
+	var resp *http.Response
+	var body []byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var err error
+		if resp, body, err = env.try(t, r); err != nil {
+			t.Errorf("first: %v", err)
+		}
+	}()
+	return func() (*http.Response, []byte) {
+		<-done
+		return resp, body
+	}
+}
+
 func (env *testEnv) order(t testing.TB, idem string) map[string]any {
 	t.Helper()
 	resp, body := env.do(t, rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: idem})

@@ -3,8 +3,8 @@ package emulator
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -101,18 +101,7 @@ func TestIdempotencyKeyValidation(t *testing.T) {
 func TestIdempotencyInFlight(t *testing.T) {
 	env := newEnv(t, func(o *Options) { o.Faults = Faults{Delay: time.Second, DelayCount: 1} })
 	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "in-flight"}
-	var wg sync.WaitGroup
-	var first *http.Response
-	var firstBody []byte
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var err error
-		first, firstBody, err = env.try(t, r)
-		if err != nil {
-			t.Errorf("first: %v", err)
-		}
-	}()
+	wait := env.background(t, r)
 	// The order commits before the delay; the idempotency record stays
 	// "in progress" until the delayed answer is finished.
 	testutil.WaitFor(t, "first order to commit", func() bool { return env.emu.OrderCount() == 1 })
@@ -124,7 +113,7 @@ func TestIdempotencyInFlight(t *testing.T) {
 	if got, want := resp.Header.Get("Retry-After"), "1"; got != want {
 		t.Errorf("Retry-After: got %q, want %q", got, want)
 	}
-	wg.Wait()
+	first, firstBody := wait()
 	if first == nil || first.StatusCode != http.StatusCreated {
 		t.Fatalf("first answer: %v", first)
 	}
@@ -183,5 +172,25 @@ func TestIdempotencyStoreExpiry(t *testing.T) {
 	env.order(t, "expiring") // 24 h later the key is fresh again
 	if got, want := env.emu.OrderCount(), 2; got != want {
 		t.Errorf("orders: got %d, want %d", got, want)
+	}
+}
+
+// A handler that panics must not leave its Idempotency-Key in progress:
+// the retry with the key runs instead of getting request_in_progress.
+func TestIdempotencyPanickingHandlerReleasesKey(t *testing.T) {
+	env := newEnv(t, nil)
+	i := slices.IndexFunc(routes, func(rt route) bool { return rt.method == "POST" && rt.pattern == "/v1/orders" })
+	orig := routes[i].handler
+	t.Cleanup(func() { routes[i].handler = orig })
+	routes[i].handler = func(*Emulator, *call) *response { panic("a handler bug") }
+	r := rq{method: "POST", path: "/v1/orders", body: testutil.OrderBody, idem: "panics"}
+	// net/http recovers the panic and closes the connection.
+	if resp, body, err := env.try(t, r); err == nil {
+		t.Fatalf("the panicking request was answered: %d %s", resp.StatusCode, body)
+	}
+	routes[i].handler = orig
+	resp, body := env.do(t, r)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("retry: status %d, want 201: %s", resp.StatusCode, body)
 	}
 }

@@ -114,7 +114,7 @@ func (e *Emulator) fundLocked(acct *account, price int64) (string, *apiError) {
 func (e *Emulator) handleCreateOrder(c *call) *response {
 	line, ae := parseOrder(c.body)
 	if ae != nil {
-		return errorResponse(c.reqID, ae)
+		return c.fail(ae)
 	}
 	price := line.product.Prices[line.cycle]
 
@@ -122,13 +122,13 @@ func (e *Emulator) handleCreateOrder(c *call) *response {
 	acct := e.accountLocked(c.key.Account)
 	if len(e.orders) >= e.maxOrders {
 		e.mu.Unlock()
-		return errorResponse(c.reqID, &apiError{code: codeCapacity, reason: "order_limit",
+		return c.fail(&apiError{code: codeCapacity, reason: "order_limit",
 			detail: fmt.Sprintf("The emulator holds at most %d orders; nothing was charged.", e.maxOrders)})
 	}
 	method, ae := e.fundLocked(acct, price)
 	if ae != nil {
 		e.mu.Unlock()
-		return errorResponse(c.reqID, ae)
+		return c.fail(ae)
 	}
 	if method == "credit" {
 		acct.balance -= price // reserved now, so concurrent orders cannot overdraw
