@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,6 +57,17 @@ const (
 	DefaultFlightTTL = time.Second
 )
 
+// DefaultOutageHold is how long a retry's Claim waits for an unreachable
+// store to answer again before the replica goes on alone: a Redis restart
+// or failover of a few seconds then costs the retry that delay instead of
+// its earlier request's key (a second order). Longer outages fall back to
+// each replica's local state, as the rest of the shared state does.
+const DefaultOutageHold = 3 * time.Second
+
+// outagePoll is how often a Claim held by an outage tries again; the
+// Outage itself lets one probe through per DefaultProbeEvery.
+const outagePoll = 100 * time.Millisecond
+
 // FlightBoard puts this replica's in-flight automatic-key requests on a
 // shared FlightStore and refreshes them (a heartbeat), so that a caller's
 // retry at another replica can find its abandoned request (package
@@ -66,12 +78,22 @@ const (
 // NewFlightBoard and stop its heartbeat with Close; it is safe for
 // concurrent use.
 type FlightBoard struct {
+	// OutageHold bounds how long Claim waits for an unreachable store to
+	// answer again (DefaultOutageHold from NewFlightBoard; 0: not at
+	// all). Set it before the board is used.
+	OutageHold time.Duration
+
 	store  FlightStore
 	outage *Outage
 	owner  string
 	every  time.Duration
 	ttl    time.Duration
 	keep   time.Duration
+	// settle is how long after an outage an empty answer of the store is
+	// not trusted: the other replicas put their entries back only once
+	// they notice the store is back (a probe a second, then a heartbeat).
+	settle    time.Duration
+	recovered atomic.Int64 // unix nanoseconds of the last outage's end
 
 	mu    sync.Mutex
 	local map[string]FlightEntry // by ID: this replica's entries
@@ -96,12 +118,17 @@ func NewFlightBoard(store FlightStore, outage *Outage, heartbeat, ttl, keep time
 		outage, _ = NewOutage(nil, nil) // registers nothing: cannot fail
 	}
 	b := &FlightBoard{
-		store: store, outage: outage, owner: rand.Text(),
+		OutageHold: DefaultOutageHold,
+		store:      store, outage: outage, owner: rand.Text(),
 		every: heartbeat, ttl: ttl, keep: max(keep, ttl),
-		local: map[string]FlightEntry{},
-		stop:  make(chan struct{}), done: make(chan struct{}),
+		settle: DefaultProbeEvery + 2*heartbeat,
+		local:  map[string]FlightEntry{},
+		stop:   make(chan struct{}), done: make(chan struct{}),
 	}
-	outage.OnRecover(b.reregister)
+	outage.OnRecover(func() {
+		b.recovered.Store(time.Now().UnixNano())
+		b.reregister()
+	})
 	go b.beat()
 	return b
 }
@@ -202,13 +229,41 @@ func (b *FlightBoard) Leave(fp, id string) {
 	})
 }
 
-// Claim implements flight.Board.
-func (b *FlightBoard) Claim(fp string) (key string, ok, busy bool) {
-	b.outage.try(context.Background(), func(ctx context.Context) (err error) {
-		key, ok, busy, err = b.store.ClaimFlight(ctx, fp, b.owner)
-		return err
-	})
-	return key, ok, busy
+// Claim implements flight.Board. While the store is unreachable it waits
+// up to OutageHold for it to answer again (until ctx ends), then answers
+// as if the board were empty. Shortly after an outage, an empty answer
+// counts as busy: another replica may not have put its entries back yet,
+// and the caller then looks again for as long as it would for a live one.
+func (b *FlightBoard) Claim(ctx context.Context, fp string) (key string, ok, busy bool) {
+	deadline := time.Now().Add(b.OutageHold)
+	for {
+		wasDown := b.outage.Down()
+		if b.outage.try(ctx, func(ctx context.Context) (err error) {
+			key, ok, busy, err = b.store.ClaimFlight(ctx, fp, b.owner)
+			return err
+		}) {
+			if wasDown {
+				// This call ended the outage: OnRecover's note of it
+				// may come later.
+				b.recovered.Store(time.Now().UnixNano())
+			}
+			if !ok && time.Since(time.Unix(0, b.recovered.Load())) < b.settle {
+				busy = true
+			}
+			return key, ok, busy
+		}
+		wait := min(outagePoll, time.Until(deadline))
+		if wait <= 0 {
+			return "", false, false
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return "", false, false
+		}
+	}
 }
 
 // MarkClaimed implements flight.Board.

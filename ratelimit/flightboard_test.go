@@ -12,8 +12,10 @@ import (
 
 // fakeFlights is a FlightStore in memory that can be made unreachable.
 type fakeFlights struct {
-	mu        sync.Mutex
-	down      bool
+	mu   sync.Mutex
+	down bool
+	// claim, when set, is what ClaimFlight answers; else busy.
+	claim     func() (key string, ok, busy bool)
 	entries   map[string]ratelimit.FlightEntry // by ID
 	refreshes int
 }
@@ -68,7 +70,14 @@ func (s *fakeFlights) LeaveFlight(_ context.Context, _, id string) error {
 func (s *fakeFlights) ClaimFlight(context.Context, string, string) (string, bool, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return "", false, true, s.check()
+	if err := s.check(); err != nil {
+		return "", false, false, err
+	}
+	if s.claim != nil {
+		key, ok, busy := s.claim()
+		return key, ok, busy, nil
+	}
+	return "", false, true, nil
 }
 
 func (s *fakeFlights) MarkFlightClaimed(context.Context, string, string) (bool, error) {
@@ -116,9 +125,10 @@ func TestFlightBoardOutage(t *testing.T) {
 	defer b.Close()
 
 	s.setDown(true)
+	b.OutageHold = 0 // answer at once while down
 	b.Register("fp", "1", "k1")
 	b.Leave("fp", "1")
-	if key, ok, busy := b.Claim("fp"); ok || busy || key != "" {
+	if key, ok, busy := b.Claim(t.Context(), "fp"); ok || busy || key != "" {
 		t.Errorf("Claim while down = %q %v %v, want nothing", key, ok, busy)
 	}
 	if !b.MarkClaimed("fp", "1") {
@@ -147,7 +157,72 @@ func TestFlightBoardOutage(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, ok, busy := b.Claim("fp"); ok || !busy {
+	if _, ok, busy := b.Claim(t.Context(), "fp"); ok || !busy {
 		t.Errorf("Claim with the store back = %v %v, want the store's answer (busy)", ok, busy)
+	}
+}
+
+// TestFlightBoardClaimHoldsThroughAShortOutage: a retry that reaches a
+// replica while the store is down waits for the store (a Redis restart)
+// and gets the abandoned request's key, instead of going on alone with a
+// new one; a longer outage is waited out only for OutageHold.
+func TestFlightBoardClaimHoldsThroughAShortOutage(t *testing.T) {
+	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{},
+		claim: func() (string, bool, bool) { return "k1", true, false }}
+	outage, err := ratelimit.NewOutage(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
+	defer b.Close()
+	s.setDown(true)
+	b.Register("fp", "1", "k0") // notices the outage
+	if !outage.Down() {
+		t.Fatal("the outage was not noticed")
+	}
+	b.OutageHold = 10 * time.Second
+	time.AfterFunc(200*time.Millisecond, func() { s.setDown(false) })
+	start := time.Now()
+	key, ok, _ := b.Claim(t.Context(), "fp")
+	if !ok || key != "k1" {
+		t.Errorf("Claim across a short outage = %q %v, want the store's k1", key, ok)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Claim took %v: it should end soon after the store is back", d)
+	}
+
+	s.setDown(true)
+	b.Register("fp", "2", "k2") // notices the next outage
+	b.OutageHold = 300 * time.Millisecond
+	start = time.Now()
+	if key, ok, busy := b.Claim(t.Context(), "fp"); ok || busy || key != "" {
+		t.Errorf("Claim through a long outage = %q %v %v, want nothing (go on alone)", key, ok, busy)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("Claim gave up after %v, want OutageHold (300ms)", d)
+	}
+}
+
+// TestFlightBoardDistrustsEmptyAnswersAfterAnOutage: right after the store
+// is back, other replicas may not have put their entries back yet, so an
+// empty answer says busy (look again) rather than "nothing there".
+func TestFlightBoardDistrustsEmptyAnswersAfterAnOutage(t *testing.T) {
+	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{},
+		claim: func() (string, bool, bool) { return "", false, false }}
+	outage, err := ratelimit.NewOutage(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
+	defer b.Close()
+	if _, ok, busy := b.Claim(t.Context(), "fp"); ok || busy {
+		t.Errorf("Claim before any outage = %v %v, want the store's empty answer", ok, busy)
+	}
+	s.setDown(true)
+	b.Register("fp", "1", "k1")
+	s.setDown(false)
+	b.OutageHold = 5 * time.Second
+	if _, ok, busy := b.Claim(t.Context(), "fp"); ok || !busy {
+		t.Errorf("Claim as the outage ends = %v %v, want busy", ok, busy)
 	}
 }

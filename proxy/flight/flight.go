@@ -78,8 +78,9 @@ type Board interface {
 	// Claim claims an abandoned, unclaimed flight of fp on another
 	// replica (its caller gone, or its replica silent) and returns its
 	// key; ok is false when there is none. busy reports that another
-	// replica has a flight of fp whose caller may still wait.
-	Claim(fp string) (key string, ok, busy bool)
+	// replica has a flight of fp whose caller may still wait. It may
+	// wait, until ctx ends, for an unreachable board to answer again.
+	Claim(ctx context.Context, fp string) (key string, ok, busy bool)
 	// MarkClaimed claims this replica's flight id for a local retry;
 	// false when another replica claimed it first.
 	MarkClaimed(fp, id string) bool
@@ -197,7 +198,7 @@ func Fingerprint(method, target, bodyHash string) string {
 func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leader bool, err error) {
 	start := time.Now()
 	patience := reg.grace
-	waited := false
+	waited, sawBusy := false, false
 	for {
 		reg.mu.Lock()
 		f := reg.claimLocked(fp)
@@ -214,8 +215,14 @@ func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leade
 		if reg.board != nil {
 			var k string
 			var ok bool
-			if k, ok, busy = reg.board.Claim(fp); ok {
+			if k, ok, busy = reg.board.Claim(ctx, fp); ok {
 				return reg.Start(fp, k), true, nil
+			}
+			if busy && !sawBusy {
+				// Patience counts from the first sight of another
+				// replica's flight, not from time spent reaching
+				// the board.
+				start, sawBusy = time.Now(), true
 			}
 		}
 		reg.mu.Lock()
