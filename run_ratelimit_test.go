@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"khproxy/emulator"
 	"khproxy/emulator/emulatortest"
@@ -68,5 +69,53 @@ func TestRunPacesAndUsesRedis(t *testing.T) {
 				t.Errorf("run = %v", err)
 			}
 		})
+	}
+}
+
+// TestRunSharesFlightsThroughRedis: two khproxy replicas as main runs them,
+// sharing one Redis: an impatient caller's retry through the other replica,
+// while its first request is still in flight, gets the one order.
+func TestRunSharesFlightsThroughRedis(t *testing.T) {
+	emu, key, secret := emulatortest.New(t)
+	up := httptest.NewServer(emu)
+	defer up.Close()
+	redis := redistest.Start(t).URL()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var addrs []string
+	var errcs []chan error
+	for range 2 {
+		env := []string{"KH_KEY=" + key, "KH_SECRET=" + secret, "KH_UPSTREAM=" + up.URL + emulator.DefaultBasePath,
+			"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json", "KH_RATE_LIMIT=off", "KH_REDIS_URL=" + redis}
+		logs := &testutil.SyncBuffer{}
+		errc := make(chan error, 1)
+		go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
+		addrs = append(addrs, waitListening(t, logs, errc))
+		errcs = append(errcs, errc)
+	}
+	if err := emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	impatient := &http.Client{Timeout: 200 * time.Millisecond}
+	if _, err := impatient.Post("http://"+addrs[0]+"/v1/orders", "application/json", strings.NewReader(testutil.OrderBody)); err == nil {
+		t.Fatal("the impatient caller got an answer")
+	}
+	resp, err := http.Post("http://"+addrs[1]+"/v1/orders", "application/json", strings.NewReader(testutil.OrderBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Errorf("retry through the other replica: %d %s", resp.StatusCode, body)
+	}
+	if n := emu.OrderCount(); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+	cancel()
+	for _, errc := range errcs {
+		if err := <-errc; err != nil {
+			t.Errorf("run = %v", err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -44,11 +45,11 @@ func (s *frozenStore) LeaveFlight(ctx context.Context, fp, id string) error {
 	return s.FlightStore.LeaveFlight(ctx, fp, id)
 }
 
-func (s *frozenStore) FinishFlight(ctx context.Context, fp, id string) (bool, error) {
+func (s *frozenStore) FinishFlight(ctx context.Context, fp, id, key string, keepFor time.Duration) (bool, error) {
 	if s.frozen.Load() {
 		return false, errFrozen
 	}
-	return s.FlightStore.FinishFlight(ctx, fp, id)
+	return s.FlightStore.FinishFlight(ctx, fp, id, key, keepFor)
 }
 
 // replica is one khproxy in front of a shared API, sharing a Redis with
@@ -60,8 +61,17 @@ type replica struct {
 }
 
 // newReplicas starts n proxies in front of api, sharing srv's Redis, with
-// a fast heartbeat (50 ms, entries abandoned after 250 ms).
+// a heartbeat every 100 ms and entries abandoned after 600 ms: longer than
+// the grace, so that a crashed owner is found only by waiting for its
+// heartbeat to run out.
 func newReplicas(t *testing.T, n int, redis *redistest.Server, api *upstream, timeout, budget time.Duration) []*replica {
+	t.Helper()
+	return newReplicasLogging(t, n, redis, api, timeout, budget, nil)
+}
+
+// newReplicasLogging is newReplicas with the Redis outages logged to
+// outageLog (nil: discarded).
+func newReplicasLogging(t *testing.T, n int, redis *redistest.Server, api *upstream, timeout, budget time.Duration, outageLog *slog.Logger) []*replica {
 	t.Helper()
 	u, err := url.Parse(api.URL + basePath)
 	if err != nil {
@@ -78,12 +88,12 @@ func newReplicas(t *testing.T, n int, redis *redistest.Server, api *upstream, ti
 		if err != nil {
 			t.Fatal(err)
 		}
-		outage, err := ratelimit.NewOutage(nil, nil)
+		outage, err := ratelimit.NewOutage(outageLog, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fs := &frozenStore{FlightStore: store}
-		board := ratelimit.NewFlightBoard(fs, outage, 50*time.Millisecond, 250*time.Millisecond, time.Minute)
+		board := ratelimit.NewFlightBoard(fs, outage, 100*time.Millisecond, 600*time.Millisecond, time.Minute)
 		t.Cleanup(board.Close)
 		srv, logs := startProxy(t, proxy.Options{
 			Upstream:          u,
@@ -128,6 +138,25 @@ func TestReplicasShareFlights(t *testing.T) {
 			code, _, body, _ = post(r[0].srv.Client(), r[0].srv.URL, inDoubtBody)
 			if code != http.StatusCreated || body != `{"id":2}` {
 				t.Errorf("a new identical order: %d %s, want order 2", code, body)
+			}
+		})
+	})
+
+	t.Run("in doubt at one replica, the retry at the other gets the order", func(t *testing.T) {
+		idemModes(t, func(t *testing.T, m bool) {
+			api := newIdemAPI(time.Second, m)
+			r := newReplicas(t, 2, redis, newUpstream(t, api.serve), 200*time.Millisecond, 400*time.Millisecond)
+			code, hdr, body, err := post(r[0].srv.Client(), r[0].srv.URL, inDoubtBody)
+			if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "in_doubt") {
+				t.Fatalf("first: %d %s %v, want 503 in_doubt", code, body, err)
+			}
+			time.Sleep(time.Second) // the order is placed meanwhile
+			code, hdr2, body, err := post(r[1].srv.Client(), r[1].srv.URL, inDoubtBody)
+			if err != nil || code != http.StatusCreated || body != `{"id":1}` {
+				t.Fatalf("retry at the other replica: %d %s %v, want 201 with order 1", code, body, err)
+			}
+			if hdr.Get("Idempotency-Key") != hdr2.Get("Idempotency-Key") || api.count() != 1 {
+				t.Errorf("keys %q, %q and %d orders: want one key, one order", hdr.Get("Idempotency-Key"), hdr2.Get("Idempotency-Key"), api.count())
 			}
 		})
 	})
@@ -179,12 +208,16 @@ func TestReplicasShareFlights(t *testing.T) {
 
 	t.Run("Redis down: each replica alone, and it says so", func(t *testing.T) {
 		api := newIdemAPI(100*time.Millisecond, true)
-		r := newReplicas(t, 1, redis, newUpstream(t, api.serve), 2*time.Second, 5*time.Second)
+		logs := &testutil.SyncBuffer{}
+		r := newReplicasLogging(t, 1, redis, newUpstream(t, api.serve), 2*time.Second, 5*time.Second, slog.New(slog.NewJSONHandler(logs, nil)))
 		redis.Stop()
 		defer redis.Restart()
 		code, _, body, err := post(r[0].srv.Client(), r[0].srv.URL, inDoubtBody)
 		if err != nil || code != http.StatusCreated {
 			t.Fatalf("with Redis down: %d %s %v, want 201", code, body, err)
+		}
+		if !strings.Contains(logs.String(), "requests in flight until it is back") {
+			t.Errorf("the outage is not logged as falling back for requests in flight:\n%s", logs)
 		}
 	})
 }

@@ -60,7 +60,10 @@ func TestRetries(t *testing.T) {
 		{"replay_detected, even keyless POST", "POST", "/v1/other", nil, 401, map[string]string{"Content-Type": "application/problem+json"},
 			`{"type":"auth_failed","status":401,"reason":"replay_detected"}`, 2, 200},
 		{"other 401 passes through", "GET", "/v1/products", nil, 401, nil, `{"reason":"signature_mismatch"}`, 1, 401},
-		{"4xx passes through", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		{"4xx passes through", "POST", "/v1/orders", nil, 422, nil, `{"type":"validation_failed"}`, 1, 422},
+		{"client key 409 passes through", "POST", "/v1/orders", map[string]string{"Idempotency-Key": "k1"}, 409, nil, `{"type":"idempotency_conflict"}`, 1, 409},
+		// khproxy's own key has one body: a 409 can only mean "in progress".
+		{"automatic key: any 409 is in progress", "POST", "/v1/orders", nil, 409, nil, `{"type":"idempotency_conflict"}`, 2, 200},
 		// A keyed request is resent on every answer that leaves it in doubt.
 		{"order 500 then ok", "POST", "/v1/orders", nil, 500, nil, "", 2, 200},
 		{"order 429 without Retry-After", "POST", "/v1/orders", nil, 429, nil, "", 2, 200},
@@ -327,5 +330,48 @@ func TestAbandonedLeaderIsBounded(t *testing.T) {
 			t.Fatal("the leader is still in flight long after its caller left")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sequence answers the n-th request (0-based) with statuses[n], the last
+// one from then on; a 409 says request_in_progress.
+func sequence(statuses ...int) http.HandlerFunc {
+	var n atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) {
+		i := int(n.Add(1)) - 1
+		code := statuses[min(i, len(statuses)-1)]
+		if code == http.StatusConflict {
+			w.Header().Set("Retry-After", "0")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(code)
+			io.WriteString(w, `{"type":"idempotency_conflict","reason":"request_in_progress"}`)
+			return
+		}
+		w.WriteHeader(code)
+	}
+}
+
+// TestInProgressIsNotCountedAgainstRetryMax: waiting out a request in
+// progress is bounded by the budget only; the failures around it still
+// count.
+func TestInProgressIsNotCountedAgainstRetryMax(t *testing.T) {
+	tests := []struct {
+		name     string
+		retryMax int
+		statuses []int
+		want     int
+	}{
+		{"RetryMax 0", 0, []int{409, 409, 409, 201}, 201},
+		{"RetryMax 1: one 503 among the polls", 1, []int{409, 409, 409, 409, 503, 201}, 201},
+		{"RetryMax 1: two 503s", 1, []int{503, 409, 503, 201}, 503},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, sequence(tt.statuses...), func(o *proxy.Options) { o.RetryMax = tt.retryMax; o.RetryBudget = 10 * time.Second })
+			resp, _ := h.do(t, "POST", "/v1/other", strings.NewReader("{}"), http.Header{"Idempotency-Key": {"client-k"}})
+			if resp.StatusCode != tt.want {
+				t.Errorf("status %d after %d attempts, want %d", resp.StatusCode, len(h.up.all()), tt.want)
+			}
+		})
 	}
 }

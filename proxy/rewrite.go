@@ -71,10 +71,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if ex.idemKey != "" {
 		resp.Header.Set("Idempotency-Key", ex.idemKey)
 	}
-	if ex.autoKey && upstream.InDoubt(resp) {
+	if ex.autoKey && (upstream.InDoubt(resp) || resp.StatusCode == http.StatusConflict) {
 		// The retries are spent and the key is not settled: the caller
 		// must not take this answer as the result (errorHandler answers
-		// in_doubt, and the flight keeps the key for its retry).
+		// in_doubt, and the flight keeps the key for its retry). A 409
+		// to a key khproxy made for this body can only mean that the
+		// request is still in progress, whatever the API calls it.
 		return errInDoubtAnswer
 	}
 	return nil

@@ -37,6 +37,6 @@ func newUpstream(o Options, stop context.Context) (*upstream.Transport, error) {
 // transport reports its attempts into ex.up.
 func (ex *exchange) withCall(ctx context.Context) context.Context {
 	ex.up.Target, ex.up.BodyHash, ex.up.Body, ex.up.IdempotencyKey = ex.target, ex.bodyHash, ex.body, ex.idemKey
-	ex.up.RequestID = ex.id
+	ex.up.RequestID, ex.up.OwnKey = ex.id, ex.autoKey
 	return upstream.WithCall(ctx, &ex.up)
 }

@@ -38,16 +38,22 @@ type FlightStore interface {
 	MarkFlightClaimed(ctx context.Context, fp, id string) (bool, error)
 	// UnclaimFlight gives the claim of flight id up.
 	UnclaimFlight(ctx context.Context, fp, id string) error
-	// FinishFlight removes flight id and reports whether it was claimed.
-	FinishFlight(ctx context.Context, fp, id string) (claimed bool, err error)
+	// FinishFlight removes flight id and reports whether it was claimed;
+	// unless it was, and when keepFor is positive, it keeps key for fp in
+	// the retry memory (KeyStore) for keepFor, in the same step.
+	FinishFlight(ctx context.Context, fp, id, key string, keepFor time.Duration) (claimed bool, err error)
 }
 
 // Default heartbeat of a FlightBoard: each replica refreshes its entries
-// every DefaultHeartbeat; an entry not refreshed for DefaultFlightTTL
-// counts as abandoned by a crashed replica.
+// every DefaultHeartbeat (one Redis call for all, only while it has any);
+// an entry not refreshed for DefaultFlightTTL counts as abandoned by a
+// crashed replica. A retry meeting another replica's identical request
+// waits up to that long before it is taken for a purchase of its own, so
+// the TTL is short; five heartbeats fit in it, so that a replica whose
+// refresh is late by a few hundred milliseconds is not taken for dead.
 const (
-	DefaultHeartbeat = time.Second
-	DefaultFlightTTL = 4 * time.Second
+	DefaultHeartbeat = 200 * time.Millisecond
+	DefaultFlightTTL = time.Second
 )
 
 // FlightBoard puts this replica's in-flight automatic-key requests on a
@@ -165,6 +171,9 @@ func (b *FlightBoard) reregister() {
 	}
 }
 
+// Lifetime implements flight.Board: the ttl.
+func (b *FlightBoard) Lifetime() time.Duration { return b.ttl }
+
 // id names a local flight on the board: unique across replicas.
 func (b *FlightBoard) id(local string) string { return b.owner + "/" + local }
 
@@ -222,15 +231,20 @@ func (b *FlightBoard) Unclaim(fp, id string) {
 	})
 }
 
-// Finish implements flight.Board.
-func (b *FlightBoard) Finish(fp, id string) (claimedElsewhere bool) {
+// Finish implements flight.Board; the key is kept for the idempotency
+// window given to NewFlightBoard.
+func (b *FlightBoard) Finish(fp, id, key string, keep bool) (claimed, kept bool) {
 	id = b.id(id)
 	b.mu.Lock()
 	delete(b.local, id)
 	b.mu.Unlock()
-	b.outage.try(context.Background(), func(ctx context.Context) (err error) {
-		claimedElsewhere, err = b.store.FinishFlight(ctx, fp, id)
+	var keepFor time.Duration
+	if keep {
+		keepFor = b.keep
+	}
+	ok := b.outage.try(context.Background(), func(ctx context.Context) (err error) {
+		claimed, err = b.store.FinishFlight(ctx, fp, id, key, keepFor)
 		return err
 	})
-	return claimedElsewhere
+	return claimed, ok && keep && !claimed
 }

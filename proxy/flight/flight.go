@@ -9,12 +9,15 @@
 //
 //   - a request whose identical twin (same method, target and body) is in
 //     flight but abandoned, its caller gone before the answer, claims it: it
-//     waits for that request and gets its answer. Each abandoned request is
+//     waits for that request and gets its answer when the answer settles the
+//     request; when it does not (the request ended in doubt), the retry
+//     sends the request again with the same key. Each abandoned request is
 //     claimed by one retry at a time;
-//   - when an abandoned request's answer reached nobody (its caller left, the
-//     connection broke, khproxy answered 502/504 or the API 5xx), its key is
-//     kept for the window, and the next identical request takes it, so that
-//     the API replays its stored answer instead of placing a second order;
+//   - when no settling answer reached an abandoned request's caller (it
+//     left, the connection broke, or the request ended in doubt), its key
+//     is kept for the window, and the next identical request takes it, so
+//     that the API replays its stored answer instead of placing a second
+//     order;
 //   - an identical request while the earlier one's caller is still connected
 //     is a purchase of its own, with its own key. A caller's disconnect is
 //     noticed a moment after its retry may arrive, so such a request first
@@ -28,7 +31,8 @@
 // answer, so it sends its own request with the flight's key, which the API
 // answers with the same order (spec §2). While another replica's identical
 // flight has its caller waiting, a request waits up to the grace period
-// for it to turn out gone, as on one replica.
+// for it to turn out gone, as on one replica, or longer, until its entry
+// would have run out had its replica crashed (Board.Lifetime).
 //
 // The package knows nothing of HTTP servers or of how a request is sent:
 // the proxy tells it when a caller leaves and how a flight ended, and
@@ -81,9 +85,17 @@ type Board interface {
 	MarkClaimed(fp, id string) bool
 	// Unclaim gives a local claim of flight id up.
 	Unclaim(fp, id string)
-	// Finish takes flight id off the board and reports whether another
-	// replica claimed it (the claimer then keeps its key).
-	Finish(fp, id string) (claimedElsewhere bool)
+	// Lifetime is how long an entry lives without its replica's
+	// heartbeat: a request waits that long for another replica's
+	// identical flight to turn out gone or crashed before it is taken
+	// for a purchase of its own.
+	Lifetime() time.Duration
+	// Finish takes flight id off the board and reports whether it was
+	// claimed (the claimer then has its key). When keep is true and it
+	// was not claimed, key is kept for fp in the shared retry memory in
+	// the same step, so that no retry can find neither the flight nor
+	// its key; kept reports that it was.
+	Finish(fp, id, key string, keep bool) (claimed, kept bool)
 }
 
 // sharedPoll is how often a request waiting for another replica's
@@ -131,12 +143,12 @@ func (f *Flight) Key() string { return f.key }
 // Done is closed when the flight's leader called Finish.
 func (f *Flight) Done() <-chan struct{} { return f.done }
 
-// Delivered reports whether the answer reached the leader's caller. Call it
-// once Done is closed.
+// Delivered reports whether a settling answer reached the leader's caller.
+// Call it once Done is closed.
 func (f *Flight) Delivered() bool { return f.delivered }
 
-// Answer is the leader's complete response, or nil when it could not be
-// kept whole. Call it once Done is closed.
+// Answer is the leader's complete, settling response, or nil when there is
+// none to share. Call it once Done is closed.
 func (f *Flight) Answer() *Answer { return f.result }
 
 // Registry holds the automatic-key requests in flight, by fingerprint, and
@@ -183,12 +195,8 @@ func Fingerprint(method, target, bodyHash string) string {
 // claimed: it waits for f.Done(), or calls Unclaim if it gives up. err is
 // ctx's error when ctx ended while waiting.
 func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leader bool, err error) {
-	var grace *time.Timer
-	defer func() {
-		if grace != nil {
-			grace.Stop()
-		}
-	}()
+	start := time.Now()
+	patience := reg.grace
 	waited := false
 	for {
 		reg.mu.Lock()
@@ -222,27 +230,26 @@ func (reg *Registry) Join(ctx context.Context, fp, key string) (f *Flight, leade
 		}
 		changed := reg.changed
 		reg.mu.Unlock()
-		if grace == nil {
-			grace = time.NewTimer(reg.grace)
-		}
-		var poll *time.Timer
-		var pollC <-chan time.Time
+		step := time.Until(start.Add(patience))
 		if busy {
-			// Another replica's caller leaving is not broadcast: look again.
-			poll = time.NewTimer(sharedPoll)
-			pollC = poll.C
+			// Another replica's entry: its caller's leaving is not
+			// broadcast, so look again soon; and its replica may have
+			// crashed, which shows only once its heartbeat runs out.
+			patience = max(patience, reg.board.Lifetime()+2*sharedPoll)
+			step = min(time.Until(start.Add(patience)), sharedPoll)
 		}
+		if step <= 0 {
+			waited = true
+			continue
+		}
+		t := time.NewTimer(step)
 		select {
 		case <-changed:
-		case <-pollC:
-		case <-grace.C:
-			waited = true
+		case <-t.C:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
-		if poll != nil {
-			poll.Stop()
-		}
+		t.Stop()
 		if err != nil {
 			return nil, false, err
 		}
@@ -312,14 +319,18 @@ func (reg *Registry) Unclaim(f *Flight) {
 	reg.broadcastLocked()
 }
 
-// Finish ends a leader's flight, with whether its answer reached its caller
-// and the answer itself (nil when it could not be kept whole), and closes
+// Finish ends a leader's flight, with whether a settling answer reached its
+// caller and that answer (nil when there is none to share: not settling,
+// or not kept whole), and closes
 // f.Done(). Unless the answer was delivered, its key is kept for the
 // caller's retry; a retry that claimed f takes over that duty.
 func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
-	elsewhere := false
+	elsewhere, kept := false, false
 	if reg.board != nil {
-		elsewhere = reg.board.Finish(f.fp, f.id)
+		reg.mu.Lock()
+		keep := !delivered && !f.claimed
+		reg.mu.Unlock()
+		elsewhere, kept = reg.board.Finish(f.fp, f.id, f.key, keep)
 	}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
@@ -339,7 +350,9 @@ func (reg *Registry) Finish(f *Flight, delivered bool, result *Answer) {
 		// A retry on another replica took the key over.
 		f.claimed = true
 	}
-	if !delivered && !f.claimed {
+	if !delivered && !f.claimed && !kept {
+		// Kept already, the key might be taken by a retry by now:
+		// keeping it again would hand it to a second purchase.
 		reg.keepUnanswered(f.fp, f.key)
 	}
 	f.finished, f.delivered, f.result = true, delivered, result

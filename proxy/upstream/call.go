@@ -26,6 +26,11 @@ type Call struct {
 	// Body is the request body, read afresh by each attempt; it is sealed
 	// once the last attempt has been made. Required.
 	Body Body
+	// OwnKey says that IdempotencyKey was made by khproxy for this very
+	// body: then the API cannot answer it 409 for another body, and every
+	// 409 is taken for "still in progress", whatever its body says (the
+	// spec does not document that answer).
+	OwnKey bool
 	// RequestID names the request in the Transport's log lines
 	// ("request_id"), as in the caller's.
 	RequestID string

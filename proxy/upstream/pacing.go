@@ -68,7 +68,7 @@ func (t *Transport) waitToRetry(req *http.Request, c *Call, wait time.Duration, 
 		return false, err
 	}
 	if !d.Allowed {
-		t.log.Debug("no rate-limit token within the retry budget", "path", c.Target, "attempts", c.Attempts)
+		t.log.Debug("no rate-limit token within the retry budget", "request_id", c.RequestID, "path", c.Target, "attempts", c.Attempts)
 	}
 	return d.Allowed, nil
 }
@@ -82,7 +82,7 @@ func (t *Transport) observe(req *http.Request, c *Call, resp *http.Response) {
 	ctx := req.Context()
 	if resp.StatusCode == http.StatusTooManyRequests {
 		d := retryAfter(resp.Header, t.now())
-		t.log.Info("the API answered 429: pausing the rate limit", "path", c.Target, "retry_after", d)
+		t.log.Info("the API answered 429: pausing the rate limit", "request_id", c.RequestID, "path", c.Target, "retry_after", d)
 		t.limiter.Pause(ctx, d)
 		return
 	}

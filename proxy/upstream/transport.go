@@ -196,17 +196,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	reason := AttemptFirst
-	for retry := 0; ; retry++ {
+	// retry counts the retries RetryMax bounds; polls those that wait out
+	// a request in progress, which it does not.
+	retry, polls := 0, 0
+	for {
 		resp, connected, err := t.attempt(req, c, reason)
 		c.Connected = c.Connected || connected
 		t.observe(req, c, resp)
 		why, wait := t.shouldRetry(req, c, resp, err, connected)
+		asked := wait // what the upstream asked for (Retry-After)
 		switch {
 		case why == noRetry:
 			return resp, err
 		case why == retryClockSkew:
 			// Once, whatever RetryMax says: only we can fix it.
-			if skewRetried || !t.learnSkew(resp) {
+			if skewRetried || !t.learnSkew(resp, c) {
 				return resp, err
 			}
 			skewRetried = true
@@ -214,8 +218,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// Not a failure: the API asks us to wait for the request
 			// with this key. Only the budget bounds the wait, even
 			// with RetryMax 0: a key reused from another replica's
-			// request meets it there.
-			wait = max(wait, backoff(retry))
+			// request meets it there. It looks again at least
+			// every second or so: the answer may come any moment.
+			wait = max(wait, backoff(min(polls, 3)))
 		case retry < t.retryMax:
 			wait = max(wait, backoff(retry))
 		case why == retryReplay && !replayRetried:
@@ -230,7 +235,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.log.Debug("retry budget exhausted", "request_id", c.RequestID, "path", c.Target, "attempts", c.Attempts, "reason", why)
 			return resp, err
 		}
-		if why == retryRateLimited && t.paced(req, c) {
+		if why == retryRateLimited && asked > 0 && t.paced(req, c) {
 			wait = 0 // the 429 paused the limiter: waiting for a token waits it out
 		}
 		attrs := []any{"request_id", c.RequestID, "method", req.Method, "path", c.Target, "attempt", c.Attempts, "reason", why, "wait", wait, "idempotency_key", c.IdempotencyKey}
@@ -256,6 +261,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			discard(resp.Body)
 		}
 		reason = string(why)
+		if why == retryInProgress {
+			polls++
+		} else {
+			retry++
+		}
 	}
 }
 
@@ -303,7 +313,7 @@ func (t *Transport) shouldRetry(req *http.Request, c *Call, resp *http.Response,
 	default:
 		switch {
 		case !keyed:
-		case code == http.StatusConflict && inProgress(resp):
+		case code == http.StatusConflict && (c.OwnKey || inProgress(resp)):
 			return retryInProgress, retryAfter(resp.Header, t.now())
 		case InDoubt(resp):
 			return retryInDoubt, retryAfter(resp.Header, t.now())
@@ -414,10 +424,10 @@ func (t *Transport) attempt(req *http.Request, c *Call, reason string) (resp *ht
 
 // learnSkew sets the clock correction from the upstream's Date header and
 // reports whether it found one.
-func (t *Transport) learnSkew(resp *http.Response) bool {
+func (t *Transport) learnSkew(resp *http.Response, c *Call) bool {
 	date, err := http.ParseTime(resp.Header.Get("Date"))
 	if err != nil {
-		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)")
+		t.log.Warn("upstream says our timestamp is out of its window but sent no usable Date header; check this machine's clock (NTP)", "request_id", c.RequestID)
 		return false
 	}
 	// Date is truncated to the second: the upstream's clock read between
@@ -427,10 +437,10 @@ func (t *Transport) learnSkew(resp *http.Response) bool {
 	t.skew.Store(int64(skew / time.Second))
 	t.metrics.ClockOffset(skew)
 	if skew == 0 {
-		t.log.Warn("upstream says our timestamp is out of its window, but its clock agrees with ours again: signing without a correction from now on", "offset", skew.String())
+		t.log.Warn("upstream says our timestamp is out of its window, but its clock agrees with ours again: signing without a correction from now on", "request_id", c.RequestID, "offset", skew.String())
 		return true
 	}
-	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "offset", skew.String())
+	t.log.Warn("upstream clock differs from ours: signing with a corrected clock from now on; fix this machine's clock (NTP)", "request_id", c.RequestID, "offset", skew.String())
 	return true
 }
 

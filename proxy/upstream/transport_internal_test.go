@@ -245,7 +245,7 @@ func TestLearnSkewAgreeingClocks(t *testing.T) {
 			tr.skew.Store(-600)                                  // learned earlier, before the clocks walked back
 			date := now.Add(tt.upOff).Add(10 * time.Millisecond) // the answer's latency
 			resp := &http.Response{Header: http.Header{"Date": {date.UTC().Format(http.TimeFormat)}}}
-			if !tr.learnSkew(resp) {
+			if !tr.learnSkew(resp, &Call{}) {
 				t.Fatal("Date not used")
 			}
 			if got := time.Duration(tr.skew.Load()) * time.Second; got != tt.want {

@@ -12,7 +12,8 @@ import (
 
 var _ ratelimit.FlightStore = (*Store)(nil)
 
-// The flight board: one hash per body fingerprint, a field per flight
+// The flight board: one hash per body fingerprint (KEYS[1]; KEYS[2] is the
+// fingerprint's retry memory entry, in the same hash slot), a field per flight
 // (its id), valued "key|owner|gone|claimed|expires" with expires in ms of
 // the Redis server's clock, so that replicas whose clocks differ agree. The
 // hash lives for the idempotency window after its last write: an entry
@@ -59,10 +60,14 @@ elseif op == 'leave' or op == 'mark' or op == 'unclaim' then
 	put(ARGV[2], f)
 	return {1}
 elseif op == 'finish' then
+	-- id key keepFor; KEYS[2] is the retry memory's entry for the fingerprint
 	local f = parse(redis.call('HGET', KEYS[1], ARGV[2]))
 	redis.call('HDEL', KEYS[1], ARGV[2])
 	if f and f.claimed == '1' then
 		return {1}
+	end
+	if tonumber(ARGV[4]) > 0 then
+		redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 	end
 	return {0}
 elseif op == 'claim' then
@@ -125,7 +130,8 @@ func (s *Store) flightKey(fp string) string { return s.ns + "flight:" + fp }
 
 // flight runs one operation of the flight script on fp's hash.
 func (s *Store) flight(ctx context.Context, fp, op string, args ...any) ([]any, error) {
-	v, err := flightScript.Run(ctx, s.client, []string{s.flightKey(fp)}, append([]any{op}, args...)...).Slice()
+	keys := []string{s.flightKey(fp), s.retry + fp}
+	v, err := flightScript.Run(ctx, s.client, keys, append([]any{op}, args...)...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis flight %s: %w", op, err)
 	}
@@ -204,8 +210,8 @@ func (s *Store) UnclaimFlight(ctx context.Context, fp, id string) error {
 }
 
 // FinishFlight implements ratelimit.FlightStore.
-func (s *Store) FinishFlight(ctx context.Context, fp, id string) (bool, error) {
-	v, err := s.flight(ctx, fp, "finish", id)
+func (s *Store) FinishFlight(ctx context.Context, fp, id, key string, keepFor time.Duration) (bool, error) {
+	v, err := s.flight(ctx, fp, "finish", id, key, keepFor.Milliseconds())
 	if err != nil {
 		return false, err
 	}

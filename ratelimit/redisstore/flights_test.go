@@ -54,8 +54,11 @@ func TestFlightBoard(t *testing.T) {
 		if mine, err := s.MarkFlightClaimed(ctx, "fp1", "A/1"); err != nil || mine {
 			t.Errorf("owner's own retry after a claim: %v %v, want false", mine, err)
 		}
-		if claimed, err := s.FinishFlight(ctx, "fp1", "A/1"); err != nil || !claimed {
+		if claimed, err := s.FinishFlight(ctx, "fp1", "A/1", "k1", keep); err != nil || !claimed {
 			t.Errorf("finish: claimed %v %v, want true", claimed, err)
+		}
+		if _, ok, _ := s.Get(ctx, "fp1"); ok {
+			t.Error("a claimed flight's key was kept: its claimer has it")
 		}
 		if _, ok, busy := claim(t, s, "fp1", "B"); ok || busy {
 			t.Error("a finished flight is still on the board")
@@ -79,6 +82,23 @@ func TestFlightBoard(t *testing.T) {
 		}
 		if _, ok, _ := claim(t, s, "fp2", "C"); ok {
 			t.Error("an abandoned entry was claimed twice")
+		}
+	})
+	t.Run("finishing unclaimed keeps the key in the same step", func(t *testing.T) {
+		s := newStore(t, c)
+		must(s.RegisterFlight(ctx, ratelimit.FlightEntry{FP: "fp6", ID: "A/1", Key: "k6", Owner: "A"}, time.Minute, keep))
+		must(s.RegisterFlight(ctx, ratelimit.FlightEntry{FP: "fp7", ID: "A/2", Key: "k7", Owner: "A"}, time.Minute, keep))
+		if claimed, err := s.FinishFlight(ctx, "fp6", "A/1", "k6", keep); err != nil || claimed {
+			t.Fatalf("finish: %v %v", claimed, err)
+		}
+		if key, ok, err := s.Get(ctx, "fp6"); err != nil || !ok || key != "k6" {
+			t.Errorf("retry memory after finish: %q %v %v, want k6", key, ok, err)
+		}
+		if _, err := s.FinishFlight(ctx, "fp7", "A/2", "k7", 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Get(ctx, "fp7"); ok {
+			t.Error("a delivered flight's key was kept")
 		}
 	})
 	t.Run("a refresh puts back what a Redis restart lost", func(t *testing.T) {

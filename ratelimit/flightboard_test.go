@@ -1,0 +1,153 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"khproxy/ratelimit"
+)
+
+// fakeFlights is a FlightStore in memory that can be made unreachable.
+type fakeFlights struct {
+	mu        sync.Mutex
+	down      bool
+	entries   map[string]ratelimit.FlightEntry // by ID
+	refreshes int
+}
+
+var errFlightsDown = errors.New("store down")
+
+func (s *fakeFlights) check() error {
+	if s.down {
+		return errFlightsDown
+	}
+	return nil
+}
+
+func (s *fakeFlights) setDown(d bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = d
+}
+
+func (s *fakeFlights) RegisterFlight(_ context.Context, e ratelimit.FlightEntry, _, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.entries[e.ID] = e
+	return nil
+}
+
+func (s *fakeFlights) RefreshFlights(_ context.Context, es []ratelimit.FlightEntry, _, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.refreshes++
+	return nil
+}
+
+func (s *fakeFlights) LeaveFlight(_ context.Context, _, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return err
+	}
+	e := s.entries[id]
+	e.Gone = true
+	s.entries[id] = e
+	return nil
+}
+
+func (s *fakeFlights) ClaimFlight(context.Context, string, string) (string, bool, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return "", false, true, s.check()
+}
+
+func (s *fakeFlights) MarkFlightClaimed(context.Context, string, string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return false, s.check()
+}
+
+func (s *fakeFlights) UnclaimFlight(context.Context, string, string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.check()
+}
+
+func (s *fakeFlights) FinishFlight(_ context.Context, _, id, _ string, _ time.Duration) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return false, err
+	}
+	delete(s.entries, id)
+	return true, nil
+}
+
+func (s *fakeFlights) snapshot() (map[string]ratelimit.FlightEntry, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]ratelimit.FlightEntry{}
+	for k, v := range s.entries {
+		m[k] = v
+	}
+	return m, s.refreshes
+}
+
+// TestFlightBoardOutage: an unreachable store makes the board answer as if
+// it were empty, and once it is back the replica's entries are registered
+// again, with their callers' state.
+func TestFlightBoardOutage(t *testing.T) {
+	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{}}
+	outage, err := ratelimit.NewOutage(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
+	defer b.Close()
+
+	s.setDown(true)
+	b.Register("fp", "1", "k1")
+	b.Leave("fp", "1")
+	if key, ok, busy := b.Claim("fp"); ok || busy || key != "" {
+		t.Errorf("Claim while down = %q %v %v, want nothing", key, ok, busy)
+	}
+	if !b.MarkClaimed("fp", "1") {
+		t.Error("MarkClaimed while down = false, want true (go on locally)")
+	}
+	if claimed, kept := b.Finish("fp", "2", "k2", true); claimed || kept {
+		t.Errorf("Finish while down = %v, %v; want neither claimed nor kept (the caller keeps the key itself)", claimed, kept)
+	}
+	if !outage.Down() {
+		t.Error("the outage was not noticed")
+	}
+
+	s.setDown(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		entries, refreshes := s.snapshot()
+		back := false
+		for _, e := range entries {
+			back = len(entries) == 1 && e.Key == "k1" && e.Gone && refreshes > 0
+		}
+		if back {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the outage: entries %v, %d refreshes; want k1 registered again as gone, and a heartbeat", entries, refreshes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok, busy := b.Claim("fp"); ok || !busy {
+		t.Errorf("Claim with the store back = %v %v, want the store's answer (busy)", ok, busy)
+	}
+}
