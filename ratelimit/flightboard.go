@@ -78,9 +78,9 @@ const outagePoll = 100 * time.Millisecond
 // NewFlightBoard and stop its heartbeat with Close; it is safe for
 // concurrent use.
 type FlightBoard struct {
-	// OutageHold bounds how long Claim waits for an unreachable store to
-	// answer again (DefaultOutageHold from NewFlightBoard; 0: not at
-	// all). Set it before the board is used.
+	// OutageHold is how long into an outage Claim still waits for the
+	// store to answer again (DefaultOutageHold from NewFlightBoard; 0:
+	// not at all). Set it before the board is used.
 	OutageHold time.Duration
 
 	store  FlightStore
@@ -230,12 +230,17 @@ func (b *FlightBoard) Leave(fp, id string) {
 }
 
 // Claim implements flight.Board. While the store is unreachable it waits
-// up to OutageHold for it to answer again (until ctx ends), then answers
-// as if the board were empty. Shortly after an outage, an empty answer
+// for it to answer again (until ctx ends), up to OutageHold after the
+// outage began, then answers as if the board were empty. Shortly after an outage, an empty answer
 // counts as busy: another replica may not have put its entries back yet,
 // and the caller then looks again for as long as it would for a live one.
 func (b *FlightBoard) Claim(ctx context.Context, fp string) (key string, ok, busy bool) {
 	deadline := time.Now().Add(b.OutageHold)
+	if since := b.outage.Since(); !since.IsZero() {
+		// Only the first OutageHold of an outage is waited out: a
+		// long one must not delay every request by as much.
+		deadline = since.Add(b.OutageHold)
+	}
 	for {
 		wasDown := b.outage.Down()
 		if b.outage.try(ctx, func(ctx context.Context) (err error) {

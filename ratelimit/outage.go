@@ -85,6 +85,17 @@ func (o *Outage) Down() bool {
 	return o.down
 }
 
+// Since returns when the current outage began; the zero time when the
+// backend is reachable.
+func (o *Outage) Since() time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.down {
+		return time.Time{}
+	}
+	return o.since
+}
+
 // try runs f against the shared backend with a detached, bounded context
 // unless an outage says not to, and reports whether it succeeded. Failures
 // are recorded; the caller then uses its local state.
