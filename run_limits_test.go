@@ -36,7 +36,7 @@ func TestSafetySettingsTakeEffect(t *testing.T) {
 	env := []string{"KH_KEY=" + testKey, "KH_SECRET=" + testSecret, "KH_UPSTREAM=" + up.URL + "/api",
 		"KH_LISTEN=127.0.0.1:0", "KH_ADMIN_LISTEN=", "KH_LOG_FORMAT=json",
 		"KH_MAX_INFLIGHT_BYTES=1000", "KH_MAX_BODY_BYTES=1000", "KH_MAX_INFLIGHT_WAIT=100ms",
-		"KH_READ_TIMEOUT=400ms", "KH_MAX_CONNS=1"}
+		"KH_READ_TIMEOUT=400ms", "KH_MAX_CONNS=1", "KH_SHUTDOWN_DELAY=0s"}
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, nil, env, io.Discard, logs) }()
 	addr := waitListening(t, logs, errc)
