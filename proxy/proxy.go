@@ -41,7 +41,11 @@ import (
 const flushDelay = 10 * time.Millisecond
 
 // Options configures a Proxy. Upstream and Signer are required; other zero
-// values take the defaults documented on each field.
+// values take the defaults documented on each field, applied once, by New.
+// The defaults of the upstream attempt loop's settings (UpstreamTimeout,
+// RetryBudget, UpstreamIdleTimeout) are package upstream's Default*
+// constants; the others are the proxy's own. Package upstream is handed
+// complete values.
 type Options struct {
 	// Upstream is the API base URL, e.g. https://host/cp/kh_reseller_api: an
 	// absolute http(s) URL without query. Its path is prepended to each
@@ -59,7 +63,8 @@ type Options struct {
 	SignFullPath bool
 	// MaxBodyBytes bounds the request body; 0 means 1 MiB.
 	MaxBodyBytes int64
-	// UpstreamTimeout bounds one attempt until response headers; 0 means 30s.
+	// UpstreamTimeout bounds one attempt until response headers; 0 means
+	// upstream.DefaultTimeout.
 	UpstreamTimeout time.Duration
 	// IdempotentRoutes get an automatic Idempotency-Key when the client sends
 	// none; a request is matched by package apiroute's one rule, on the
@@ -77,7 +82,7 @@ type Options struct {
 	// (package upstream says which failures are retried).
 	RetryMax int
 	// RetryBudget bounds the time from the first attempt to the start of the
-	// last, backoff waits included; 0 means 30s.
+	// last, backoff waits included; 0 means upstream.DefaultRetryBudget.
 	RetryBudget time.Duration
 	// IdempotencyWindow is how long the automatic key of a request whose
 	// answer did not reach its caller is kept for the caller's retry; 0
@@ -90,7 +95,8 @@ type Options struct {
 	// before it gets 503; 0 means 5s.
 	BudgetWait time.Duration
 	// UpstreamIdleTimeout bounds how long an upstream response body may send
-	// nothing; the response is then cut. 0 means 60s.
+	// nothing; the response is then cut. 0 means
+	// upstream.DefaultIdleTimeout.
 	UpstreamIdleTimeout time.Duration
 	// RetryMemory keeps those keys; nil means an in-process memory. A
 	// memory shared by several replicas (ratelimit.RetryMemory with a
@@ -130,7 +136,7 @@ func (o Options) withDefaults() Options {
 		o.MaxBodyBytes = 1 << 20
 	}
 	if o.UpstreamTimeout <= 0 {
-		o.UpstreamTimeout = 30 * time.Second
+		o.UpstreamTimeout = upstream.DefaultTimeout
 	}
 	if o.Transport == nil {
 		t := NewTransport()
@@ -139,7 +145,7 @@ func (o Options) withDefaults() Options {
 	}
 	o.RetryMax = max(o.RetryMax, 0)
 	if o.RetryBudget <= 0 {
-		o.RetryBudget = 30 * time.Second
+		o.RetryBudget = upstream.DefaultRetryBudget
 	}
 	if o.IdempotencyWindow <= 0 {
 		o.IdempotencyWindow = 10 * time.Minute
@@ -151,7 +157,7 @@ func (o Options) withDefaults() Options {
 		o.BudgetWait = 5 * time.Second
 	}
 	if o.UpstreamIdleTimeout <= 0 {
-		o.UpstreamIdleTimeout = 60 * time.Second
+		o.UpstreamIdleTimeout = upstream.DefaultIdleTimeout
 	}
 	if o.RetryMemory == nil {
 		o.RetryMemory = ratelimit.NewRetryMemory(o.IdempotencyWindow, nil, nil)
