@@ -40,6 +40,21 @@ import (
 // before they are sent on to the client.
 const flushDelay = 10 * time.Millisecond
 
+// Defaults of the proxy's own Options; the upstream attempt loop's are
+// package upstream's Default* constants. They equal what config gives an
+// unset variable (a test of the main package checks it), so that a caller
+// of this package and khproxy's user get the same proxy.
+const (
+	// DefaultMaxBodyBytes is Options.MaxBodyBytes's default, 1 MiB.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultIdempotencyWindow is Options.IdempotencyWindow's default.
+	DefaultIdempotencyWindow = 10 * time.Minute
+	// DefaultMaxInflightBytes is Options.MaxInflightBytes's default, 2 MiB.
+	DefaultMaxInflightBytes = 2 << 20
+	// DefaultBudgetWait is Options.BudgetWait's default.
+	DefaultBudgetWait = 5 * time.Second
+)
+
 // Options configures a Proxy. Upstream and Signer are required; other zero
 // values take the defaults documented on each field, applied once, by New.
 // The defaults of the upstream attempt loop's settings (UpstreamTimeout,
@@ -61,7 +76,7 @@ type Options struct {
 	// /v1 on as every example of the API's docs does (false, the default).
 	// Spec §9.1 leaves open which one the API verifies.
 	SignFullPath bool
-	// MaxBodyBytes bounds the request body; 0 means 1 MiB.
+	// MaxBodyBytes bounds the request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// UpstreamTimeout bounds one attempt until response headers; 0 means
 	// upstream.DefaultTimeout.
@@ -86,13 +101,15 @@ type Options struct {
 	RetryBudget time.Duration
 	// IdempotencyWindow is how long the automatic key of a request whose
 	// answer did not reach its caller is kept for the caller's retry; 0
-	// means 10 minutes. It sizes the default RetryMemory only.
+	// means DefaultIdempotencyWindow. It sizes the default RetryMemory
+	// only.
 	IdempotencyWindow time.Duration
 	// MaxInflightBytes is the memory budget for the request bodies held at
-	// once; 0 means 2 MiB. A body larger than it gets 413 at once.
+	// once; 0 means DefaultMaxInflightBytes. A body larger than it gets
+	// 413 at once.
 	MaxInflightBytes int64
 	// BudgetWait bounds how long a request waits for room in the budget
-	// before it gets 503; 0 means 5s.
+	// before it gets 503; 0 means DefaultBudgetWait.
 	BudgetWait time.Duration
 	// UpstreamIdleTimeout bounds how long an upstream response body may send
 	// nothing; the response is then cut. 0 means
@@ -133,7 +150,7 @@ type Options struct {
 // withDefaults returns o with every zero value replaced by its default.
 func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 1 << 20
+		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if o.UpstreamTimeout <= 0 {
 		o.UpstreamTimeout = upstream.DefaultTimeout
@@ -148,13 +165,13 @@ func (o Options) withDefaults() Options {
 		o.RetryBudget = upstream.DefaultRetryBudget
 	}
 	if o.IdempotencyWindow <= 0 {
-		o.IdempotencyWindow = 10 * time.Minute
+		o.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	if o.MaxInflightBytes <= 0 {
-		o.MaxInflightBytes = 2 << 20
+		o.MaxInflightBytes = DefaultMaxInflightBytes
 	}
 	if o.BudgetWait <= 0 {
-		o.BudgetWait = 5 * time.Second
+		o.BudgetWait = DefaultBudgetWait
 	}
 	if o.UpstreamIdleTimeout <= 0 {
 		o.UpstreamIdleTimeout = upstream.DefaultIdleTimeout

@@ -66,7 +66,9 @@ type Metrics interface {
 
 // Defaults of Options. Package upstream owns them: the proxy's Options
 // (package proxy) fill their zero values from these constants, so that each
-// default is written once.
+// default is written once. They equal what config gives an unset
+// KH_UPSTREAM_TIMEOUT, KH_RETRY_BUDGET and KH_UPSTREAM_IDLE_TIMEOUT (a test
+// of the main package checks it).
 const (
 	// DefaultTimeout is Options.Timeout's default.
 	DefaultTimeout = 30 * time.Second
