@@ -2,7 +2,6 @@ package main
 
 import (
 	"testing"
-	"time"
 
 	"khproxy/config"
 	"khproxy/proxy"
@@ -19,34 +18,24 @@ func TestLibraryDefaultsAreConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	durations := []struct {
+	// Both sides of a row have one type, time.Duration or int64 (bytes),
+	// so that != compares the values; a type mismatch would fail the row.
+	tests := []struct {
 		env          string
-		got, library time.Duration
+		got, library any
 	}{
 		{"KH_UPSTREAM_TIMEOUT", cfg.UpstreamTimeout, upstream.DefaultTimeout},
 		{"KH_RETRY_BUDGET", cfg.RetryBudget, upstream.DefaultRetryBudget},
 		{"KH_UPSTREAM_IDLE_TIMEOUT", cfg.UpstreamIdleTimeout, upstream.DefaultIdleTimeout},
 		{"KH_IDEMPOTENCY_WINDOW", cfg.IdempotencyWindow, proxy.DefaultIdempotencyWindow},
 		{"KH_MAX_INFLIGHT_WAIT", cfg.MaxInflightWait, proxy.DefaultBudgetWait},
+		{"KH_MAX_BODY_BYTES", cfg.MaxBodyBytes, int64(proxy.DefaultMaxBodyBytes)},
+		{"KH_MAX_INFLIGHT_BYTES", cfg.MaxInflightBytes, int64(proxy.DefaultMaxInflightBytes)},
 	}
-	for _, d := range durations {
-		t.Run(d.env, func(t *testing.T) {
-			if d.got != d.library {
-				t.Errorf("%s unset = %s, library default %s", d.env, d.got, d.library)
-			}
-		})
-	}
-	sizes := []struct {
-		env          string
-		got, library int64
-	}{
-		{"KH_MAX_BODY_BYTES", cfg.MaxBodyBytes, proxy.DefaultMaxBodyBytes},
-		{"KH_MAX_INFLIGHT_BYTES", cfg.MaxInflightBytes, proxy.DefaultMaxInflightBytes},
-	}
-	for _, s := range sizes {
-		t.Run(s.env, func(t *testing.T) {
-			if s.got != s.library {
-				t.Errorf("%s unset = %d, library default %d", s.env, s.got, s.library)
+	for _, tt := range tests {
+		t.Run(tt.env, func(t *testing.T) {
+			if tt.got != tt.library {
+				t.Errorf("%s unset = %v, library default %v", tt.env, tt.got, tt.library)
 			}
 		})
 	}
