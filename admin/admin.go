@@ -21,12 +21,14 @@
 // oauth2-proxy's NewMetricsHandler(registerer, gatherer) does) and
 // registers its own collectors on it:
 //
-//   - a constructor NewMetrics(reg) returning a *Metrics whose nil value
-//     measures nothing (admin.NewMetrics, guard.NewMetrics,
-//     webhook.NewMetrics, NewUpstreamUp here), or an Options.Registerer field
-//     where the package's constructor takes Options (audit.Options,
-//     ratelimit.Options; ratelimit.NewOutage takes it as an argument), nil
-//     meaning nothing is registered;
+//   - a constructor that takes reg: NewMetrics(reg) returning a *Metrics
+//     whose nil value measures nothing (NewMetrics here, which also takes
+//     the version, guard.NewMetrics, webhook.NewMetrics), or one that
+//     returns a single collector (NewUpstreamUp here); or, where the
+//     package's constructor takes Options, an Options.Registerer field
+//     (audit.Options, ratelimit.Options; ratelimit.NewOutage takes it as an
+//     argument), nil meaning the collectors measure but are not
+//     registered;
 //   - every metric is named khproxy_* and has its help text where it is
 //     built; label values come from fixed sets, and the series of each known
 //     value are created at zero before registering, so that rate() and
