@@ -38,17 +38,11 @@ func webhookServer(cfg config.Config, log *slog.Logger, like httpserve.Server, r
 		Next:      &webhook.Forwarder{URL: cfg.WebhookForward, Timeout: cfg.WebhookForwardTimeout, Logger: log},
 		Logger:    log,
 	}
-	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "khproxy_webhooks_total",
-		Help: "Inbound webhook deliveries, by outcome (forwarded, replay, mismatch, …; see package webhook).",
-	}, []string{"outcome"})
-	for _, o := range webhook.Outcomes() {
-		outcomes.WithLabelValues(string(o))
-	}
-	if err := reg.Register(outcomes); err != nil {
+	m, err := webhook.NewMetrics(reg)
+	if err != nil {
 		return nil, err
 	}
-	rc.OnOutcome = func(o webhook.Outcome) { outcomes.WithLabelValues(string(o)).Inc() }
+	rc.OnOutcome = m.Outcome
 	ln, err := net.Listen("tcp", cfg.WebhookListen)
 	if err != nil {
 		return nil, fmt.Errorf("KH_WEBHOOK_LISTEN: %w", err)

@@ -12,6 +12,35 @@
 //
 // The package knows nothing of signing: readiness checks are what the caller
 // gives it, and Metrics implements the proxy's Metrics interface.
+//
+// # How khproxy's metrics are wired
+//
+// There is one way, and this is where it is written down. run.go builds one
+// registry with NewRegistry and serves it on /metrics; every package that
+// measures something takes it as a prometheus.Registerer (the way
+// oauth2-proxy's NewMetricsHandler(registerer, gatherer) does) and
+// registers its own collectors on it:
+//
+//   - a constructor that takes reg: NewMetrics(reg) returning a *Metrics
+//     whose nil value measures nothing (NewMetrics here, which also takes
+//     the version, guard.NewMetrics, webhook.NewMetrics), or one that
+//     returns a single collector (NewUpstreamUp here); or, where the
+//     package's constructor takes Options, an Options.Registerer field
+//     (audit.Options, ratelimit.Options; ratelimit.NewOutage takes it as an
+//     argument), nil meaning the collectors measure but are not
+//     registered;
+//   - every metric is named khproxy_* and has its help text where it is
+//     built; label values come from fixed sets, and the series of each known
+//     value are created at zero before registering, so that rate() and
+//     alerts see 0 rather than nothing (TestSeriesAtZeroOnFirstScrape and
+//     TestMetricsLint in the main package check both);
+//   - a registration that fails (a name registered twice) is an error of
+//     the constructor, wrapped with the package's name; nothing panics.
+//
+// The main package builds no collector of its own. Packages proxy and
+// proxy/upstream import no Prometheus: they report through their Metrics
+// interfaces (upstream's is part of the proxy's), which Metrics here
+// implements on the registry; nil there means the no-op upstream.NoMetrics.
 package admin
 
 import (

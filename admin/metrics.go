@@ -35,7 +35,7 @@ func NewUpstreamUp(reg prometheus.Registerer) (prometheus.Gauge, error) {
 		Help: "1 when the API's last unsigned GET /v1/health answered 2xx or 429, else 0 (the error is logged); polled every KH_UPSTREAM_CHECK_INTERVAL. Not part of /readyz.",
 	})
 	if err := reg.Register(up); err != nil {
-		return nil, err
+		return nil, errors.Join(errors.New("admin: registering metrics"), err)
 	}
 	return up, nil
 }
@@ -174,7 +174,7 @@ func NewMetrics(reg prometheus.Registerer, version string) (*Metrics, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, errors.Join(errors.New("admin: registering metrics"), err)
 	}
 	return m, nil
 }

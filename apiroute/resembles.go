@@ -43,7 +43,7 @@ const maxDecodes = 4
 // template.
 func looseSegments(path string) string {
 	for range maxDecodes {
-		decoded := unescapeAll(path)
+		decoded := Unescape(path, nil)
 		if decoded == path {
 			break
 		}
@@ -66,36 +66,4 @@ func looseSegments(path string) string {
 		b.WriteString(seg)
 	}
 	return b.String()
-}
-
-// unescapeAll decodes every valid %XX escape of s once; a "%" that starts
-// no valid escape stays as it is.
-func unescapeAll(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	}
-	return c - 'a' + 10
 }

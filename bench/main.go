@@ -13,22 +13,12 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"khproxy/bench/internal/benchproc"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "khbench:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchproc.Main("khbench", dispatch) }
 
 // errUsage marks a command line that could not be understood.
 var errUsage = errors.New("usage: khbench run|upstream|plain|newconn [flags]; khbench CMD -h for the flags")

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"khproxy/apiroute"
 	"khproxy/config"
+	"khproxy/internal/testutil"
 )
 
 const goodKey = "kh_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -45,7 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		Listen:            "127.0.0.1:8080",
 		MaxBodyBytes:      1 << 20,
 		UpstreamTimeout:   30 * time.Second,
-		IdempotentRoutes:  mustPatterns(t, "POST /v1/orders", "POST /v1/services/{id}/actions"),
+		IdempotentRoutes:  testutil.Patterns(t, "POST /v1/orders", "POST /v1/services/{id}/actions"),
 		RetryMax:          3,
 		RetryBudget:       30 * time.Second,
 		IdempotencyWindow: 10 * time.Minute,
@@ -265,23 +265,10 @@ func TestIdempotentRoutesSyntax(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", val, err)
 		}
-		if got, want := c.IdempotentRoutes, mustPatterns(t, "POST /v1/orders", "POST /v1/services/{id}/actions"); !reflect.DeepEqual(got, want) {
+		if got, want := c.IdempotentRoutes, testutil.Patterns(t, "POST /v1/orders", "POST /v1/services/{id}/actions"); !reflect.DeepEqual(got, want) {
 			t.Errorf("%q: routes = %v, want %v", val, got, want)
 		}
 	}
-}
-
-func mustPatterns(t testing.TB, routes ...string) []apiroute.Pattern {
-	t.Helper()
-	ps := make([]apiroute.Pattern, len(routes))
-	for i, r := range routes {
-		p, err := apiroute.ParsePattern(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps[i] = p
-	}
-	return ps
 }
 
 // Every variable has its entry in the configuration reference, and every

@@ -2,7 +2,6 @@ package guard_test
 
 import (
 	"io"
-	"khproxy/apiroute"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -41,7 +40,7 @@ func BenchmarkOrderThroughProxy(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			opts := proxy.Options{Upstream: base, RetryMax: 0,
 				Signer:           &signer.Signer{Key: "kh_live_BENCH", Secret: signer.StaticSecret("bench-secret-bench-secret")},
-				IdempotentRoutes: []apiroute.Pattern{mustPattern(b, "POST /v1/orders")}}
+				IdempotentRoutes: testutil.Patterns(b, "POST /v1/orders")}
 			if withGuard {
 				now := time.Now()
 				g, err := guard.New(guard.Options{Orders: 1000, OrderPer: time.Hour, Spend: guard.Money{Cents: 1 << 50, Currency: "EUR"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"khproxy/apiroute"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -54,8 +53,8 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		opts guard.Options
 		want string
 	}{
-		{"unknown route", guard.Options{Allow: []apiroute.Pattern{mustPattern(t, "GET /v1/product/{id}")}}, "not an API route"},
-		{"odd method", guard.Options{Allow: []apiroute.Pattern{mustPattern(t, "BREW /v1/products")}}, "method"},
+		{"unknown route", guard.Options{Allow: testutil.Patterns(t, "GET /v1/product/{id}")}, "not an API route"},
+		{"odd method", guard.Options{Allow: testutil.Patterns(t, "BREW /v1/products")}, "method"},
 		{"order limit without count", guard.Options{OrderPer: time.Hour}, "order limit"},
 		{"spend limit without currency", guard.Options{SpendPer: time.Hour, Spend: guard.Money{Cents: 100}, Prices: prices}, "spend limit"},
 		{"spend limit without prices", guard.Options{SpendPer: time.Hour, Spend: guard.Money{Cents: 100, Currency: "EUR"}}, "PriceSource"},
@@ -258,13 +257,4 @@ func TestRetryPassesWhenThePriceIsGone(t *testing.T) {
 			t.Errorf("%s: a new order: %v, want %s", tt.name, err, tt.kind)
 		}
 	}
-}
-
-func mustPattern(t testing.TB, s string) apiroute.Pattern {
-	t.Helper()
-	p, err := apiroute.ParsePattern(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

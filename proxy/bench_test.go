@@ -117,7 +117,7 @@ func newBenchProxy(tb testing.TB, upstream string) *proxy.Proxy {
 	p, err := proxy.New(proxy.Options{
 		Upstream:         u,
 		Signer:           &signer.Signer{Key: testKey, Secret: signer.StaticSecret(testSecret)},
-		IdempotentRoutes: patterns(tb, "POST /v1/orders"),
+		IdempotentRoutes: testutil.Patterns(tb, "POST /v1/orders"),
 		RetryMax:         3,
 		Logger:           slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	})

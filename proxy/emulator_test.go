@@ -319,7 +319,7 @@ func TestCallerRetries(t *testing.T) {
 }
 
 func TestKeylessPostOutsideRoutesIsNotRetried(t *testing.T) {
-	h := newEmuHarness(t, func(o *proxy.Options) { o.IdempotentRoutes = patterns(t, "POST /v1/orders") })
+	h := newEmuHarness(t, func(o *proxy.Options) { o.IdempotentRoutes = testutil.Patterns(t, "POST /v1/orders") })
 	h.emu.SetFaults(emulator.Faults{FailCount: 1, FailStatus: 503})
 	code, _, _ := h.must(t, "POST", "/v1/services/5001/actions", `{"action":"reboot"}`, nil)
 	if code != http.StatusServiceUnavailable {

@@ -109,20 +109,6 @@ func defaultRoutes(t testing.TB) []apiroute.Pattern {
 	return cfg.IdempotentRoutes
 }
 
-// patterns parses routes in apiroute's syntax.
-func patterns(t testing.TB, routes ...string) []apiroute.Pattern {
-	t.Helper()
-	ps := make([]apiroute.Pattern, len(routes))
-	for i, r := range routes {
-		p, err := apiroute.ParsePattern(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps[i] = p
-	}
-	return ps
-}
-
 func (u *upstream) all() []arrival {
 	u.mu.Lock()
 	defer u.mu.Unlock()

@@ -23,22 +23,19 @@ type Metrics interface {
 	// the time it took; kind is the Kind khproxy answered with itself, ""
 	// when the answer is the API's.
 	RequestDone(method, route string, status int, kind string, d time.Duration)
-	// UpstreamAttempt reports one signed attempt sent to the API, with
-	// AttemptFirst or the reason it is a retry.
-	UpstreamAttempt(reason string)
 	// IdempotencyKey reports the source of the key a request was answered
 	// with (KeyAuto, KeyClient or KeyReused), once per request that had
 	// one.
 	IdempotencyKey(source string)
-	// ClockOffset reports the learned offset of the API's clock from ours.
-	ClockOffset(d time.Duration)
-	// UpstreamAttemptDone reports one attempt's end: the API's status (0:
-	// no answer), a 401's reason (one of AuthReasons) and the time from
-	// sending to response headers or the error.
-	UpstreamAttemptDone(status int, authReason string, d time.Duration)
-	// SecretReread reports a re-read of KH_SECRET_FILE after a 401
-	// signature_mismatch, with one of SecretRereadResults.
-	SecretReread(result string)
+	// Metrics are the upstream attempt loop's measurements, which the
+	// proxy hands to package upstream: each signed attempt sent to the
+	// API (UpstreamAttempt, with AttemptFirst or the reason it is a
+	// retry) and its end (UpstreamAttemptDone: the API's status, 0 for no
+	// answer, a 401's reason, one of AuthReasons), the learned offset of
+	// the API's clock (ClockOffset), and each re-read of KH_SECRET_FILE
+	// after a 401 signature_mismatch (SecretReread, with one of
+	// SecretRereadResults).
+	upstream.Metrics
 }
 
 // AttemptFirst is the reason of each request's first upstream attempt.
@@ -64,16 +61,13 @@ const (
 	KeyReused = "reused" // the key of an identical request that was in flight or unanswered
 )
 
-// noMetrics measures nothing.
-type noMetrics struct{}
+// noMetrics measures nothing: upstream's no-op Metrics and the proxy's own
+// three methods.
+type noMetrics struct{ upstream.NoMetrics }
 
 func (noMetrics) RequestStarted()                                        {}
 func (noMetrics) RequestDone(string, string, int, string, time.Duration) {}
-func (noMetrics) UpstreamAttempt(string)                                 {}
 func (noMetrics) IdempotencyKey(string)                                  {}
-func (noMetrics) ClockOffset(time.Duration)                              {}
-func (noMetrics) UpstreamAttemptDone(int, string, time.Duration)         {}
-func (noMetrics) SecretReread(string)                                    {}
 
 // observe reports an answered request to the metrics.
 func (p *Proxy) observe(r *http.Request, ex *exchange, route string, status int, d time.Duration) {

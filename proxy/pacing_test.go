@@ -78,7 +78,7 @@ func (a *limitedAPI) proxy(t testing.TB, limiter *ratelimit.Limiter, mutate ...f
 	opts := proxy.Options{
 		Upstream:          a.url,
 		Signer:            &signer.Signer{Key: a.key, Secret: signer.StaticSecret(a.secret)},
-		IdempotentRoutes:  patterns(t, "POST /v1/orders"),
+		IdempotentRoutes:  testutil.Patterns(t, "POST /v1/orders"),
 		RetryMax:          3,
 		RetryBudget:       10 * time.Second,
 		IdempotencyWindow: time.Minute,

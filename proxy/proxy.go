@@ -40,8 +40,27 @@ import (
 // before they are sent on to the client.
 const flushDelay = 10 * time.Millisecond
 
+// Defaults of the proxy's own Options; the upstream attempt loop's are
+// package upstream's Default* constants. They equal what config gives an
+// unset variable (a test of the main package checks it), so that a caller
+// of this package and khproxy's user get the same proxy.
+const (
+	// DefaultMaxBodyBytes is Options.MaxBodyBytes's default, 1 MiB.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultIdempotencyWindow is Options.IdempotencyWindow's default.
+	DefaultIdempotencyWindow = 10 * time.Minute
+	// DefaultMaxInflightBytes is Options.MaxInflightBytes's default, 2 MiB.
+	DefaultMaxInflightBytes = 2 << 20
+	// DefaultBudgetWait is Options.BudgetWait's default.
+	DefaultBudgetWait = 5 * time.Second
+)
+
 // Options configures a Proxy. Upstream and Signer are required; other zero
-// values take the defaults documented on each field.
+// values take the defaults documented on each field, applied once, by New.
+// The defaults of the upstream attempt loop's settings (UpstreamTimeout,
+// RetryBudget, UpstreamIdleTimeout) are package upstream's Default*
+// constants; the others are the proxy's own. Package upstream is handed
+// complete values.
 type Options struct {
 	// Upstream is the API base URL, e.g. https://host/cp/kh_reseller_api: an
 	// absolute http(s) URL without query. Its path is prepended to each
@@ -57,9 +76,10 @@ type Options struct {
 	// /v1 on as every example of the API's docs does (false, the default).
 	// Spec §9.1 leaves open which one the API verifies.
 	SignFullPath bool
-	// MaxBodyBytes bounds the request body; 0 means 1 MiB.
+	// MaxBodyBytes bounds the request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// UpstreamTimeout bounds one attempt until response headers; 0 means 30s.
+	// UpstreamTimeout bounds one attempt until response headers; 0 means
+	// upstream.DefaultTimeout.
 	UpstreamTimeout time.Duration
 	// IdempotentRoutes get an automatic Idempotency-Key when the client sends
 	// none; a request is matched by package apiroute's one rule, on the
@@ -77,20 +97,23 @@ type Options struct {
 	// (package upstream says which failures are retried).
 	RetryMax int
 	// RetryBudget bounds the time from the first attempt to the start of the
-	// last, backoff waits included; 0 means 30s.
+	// last, backoff waits included; 0 means upstream.DefaultRetryBudget.
 	RetryBudget time.Duration
 	// IdempotencyWindow is how long the automatic key of a request whose
 	// answer did not reach its caller is kept for the caller's retry; 0
-	// means 10 minutes. It sizes the default RetryMemory only.
+	// means DefaultIdempotencyWindow. It sizes the default RetryMemory
+	// only.
 	IdempotencyWindow time.Duration
 	// MaxInflightBytes is the memory budget for the request bodies held at
-	// once; 0 means 2 MiB. A body larger than it gets 413 at once.
+	// once; 0 means DefaultMaxInflightBytes. A body larger than it gets
+	// 413 at once.
 	MaxInflightBytes int64
 	// BudgetWait bounds how long a request waits for room in the budget
-	// before it gets 503; 0 means 5s.
+	// before it gets 503; 0 means DefaultBudgetWait.
 	BudgetWait time.Duration
 	// UpstreamIdleTimeout bounds how long an upstream response body may send
-	// nothing; the response is then cut. 0 means 60s.
+	// nothing; the response is then cut. 0 means
+	// upstream.DefaultIdleTimeout.
 	UpstreamIdleTimeout time.Duration
 	// RetryMemory keeps those keys; nil means an in-process memory. A
 	// memory shared by several replicas (ratelimit.RetryMemory with a
@@ -127,10 +150,10 @@ type Options struct {
 // withDefaults returns o with every zero value replaced by its default.
 func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 1 << 20
+		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if o.UpstreamTimeout <= 0 {
-		o.UpstreamTimeout = 30 * time.Second
+		o.UpstreamTimeout = upstream.DefaultTimeout
 	}
 	if o.Transport == nil {
 		t := NewTransport()
@@ -139,19 +162,19 @@ func (o Options) withDefaults() Options {
 	}
 	o.RetryMax = max(o.RetryMax, 0)
 	if o.RetryBudget <= 0 {
-		o.RetryBudget = 30 * time.Second
+		o.RetryBudget = upstream.DefaultRetryBudget
 	}
 	if o.IdempotencyWindow <= 0 {
-		o.IdempotencyWindow = 10 * time.Minute
+		o.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	if o.MaxInflightBytes <= 0 {
-		o.MaxInflightBytes = 2 << 20
+		o.MaxInflightBytes = DefaultMaxInflightBytes
 	}
 	if o.BudgetWait <= 0 {
-		o.BudgetWait = 5 * time.Second
+		o.BudgetWait = DefaultBudgetWait
 	}
 	if o.UpstreamIdleTimeout <= 0 {
-		o.UpstreamIdleTimeout = 60 * time.Second
+		o.UpstreamIdleTimeout = upstream.DefaultIdleTimeout
 	}
 	if o.RetryMemory == nil {
 		o.RetryMemory = ratelimit.NewRetryMemory(o.IdempotencyWindow, nil, nil)

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -156,14 +157,16 @@ func (o *Outage) record(err error) {
 	}
 }
 
-// register registers every collector with reg, which may be nil.
+// register registers every collector with reg, which may be nil (the
+// collectors then measure without being exposed), as package admin
+// describes.
 func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	if reg == nil {
 		return nil
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
-			return err
+			return errors.Join(errors.New("ratelimit: registering metrics"), err)
 		}
 	}
 	return nil

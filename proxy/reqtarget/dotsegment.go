@@ -1,6 +1,10 @@
 package reqtarget
 
-import "strings"
+import (
+	"strings"
+
+	"khproxy/apiroute"
+)
 
 // A path with a "." or ".." segment, raw or percent-encoded in any case and
 // at any depth ("%2e", ".%2E", "%252e", "%25%32%65"), is refused. Anything
@@ -19,42 +23,10 @@ func hasDotSegment(path string) bool {
 				return true
 			}
 		}
-		decoded := unescapeOnce(path)
+		decoded := apiroute.Unescape(path, nil)
 		if decoded == path {
 			return false
 		}
 		path = decoded
 	}
-}
-
-// unescapeOnce decodes every valid %XX escape of s, once; a "%" that starts
-// no valid escape stays as it is.
-func unescapeOnce(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	}
-	return c - 'a' + 10
 }

@@ -2,29 +2,6 @@ package reqtarget
 
 import "testing"
 
-func TestUnescapeOnce(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"", ""},
-		{"/v1/x", "/v1/x"},
-		{"%2e%2E", ".."},
-		{"%252e", "%2e"},
-		{"%25%32%65", "%2e"},
-		{"%", "%"},
-		{"%2", "%2"},
-		{"%zz%2e", "%zz."},
-		{"a%2fb%5C", `a/b\`},
-		{"%C3%A9", "é"},
-		{"%%2e", "%."},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			if got := unescapeOnce(tt.in); got != tt.want {
-				t.Errorf("unescapeOnce(%q) = %q, want %q", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestHasDotSegment(t *testing.T) {
 	tests := []struct {
 		path string

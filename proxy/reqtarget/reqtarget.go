@@ -28,6 +28,8 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+
+	"khproxy/apiroute"
 )
 
 // The reasons Resolve refuses a request-target. Their text is for logs and
@@ -200,22 +202,7 @@ func escapePath(raw string) string {
 // for unreserved characters (RFC 3986 §2.3, §6.2.2.2), in either case of
 // hex digit, and keeps every other byte, other escapes included, as it is.
 func decodeUnreserved(escaped string) string {
-	if !strings.Contains(escaped, "%") {
-		return escaped
-	}
-	var b strings.Builder
-	b.Grow(len(escaped))
-	for i := 0; i < len(escaped); i++ {
-		if escaped[i] == '%' && i+2 < len(escaped) && isHex(escaped[i+1]) && isHex(escaped[i+2]) {
-			if c := unhex(escaped[i+1])<<4 | unhex(escaped[i+2]); unreserved(c) {
-				b.WriteByte(c)
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(escaped[i])
-	}
-	return b.String()
+	return apiroute.Unescape(escaped, unreserved)
 }
 
 // unreserved reports whether c is an unreserved character of RFC 3986

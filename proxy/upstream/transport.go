@@ -64,6 +64,20 @@ type Metrics interface {
 	SecretReread(result string)
 }
 
+// Defaults of Options. Package upstream owns them: the proxy's Options
+// (package proxy) fill their zero values from these constants, so that each
+// default is written once. They equal what config gives an unset
+// KH_UPSTREAM_TIMEOUT, KH_RETRY_BUDGET and KH_UPSTREAM_IDLE_TIMEOUT (a test
+// of the main package checks it).
+const (
+	// DefaultTimeout is Options.Timeout's default.
+	DefaultTimeout = 30 * time.Second
+	// DefaultRetryBudget is Options.RetryBudget's default.
+	DefaultRetryBudget = 30 * time.Second
+	// DefaultIdleTimeout is Options.IdleTimeout's default.
+	DefaultIdleTimeout = 60 * time.Second
+)
+
 // Options configures a Transport. Signer is required; other zero values
 // take the defaults documented on each field.
 type Options struct {
@@ -71,17 +85,18 @@ type Options struct {
 	Next http.RoundTripper
 	// Signer signs every attempt.
 	Signer *signer.Signer
-	// Timeout bounds one attempt until response headers; 0 means 30s.
+	// Timeout bounds one attempt until response headers; 0 means
+	// DefaultTimeout.
 	Timeout time.Duration
 	// RetryMax is how many times a failed attempt may be retried; 0 means
 	// never, apart from the two one-off retries that only khproxy can fix
 	// (replay_detected, and timestamp_out_of_window with a usable Date).
 	RetryMax int
 	// RetryBudget bounds the time from the first attempt to the start of
-	// the last, backoff waits included; 0 means 30s.
+	// the last, backoff waits included; 0 means DefaultRetryBudget.
 	RetryBudget time.Duration
 	// IdleTimeout bounds how long a response body may send nothing; the
-	// response is then cut with ErrBodyIdle. 0 means 60s.
+	// response is then cut with ErrBodyIdle. 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
 	// Limiter paces attempts to the API key's rate limit: each attempt but
 	// a GET (or HEAD) /v1/health waits for a token, and an upstream 429
@@ -149,13 +164,13 @@ func New(o Options) (*Transport, error) {
 		t.now = time.Now
 	}
 	if t.timeout <= 0 {
-		t.timeout = 30 * time.Second
+		t.timeout = DefaultTimeout
 	}
 	if t.retryBudget <= 0 {
-		t.retryBudget = 30 * time.Second
+		t.retryBudget = DefaultRetryBudget
 	}
 	if t.idleTimeout <= 0 {
-		t.idleTimeout = 60 * time.Second
+		t.idleTimeout = DefaultIdleTimeout
 	}
 	if t.stop == nil {
 		t.stop = context.Background()
@@ -164,18 +179,27 @@ func New(o Options) (*Transport, error) {
 		t.log = slog.New(slog.DiscardHandler)
 	}
 	if t.metrics == nil {
-		t.metrics = noMetrics{}
+		t.metrics = NoMetrics{}
 	}
 	return t, nil
 }
 
-// noMetrics measures nothing.
-type noMetrics struct{}
+// NoMetrics is the Metrics that measure nothing, used when Options.Metrics
+// is nil; package proxy embeds it in its own. Its zero value is ready and
+// safe for concurrent use.
+type NoMetrics struct{}
 
-func (noMetrics) UpstreamAttempt(string)                         {}
-func (noMetrics) ClockOffset(time.Duration)                      {}
-func (noMetrics) UpstreamAttemptDone(int, string, time.Duration) {}
-func (noMetrics) SecretReread(string)                            {}
+// UpstreamAttempt does nothing.
+func (NoMetrics) UpstreamAttempt(string) {}
+
+// ClockOffset does nothing.
+func (NoMetrics) ClockOffset(time.Duration) {}
+
+// UpstreamAttemptDone does nothing.
+func (NoMetrics) UpstreamAttemptDone(int, string, time.Duration) {}
+
+// SecretReread does nothing.
+func (NoMetrics) SecretReread(string) {}
 
 // retryReason says why a finished attempt is retried; noRetry means it is
 // not. The reasons are also the values of the "reason" log attribute.

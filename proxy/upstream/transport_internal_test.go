@@ -214,10 +214,9 @@ func TestInDoubt(t *testing.T) {
 	}
 }
 
-// offsetMetrics records the learned clock offsets.
 // offsetMetrics records the clock offsets reported; the rest it discards.
 type offsetMetrics struct {
-	noMetrics
+	NoMetrics
 	offsets []time.Duration
 }
 
