@@ -116,13 +116,7 @@ func (s *fakeFlights) snapshot() (map[string]ratelimit.FlightEntry, int) {
 // it were empty, and once it is back the replica's entries are registered
 // again, with their callers' state.
 func TestFlightBoardOutage(t *testing.T) {
-	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{}}
-	outage, err := ratelimit.NewOutage(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
-	defer b.Close()
+	s, outage, b := newTestBoard(t, nil)
 
 	s.setDown(true)
 	b.OutageHold = 0 // answer at once while down
@@ -167,14 +161,7 @@ func TestFlightBoardOutage(t *testing.T) {
 // and gets the abandoned request's key, instead of going on alone with a
 // new one; a longer outage is waited out only for OutageHold.
 func TestFlightBoardClaimHoldsThroughAShortOutage(t *testing.T) {
-	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{},
-		claim: func() (string, bool, bool) { return "k1", true, false }}
-	outage, err := ratelimit.NewOutage(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
-	defer b.Close()
+	s, outage, b := newTestBoard(t, func() (string, bool, bool) { return "k1", true, false })
 	s.setDown(true)
 	b.Register("fp", "1", "k0") // notices the outage
 	if !outage.Down() {
@@ -216,14 +203,7 @@ func TestFlightBoardClaimHoldsThroughAShortOutage(t *testing.T) {
 // is back, other replicas may not have put their entries back yet, so an
 // empty answer says busy (look again) rather than "nothing there".
 func TestFlightBoardDistrustsEmptyAnswersAfterAnOutage(t *testing.T) {
-	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{},
-		claim: func() (string, bool, bool) { return "", false, false }}
-	outage, err := ratelimit.NewOutage(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
-	defer b.Close()
+	s, _, b := newTestBoard(t, func() (string, bool, bool) { return "", false, false })
 	if _, ok, busy := b.Claim(t.Context(), "fp"); ok || busy {
 		t.Errorf("Claim before any outage = %v %v, want the store's empty answer", ok, busy)
 	}
@@ -234,4 +214,19 @@ func TestFlightBoardDistrustsEmptyAnswersAfterAnOutage(t *testing.T) {
 	if _, ok, busy := b.Claim(t.Context(), "fp"); ok || !busy {
 		t.Errorf("Claim as the outage ends = %v %v, want busy", ok, busy)
 	}
+}
+
+// newTestBoard returns a board on a fake store whose ClaimFlight answers
+// claim (nil: busy), with a short heartbeat and ttl; it is closed when
+// the test ends.
+func newTestBoard(t testing.TB, claim func() (string, bool, bool)) (*fakeFlights, *ratelimit.Outage, *ratelimit.FlightBoard) {
+	t.Helper()
+	s := &fakeFlights{entries: map[string]ratelimit.FlightEntry{}, claim: claim}
+	outage, err := ratelimit.NewOutage(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ratelimit.NewFlightBoard(s, outage, 20*time.Millisecond, 100*time.Millisecond, time.Minute)
+	t.Cleanup(b.Close)
+	return s, outage, b
 }
