@@ -69,6 +69,7 @@ func TestConnectIsRefusedWithTheReason(t *testing.T) {
 // TestConnectWhatClientsShow points real clients' HTTPS proxy at khproxy and
 // checks what they print. Clients that are not installed are skipped.
 func TestConnectWhatClientsShow(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	proxyURL := h.proxy.URL
 	reason := "khproxy is not an HTTPS proxy: send plain HTTP to " + proxyURL + "/v1/... instead"

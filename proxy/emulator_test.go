@@ -141,6 +141,7 @@ func TestDropAfterCommitMakesOneOrder(t *testing.T) {
 }
 
 func TestUpstreamFaultsAreRetried(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		faults emulator.Faults
@@ -215,6 +216,7 @@ func TestReplayDetectedIsResigned(t *testing.T) {
 }
 
 func TestCallerRetries(t *testing.T) {
+	t.Parallel()
 	t.Run("retry while the first is in flight", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: time.Second, DelayCount: 1})

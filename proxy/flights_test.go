@@ -14,6 +14,7 @@ import (
 // TestRetriesClaimAbandonedRequests: only a request whose caller has gone
 // is shared with an identical one, and each with one retry at a time.
 func TestRetriesClaimAbandonedRequests(t *testing.T) {
+	t.Parallel()
 	t.Run("a retry of a retry gets the first order", func(t *testing.T) {
 		h := newEmuHarness(t)
 		h.emu.SetFaults(emulator.Faults{Delay: 1500 * time.Millisecond, DelayCount: 1})

@@ -124,6 +124,7 @@ func TestGateAdmitsAndHearsEveryRequest(t *testing.T) {
 // TestGateRecordsBeforeTheCallerHearsTheAnswer holds Record and checks that
 // the caller has no answer meanwhile.
 func TestGateRecordsBeforeTheCallerHearsTheAnswer(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ name, method, path, body string }{
 		{"answer from the API", "POST", "/v1/orders", testutil.OrderBody},
 		{"khproxy's own refusal", "POST", "/v1/orders", strings.Repeat("x", 3<<20)},

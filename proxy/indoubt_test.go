@@ -23,6 +23,7 @@ func inDoubtOpts(timeout, budget time.Duration) func(*proxy.Options) {
 // meets the order still being placed; khproxy waits it out with the same key
 // and answers with the order, never with the 409.
 func TestInProgressAfterTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
 	idemModes(t, func(t *testing.T, m bool) {
 		api := newIdemAPI(700*time.Millisecond, m)
 		h := newHarness(t, api.serve, inDoubtOpts(200*time.Millisecond, 5*time.Second))
@@ -43,6 +44,7 @@ func TestInProgressAfterTimeoutIsRetried(t *testing.T) {
 // caller gets in_doubt with the key, and its identical retry reuses the key
 // and gets the one order.
 func TestInDoubtKeepsTheKey(t *testing.T) {
+	t.Parallel()
 	idemModes(t, func(t *testing.T, m bool) {
 		api := newIdemAPI(1200*time.Millisecond, m)
 		h := newHarness(t, api.serve, inDoubtOpts(200*time.Millisecond, 500*time.Millisecond))
@@ -70,6 +72,7 @@ func TestInDoubtKeepsTheKey(t *testing.T) {
 // whose budget ran out does not get that in-doubt answer as its result: it
 // asks the API with the key itself and gets the order.
 func TestClaimerNeverGetsInDoubt(t *testing.T) {
+	t.Parallel()
 	idemModes(t, func(t *testing.T, m bool) {
 		api := newIdemAPI(time.Second, m)
 		h := newHarness(t, api.serve, inDoubtOpts(300*time.Millisecond, 800*time.Millisecond))

@@ -29,6 +29,7 @@ func logLines(t testing.TB, logs *testutil.SyncBuffer, msg string) []map[string]
 // request carries its request_id, which the caller gets as
 // Khproxy-Request-Id.
 func TestLogsTellTheTruth(t *testing.T) {
+	t.Parallel()
 	t.Run("caller left first", func(t *testing.T) {
 		api := newIdemAPI(400*time.Millisecond, true)
 		h := newHarness(t, api.serve, inDoubtOpts(2*time.Second, 5*time.Second))

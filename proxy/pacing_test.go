@@ -135,6 +135,7 @@ func parallelGets(t testing.TB, n int, hs ...*emuHarness) map[int]int {
 }
 
 func TestPacingKeepsParallelRequestsUnderTheLimit(t *testing.T) {
+	t.Parallel()
 	const n = 15 // three bursts' worth
 	t.Run("paced", func(t *testing.T) {
 		api := newLimitedAPI(t, fastLimit)
@@ -310,6 +311,7 @@ func sharedLimiter(t testing.TB, srv *redistest.Server, apiKey string, limit rat
 }
 
 func TestTwoProxiesShareOneRedis(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	t.Run("they stay under the limit together", func(t *testing.T) {
 		api := newLimitedAPI(t, fastLimit)

@@ -114,6 +114,7 @@ func newReplicasLogging(t *testing.T, n int, redis *redistest.Server, api *upstr
 // TestReplicasShareFlights: with Redis, a retry at any replica reuses the
 // key exactly when the same retry on one replica would.
 func TestReplicasShareFlights(t *testing.T) {
+	t.Parallel()
 	redis := redistest.Start(t)
 	impatient := &http.Client{Timeout: 150 * time.Millisecond}
 

@@ -355,6 +355,7 @@ func sequence(statuses ...int) http.HandlerFunc {
 // progress is bounded by the budget only; the failures around it still
 // count.
 func TestInProgressIsNotCountedAgainstRetryMax(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		retryMax int
