@@ -174,24 +174,26 @@ func TestStandalone(t *testing.T) {
 
 func deployment(t *testing.T, m manifests, name string) *appsv1.Deployment {
 	t.Helper()
-	for _, d := range m.deployments {
-		if d.Name == name {
-			return d
-		}
-	}
-	t.Fatalf("no Deployment %s", name)
-	return nil
+	return named(t, "Deployment", m.deployments, name)
 }
 
 func service(t *testing.T, m manifests, name string) *corev1.Service {
 	t.Helper()
-	for _, s := range m.services {
-		if s.Name == name {
-			return s
+	return named(t, "Service", m.services, name)
+}
+
+// named returns the object of kind called name among objs, failing t when
+// there is none.
+func named[T interface{ GetName() string }](t *testing.T, kind string, objs []T, name string) T {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetName() == name {
+			return o
 		}
 	}
-	t.Fatalf("no Service %s", name)
-	return nil
+	t.Fatalf("no %s %s", kind, name)
+	var zero T
+	return zero
 }
 
 // resolve returns the number of a Service's targetPort in c.
